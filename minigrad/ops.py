@@ -1,0 +1,502 @@
+"""Differentiable operations: each computes its output and says how to pull a gradient back.
+
+For an operation ``out = f(a, b, ...)`` the vector-Jacobian product (VJP) maps the
+upstream gradient ``g = dL/dout`` (shape of ``out``) to ``dL/da = g . d out/da`` (shape
+of ``a``), and so on for every input. Each docstring states the derivative and the
+shapes. Conventions follow torch, including the values chosen at kinks
+(relu'(0) = 0, abs'(0) = 0, leaky_relu'(0) = slope).
+
+Broadcasting: when an input was broadcast to the output's shape, its gradient is the
+sum of ``g`` over the broadcast dimensions (:func:`unbroadcast`).
+
+Every function accepts tensors, numpy arrays or python numbers; non-tensors are
+constants. Python numbers take the dtype of the tensor they meet (so a float32 model
+stays float32).
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from .tensor import Tensor, as_array, make_node
+
+__all__ = [
+    "add", "sub", "mul", "div", "neg", "power", "matmul", "linear",
+    "exp", "log", "tanh", "sigmoid", "softplus", "relu", "leaky_relu", "silu", "sqrt", "abs",
+    "sum", "mean", "reshape", "transpose", "getitem", "concat", "stack", "split", "where", "astype",
+    "unbroadcast",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _lift(x, like: Tensor | None = None) -> Tensor:
+    """`x` as a Tensor; a python number takes `like`'s dtype."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, (int, float)) and not isinstance(x, bool):
+        return Tensor(np.asarray(x, dtype=like.data.dtype))
+    return Tensor(as_array(x))
+
+
+def _lift_pair(a, b) -> tuple[Tensor, Tensor]:
+    if isinstance(a, Tensor):
+        return a, _lift(b, a)
+    b = _lift(b)
+    return _lift(a, b), b
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum `grad` down to `shape`: over the leading dimensions broadcasting added, and
+    over the dimensions where `shape` has size 1. (The VJP of broadcasting is a sum.)"""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _broadcast_error(op: str, a: Tensor, b: Tensor) -> ValueError:
+    return ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together")
+
+
+# --------------------------------------------------------------------------- arithmetic
+def add(a, b) -> Tensor:
+    """``a + b`` (broadcasting). d/da = 1, d/db = 1: both get ``g``, unbroadcast."""
+    a, b = _lift_pair(a, b)
+    try:
+        data = a.data + b.data
+    except ValueError:
+        raise _broadcast_error("add", a, b) from None
+
+    def vjp(g):
+        return unbroadcast(g, a.data.shape), unbroadcast(g, b.data.shape)
+
+    return make_node(data, (a, b), vjp, "add")
+
+
+def sub(a, b) -> Tensor:
+    """``a - b``. d/da = 1, d/db = -1."""
+    a, b = _lift_pair(a, b)
+    try:
+        data = a.data - b.data
+    except ValueError:
+        raise _broadcast_error("sub", a, b) from None
+
+    def vjp(g):
+        return unbroadcast(g, a.data.shape), (unbroadcast(-g, b.data.shape) if b.requires_grad else None)
+
+    return make_node(data, (a, b), vjp, "sub")
+
+
+def mul(a, b) -> Tensor:
+    """``a * b`` elementwise. d/da = b, d/db = a: ``(g * b, g * a)``, unbroadcast."""
+    a, b = _lift_pair(a, b)
+    try:
+        data = a.data * b.data
+    except ValueError:
+        raise _broadcast_error("mul", a, b) from None
+
+    def vjp(g):
+        ga = unbroadcast(g * b.data, a.data.shape) if a.requires_grad else None
+        gb = unbroadcast(g * a.data, b.data.shape) if b.requires_grad else None
+        return ga, gb
+
+    return make_node(data, (a, b), vjp, "mul")
+
+
+def div(a, b) -> Tensor:
+    """``a / b``. d/da = 1/b, d/db = -a/b^2: ``(g / b, -g * a / b^2)``."""
+    a, b = _lift_pair(a, b)
+    try:
+        data = a.data / b.data
+    except ValueError:
+        raise _broadcast_error("div", a, b) from None
+
+    def vjp(g):
+        ga = unbroadcast(g / b.data, a.data.shape) if a.requires_grad else None
+        gb = unbroadcast(-g * data / b.data, b.data.shape) if b.requires_grad else None
+        return ga, gb
+
+    return make_node(data, (a, b), vjp, "div")
+
+
+def neg(a) -> Tensor:
+    """``-a``. d/da = -1."""
+    a = _lift(a)
+    return make_node(-a.data, (a,), lambda g: (-g,), "neg")
+
+
+def power(a, p) -> Tensor:
+    """``a ** p``. d/da = p a^(p-1); for a tensor exponent d/dp = a^p log(a) (needs a > 0)."""
+    a, p = _lift_pair(a, p)
+    try:
+        data = a.data ** p.data
+    except ValueError:
+        raise _broadcast_error("power", a, p) from None
+
+    def vjp(g):
+        ga = unbroadcast(g * p.data * a.data ** (p.data - 1), a.data.shape) if a.requires_grad else None
+        gp = unbroadcast(g * data * np.log(a.data), p.data.shape) if p.requires_grad else None
+        return ga, gp
+
+    return make_node(data, (a, p), vjp, "pow")
+
+
+def _swap_last(x: np.ndarray) -> np.ndarray:
+    return np.swapaxes(x, -1, -2)
+
+
+def matmul(a, b) -> Tensor:
+    """``a @ b`` with numpy's rules: 2-D, batched (leading dims broadcast) and 1-D operands.
+
+    For ``(..., m, k) @ (..., k, n) -> (..., m, n)``: dL/da = g @ b^T (shape of a),
+    dL/db = a^T @ g (shape of b), each summed over broadcast batch dimensions.
+    A 1-D left operand acts as a row vector, a 1-D right operand as a column vector.
+    """
+    a, b = _lift_pair(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    try:
+        data = np.matmul(a.data, b.data)
+    except ValueError:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
+
+    def vjp(g):
+        A = a.data[None, :] if a.ndim == 1 else a.data  # (..., m, k)
+        B = b.data[:, None] if b.ndim == 1 else b.data  # (..., k, n)
+        G = g
+        if a.ndim == 1:
+            G = G[..., None, :]
+        if b.ndim == 1:
+            G = G[..., None]
+        ga = gb = None
+        if a.requires_grad:
+            ga = np.matmul(G, _swap_last(B))
+            ga = unbroadcast(ga[..., 0, :] if a.ndim == 1 else ga, a.data.shape)
+        if b.requires_grad:
+            gb = np.matmul(_swap_last(A), G)
+            gb = unbroadcast(gb[..., 0] if b.ndim == 1 else gb, b.data.shape)
+        return ga, gb
+
+    return make_node(data, (a, b), vjp, "matmul")
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """The fused affine map ``x @ W^T + b`` of a Linear layer (one node instead of three).
+
+    Shapes: x (..., in), W (out, in), b (out,) -> (..., out).
+    dL/dx = g @ W,  dL/dW = g^T x (summed over all leading dims),  dL/db = sum of g.
+    """
+    x = _lift(x, weight if isinstance(weight, Tensor) else None)
+    weight = _lift(weight, x)
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape}")
+    data = x.data @ weight.data.T
+    parents = (x, weight)
+    if bias is not None:
+        bias = _lift(bias, x)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias of shape {bias.shape} for a weight of shape {weight.shape}")
+        data += bias.data
+        parents = (x, weight, bias)
+
+    def vjp(g):
+        gx = g @ weight.data if x.requires_grad else None
+        gw = None
+        if weight.requires_grad:
+            g2 = g.reshape(-1, g.shape[-1])
+            gw = g2.T @ x.data.reshape(-1, x.data.shape[-1])
+        if bias is None:
+            return gx, gw
+        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if bias.requires_grad else None
+        return gx, gw, gb
+
+    return make_node(data, parents, vjp, "linear")
+
+
+# --------------------------------------------------------------------------- elementwise
+def exp(a) -> Tensor:
+    """``e^a``. d/da = e^a (the output itself)."""
+    a = _lift(a)
+    data = np.exp(a.data)
+    return make_node(data, (a,), lambda g: (g * data,), "exp")
+
+
+def log(a) -> Tensor:
+    """Natural log. d/da = 1/a."""
+    a = _lift(a)
+    return make_node(np.log(a.data), (a,), lambda g: (g / a.data,), "log")
+
+
+def tanh(a) -> Tensor:
+    """``tanh a``. d/da = 1 - tanh(a)^2."""
+    a = _lift(a)
+    data = np.tanh(a.data)
+    return make_node(data, (a,), lambda g: (g * (1 - data * data),), "tanh")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x) without overflow: e^x / (1 + e^x) for negative x."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid(a) -> Tensor:
+    """``s = 1 / (1 + e^-a)``. d/da = s (1 - s)."""
+    a = _lift(a)
+    data = _sigmoid(a.data)
+    return make_node(data, (a,), lambda g: (g * data * (1 - data),), "sigmoid")
+
+
+def softplus(a, threshold: float = 20.0) -> Tensor:
+    """``log(1 + e^a)``, computed as torch does: ``a`` itself above `threshold` (where
+    the two agree to double precision) and ``log1p(e^a)`` below, so it never overflows.
+    d/da = sigmoid(a) (exactly 1 above the threshold, as in torch)."""
+    a = _lift(a)
+    x = a.data
+    above = x > threshold
+    data = np.where(above, x, np.log1p(np.exp(np.minimum(x, threshold))))
+
+    def vjp(g):
+        return (np.where(above, g, g * _sigmoid(x)),)
+
+    return make_node(data, (a,), vjp, "softplus")
+
+
+def relu(a) -> Tensor:
+    """``max(a, 0)``. d/da = 1 where a > 0, else 0 (0 at the kink, as torch)."""
+    a = _lift(a)
+    positive = a.data > 0
+    return make_node(a.data * positive, (a,), lambda g: (g * positive,), "relu")
+
+
+def leaky_relu(a, negative_slope: float = 0.01) -> Tensor:
+    """``a`` where a > 0, ``slope * a`` elsewhere. d/da = 1 or slope (slope at 0, as torch)."""
+    a = _lift(a)
+    scale = np.where(a.data > 0, 1.0, negative_slope).astype(a.data.dtype, copy=False)
+    return make_node(a.data * scale, (a,), lambda g: (g * scale,), "leaky_relu")
+
+
+def silu(a) -> Tensor:
+    """``a * sigmoid(a)``. d/da = s (1 + a (1 - s)) with s = sigmoid(a)."""
+    a = _lift(a)
+    s = _sigmoid(a.data)
+    return make_node(a.data * s, (a,), lambda g: (g * s * (1 + a.data * (1 - s)),), "silu")
+
+
+def sqrt(a) -> Tensor:
+    """``sqrt a``. d/da = 1 / (2 sqrt a)."""
+    a = _lift(a)
+    data = np.sqrt(a.data)
+    return make_node(data, (a,), lambda g: (g / (2 * data),), "sqrt")
+
+
+def abs(a) -> Tensor:  # noqa: A001 - mirrors torch.abs
+    """``|a|``. d/da = sign(a) (0 at 0, as torch)."""
+    a = _lift(a)
+    return make_node(np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),), "abs")
+
+
+def astype(a, dtype) -> Tensor:
+    """Cast to `dtype`; the gradient is cast back to the input's dtype."""
+    a = _lift(a)
+    return make_node(a.data.astype(dtype), (a,), lambda g: (g.astype(a.data.dtype),), "astype")
+
+
+# --------------------------------------------------------------------------- reductions
+def _normalize_axis(axis, ndim: int):
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(ax % ndim if ndim else ax for ax in axes)
+
+
+def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors torch.sum
+    """Sum over `axis` (all by default). Every summed element gets the upstream ``g``:
+    the VJP re-inserts the reduced dimensions and broadcasts ``g`` back to a's shape."""
+    a = _lift(a)
+    axes = _normalize_axis(axis, a.ndim)
+    data = np.sum(a.data, axis=axes, keepdims=keepdims)
+
+    def vjp(g):
+        if axes is not None and not keepdims:
+            g = np.expand_dims(g, axes)
+        return (np.broadcast_to(g, a.data.shape),)
+
+    return make_node(np.asarray(data), (a,), vjp, "sum")
+
+
+def mean(a, axis=None, keepdims: bool = False) -> Tensor:
+    """Mean over `axis`: the sum divided by the number n of averaged elements; d/da = 1/n."""
+    a = _lift(a)
+    axes = _normalize_axis(axis, a.ndim)
+    count = a.data.size if axes is None else int(np.prod([a.data.shape[ax] for ax in axes]))
+    data = np.mean(a.data, axis=axes, keepdims=keepdims)
+
+    def vjp(g):
+        if axes is not None and not keepdims:
+            g = np.expand_dims(g, axes)
+        return (np.broadcast_to(g / count, a.data.shape),)
+
+    return make_node(np.asarray(data), (a,), vjp, "mean")
+
+
+# --------------------------------------------------------------------------- shape
+def reshape(a, *shape) -> Tensor:
+    """Same elements, new shape; the gradient is reshaped back."""
+    a = _lift(a)
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    try:
+        data = a.data.reshape(shape)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape {a.shape} into {shape}") from None
+    return make_node(data, (a,), lambda g: (g.reshape(a.data.shape),), "reshape")
+
+
+def transpose(a, axes=None) -> Tensor:
+    """Permute dimensions (reverse them by default); the gradient takes the inverse permutation."""
+    a = _lift(a)
+    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
+    inverse = tuple(np.argsort(axes))
+    return make_node(a.data.transpose(axes), (a,), lambda g: (g.transpose(inverse),), "transpose")
+
+
+def _is_advanced(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, (list, np.ndarray)) for i in items)
+
+
+def getitem(a, index) -> Tensor:
+    """``a[index]`` for slices and integer/boolean arrays.
+
+    The VJP scatters ``g`` into zeros of a's shape. With integer arrays an element can be
+    picked several times (e.g. an embedding lookup), so the scatter *adds*
+    (``np.add.at``); plain slices pick each element once and are simply assigned.
+    """
+    a = _lift(a)
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    data = a.data[index]
+    advanced = _is_advanced(index)
+
+    def vjp(g):
+        grad = np.zeros_like(a.data)
+        if advanced:
+            np.add.at(grad, index, g)
+        else:
+            grad[index] = g
+        return (grad,)
+
+    return make_node(data, (a,), vjp, "getitem")
+
+
+def concat(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along `axis`; the gradient is cut back into the pieces' sizes."""
+    tensors = [_lift(t) for t in tensors]
+    if not tensors:
+        raise ValueError("concat: needs at least one tensor")
+    try:
+        data = np.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError:
+        shapes = ", ".join(str(t.shape) for t in tensors)
+        raise ValueError(f"concat along axis {axis}: incompatible shapes {shapes}") from None
+    bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
+
+    def vjp(g):
+        return tuple(np.split(g, bounds, axis=axis))
+
+    return make_node(data, tuple(tensors), vjp, "concat")
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    """Stack same-shaped tensors along a new `axis`; the gradient is unstacked."""
+    tensors = [_lift(t) for t in tensors]
+    try:
+        data = np.stack([t.data for t in tensors], axis=axis)
+    except ValueError:
+        shapes = ", ".join(str(t.shape) for t in tensors)
+        raise ValueError(f"stack: tensors must have equal shapes, got {shapes}") from None
+
+    def vjp(g):
+        return tuple(np.moveaxis(g, axis, 0))
+
+    return make_node(data, tuple(tensors), vjp, "stack")
+
+
+def split(a, split_size_or_sections, axis: int = 0) -> tuple:
+    """Cut `a` along `axis`, torch style: an int gives chunks of that size, a list gives
+    the chunk sizes. Each chunk is a slice (see :func:`getitem`)."""
+    a = _lift(a)
+    length = a.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        if split_size_or_sections <= 0:
+            raise ValueError(f"split: chunk size must be positive, got {split_size_or_sections}")
+        sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != length:
+            raise ValueError(f"split: sizes {sizes} do not add up to {length} along axis {axis}")
+    pieces, start = [], 0
+    axis = axis % a.ndim
+    for size in sizes:
+        index = (slice(None),) * axis + (slice(start, start + size),)
+        pieces.append(getitem(a, index))
+        start += size
+    return tuple(pieces)
+
+
+def where(condition, a, b) -> Tensor:
+    """``a`` where `condition` holds, else ``b`` (broadcasting). Gradients flow to the
+    chosen side only: ``g`` masked by the condition (and its negation for b)."""
+    condition = np.asarray(condition.data if isinstance(condition, Tensor) else condition, dtype=bool)
+    a, b = _lift_pair(a, b)
+    try:
+        data = np.where(condition, a.data, b.data)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {condition.shape}, a {a.shape} and b {b.shape} cannot be broadcast together"
+        ) from None
+
+    def vjp(g):
+        zero = np.zeros((), dtype=g.dtype)
+        ga = unbroadcast(np.where(condition, g, zero), a.data.shape) if a.requires_grad else None
+        gb = unbroadcast(np.where(condition, zero, g), b.data.shape) if b.requires_grad else None
+        return ga, gb
+
+    return make_node(data, (a, b), vjp, "where")
+
+
+# --------------------------------------------------------------------------- operators
+def _install_tensor_methods() -> None:
+    """Give :class:`Tensor` its operators and methods (``a + b``, ``x.exp()``, ...)."""
+    T = Tensor
+    T.__add__ = add
+    T.__radd__ = lambda self, other: add(other, self)
+    T.__sub__ = sub
+    T.__rsub__ = lambda self, other: sub(other, self)
+    T.__mul__ = mul
+    T.__rmul__ = lambda self, other: mul(other, self)
+    T.__truediv__ = div
+    T.__rtruediv__ = lambda self, other: div(other, self)
+    T.__neg__ = neg
+    T.__pow__ = power
+    T.__rpow__ = lambda self, other: power(other, self)
+    T.__matmul__ = matmul
+    T.__rmatmul__ = lambda self, other: matmul(other, self)
+    T.__getitem__ = getitem
+    for name in ("exp", "log", "tanh", "sigmoid", "softplus", "relu", "leaky_relu", "silu",
+                 "sqrt", "abs", "sum", "mean", "reshape", "transpose", "astype"):
+        setattr(T, name, globals()[name])
+    T.split = split
+    T.T = property(lambda self: transpose(self))
+
+
+_install_tensor_methods()
