@@ -169,11 +169,11 @@ def matmul(a, b) -> Tensor:
     def vjp(g):
         A = a.data[None, :] if a.ndim == 1 else a.data  # (..., m, k)
         B = b.data[:, None] if b.ndim == 1 else b.data  # (..., k, n)
-        G = g
-        if a.ndim == 1:
-            G = G[..., None, :]
+        G = g  # restore the unit dimensions that 1-D operands dropped from the output
         if b.ndim == 1:
-            G = G[..., None]
+            G = np.expand_dims(G, -1)
+        if a.ndim == 1:
+            G = np.expand_dims(G, -2)
         ga = gb = None
         if a.requires_grad:
             ga = np.matmul(G, _swap_last(B))

@@ -1,0 +1,171 @@
+"""One training step (forward, backward, Adam) at batch 128: minigrad against torch eager.
+
+The two 2D models of the exercise, written directly from `nn` layers so this measures
+the engine, not the library code above it:
+- NF: 15 affine couplings, each with separate log-scale and shift nets of 5 Linear
+  layers (hidden 8, LeakyReLU), a coordinate swap between couplings (Eq. 3-9);
+- FM: MLP 3 -> 64 -> 64 -> 64 -> 64 -> 2 with LeakyReLU on (x, y, t) (Eq. 16).
+
+    python -m benchmarks.bench_train_step [--repeats 7] [--inner 20]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import torch
+
+import minigrad as mg
+from benchmarks.harness import machine_description, markdown_table, time_interleaved
+from minigrad import nn
+
+BATCH = 128
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ----------------------------------------------------------------------------- minigrad
+def mg_mlp(sizes, rng):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b, rng=rng))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU())
+    return nn.Sequential(*layers)
+
+
+class MgCoupling(nn.Module):
+    def __init__(self, rng):
+        self.scale_net = mg_mlp([1, 8, 8, 8, 8, 1], rng)
+        self.shift_net = mg_mlp([1, 8, 8, 8, 8, 1], rng)
+
+    def inverse(self, y):
+        y_l, y_r = y[:, :1], y[:, 1:]
+        log_s = self.scale_net(y_l)
+        z_r = (y_r - self.shift_net(y_l)) * mg.exp(-log_s)
+        return mg.concat([y_l, z_r], axis=1)[:, [1, 0]], -log_s.sum(axis=1)
+
+
+class MgFlow(nn.Module):
+    def __init__(self, rng, n=15):
+        self.couplings = nn.ModuleList([MgCoupling(rng) for _ in range(n)])
+
+    def loss(self, x):
+        log_det = 0.0
+        for coupling in reversed(list(self.couplings)):
+            x, ld = coupling.inverse(x)
+            log_det = log_det + ld
+        log_pz = -0.5 * (x * x).sum(axis=1) - LOG_2PI
+        return -(log_pz + log_det).mean()
+
+
+def mg_fm_loss(model, x1, x0, t):
+    xt = t[:, None] * x1 + (1 - t[:, None]) * x0
+    v = model(mg.concat([mg.Tensor(xt), mg.Tensor(t[:, None])], axis=1))
+    diff = v - (x1 - x0)
+    return (diff * diff).sum(axis=1).mean()
+
+
+# ----------------------------------------------------------------------------- torch
+def torch_mlp(sizes):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.LeakyReLU())
+    return torch.nn.Sequential(*layers)
+
+
+class TorchCoupling(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale_net = torch_mlp([1, 8, 8, 8, 8, 1])
+        self.shift_net = torch_mlp([1, 8, 8, 8, 8, 1])
+
+    def inverse(self, y):
+        y_l, y_r = y[:, :1], y[:, 1:]
+        log_s = self.scale_net(y_l)
+        z_r = (y_r - self.shift_net(y_l)) * torch.exp(-log_s)
+        return torch.cat([y_l, z_r], dim=1)[:, [1, 0]], -log_s.sum(dim=1)
+
+
+class TorchFlow(torch.nn.Module):
+    def __init__(self, n=15):
+        super().__init__()
+        self.couplings = torch.nn.ModuleList([TorchCoupling() for _ in range(n)])
+
+    def loss(self, x):
+        log_det = 0.0
+        for coupling in reversed(self.couplings):
+            x, ld = coupling.inverse(x)
+            log_det = log_det + ld
+        log_pz = -0.5 * (x * x).sum(dim=1) - LOG_2PI
+        return -(log_pz + log_det).mean()
+
+
+def torch_fm_loss(model, x1, x0, t):
+    xt = t[:, None] * x1 + (1 - t[:, None]) * x0
+    v = model(torch.cat([xt, t[:, None]], dim=1))
+    return ((v - (x1 - x0)) ** 2).sum(dim=1).mean()
+
+
+# ----------------------------------------------------------------------------- steps
+def make_steps(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BATCH, 2)).astype(np.float32)
+    x0 = rng.standard_normal((BATCH, 2)).astype(np.float32)
+    t = rng.uniform(size=BATCH).astype(np.float32)
+    xt_, x0t, tt = torch.from_numpy(x), torch.from_numpy(x0), torch.from_numpy(t)
+
+    flow = MgFlow(rng)
+    torch_flow = TorchFlow()
+    torch_flow.load_state_dict({k: torch.from_numpy(v) for k, v in flow.state_dict().items()})
+    mlp = mg_mlp([3, 64, 64, 64, 64, 2], rng)
+    torch_mlp_ = torch_mlp([3, 64, 64, 64, 64, 2])
+    torch_mlp_.load_state_dict({k: torch.from_numpy(v) for k, v in mlp.state_dict().items()})
+
+    def train_step(loss_fn, opt):
+        """zero_grad, backward, step: identical code for both engines."""
+        def step():
+            opt.zero_grad()
+            loss_fn().backward()
+            opt.step()
+        return step
+
+    return {
+        "NF": {
+            "minigrad": train_step(lambda: flow.loss(x), mg.optim.Adam(flow.parameters(), lr=1e-3)),
+            "torch": train_step(lambda: torch_flow.loss(xt_),
+                                torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
+        },
+        "FM MLP": {
+            "minigrad": train_step(lambda: mg_fm_loss(mlp, x, x0, t), mg.optim.Adam(mlp.parameters(), lr=1e-3)),
+            "torch": train_step(lambda: torch_fm_loss(torch_mlp_, xt_, x0t, tt),
+                                torch.optim.Adam(torch_mlp_.parameters(), lr=1e-3)),
+        },
+    }
+
+
+def run(repeats: int = 7, inner: int = 20) -> list:
+    torch.set_num_threads(1)
+    rows = []
+    for model, contenders in make_steps().items():
+        result = time_interleaved(contenders, repeats=repeats, inner=inner)
+        ours, theirs = result["minigrad"]["median"], result["torch"]["median"]
+        rows.append([f"{model} train step (batch {BATCH})", f"{ours * 1e3:.2f}", f"{theirs * 1e3:.2f}",
+                     f"{ours / theirs:.2f}x"])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--inner", type=int, default=20)
+    args = parser.parse_args()
+    rows = run(args.repeats, args.inner)
+    print(f"machine: {machine_description()}; torch {torch.__version__}, 1 thread; median of {args.repeats}")
+    print(markdown_table(["what", "minigrad ms", "torch eager ms", "minigrad / torch"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Interleaved timing: the contenders take turns, so a burst of load on this shared
+machine hits all of them alike, and the median over repeats discards the outliers.
+
+Never used in tests: timings are measurements to report, not assertions.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+
+def time_interleaved(contenders: dict, repeats: int = 7, inner: int = 20, warmup: int = 3) -> dict:
+    """Median seconds per call of each zero-argument callable in `contenders`.
+
+    Each repeat runs every contender `inner` times in turn; the per-call time of a
+    repeat is its total over `inner`. Returns {name: {"median": s, "min": s, "all": [...]}}.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - start) / inner)
+    return {name: {"median": statistics.median(s), "min": min(s), "all": s} for name, s in samples.items()}
+
+
+def machine_description() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def markdown_table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
