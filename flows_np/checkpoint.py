@@ -1,0 +1,122 @@
+"""One small checkpoint format that both backends write and read.
+
+A checkpoint is a ``.npz`` archive (numpy's zip of ``.npy`` arrays; no pickle, so
+loading never runs code):
+
+- ``state/<key>``: every entry of the model's state dict, under torch's dotted names;
+- ``__meta__``: a JSON string with ``format`` ("flowmodels-checkpoint"), ``version``,
+  the writing ``backend``, the ``model`` class name, its constructor ``config``, free
+  ``extra`` information (e.g. training history summary), and the shape and dtype of
+  every state entry.
+
+Writes are atomic: the archive is written to a temporary file beside the target and
+renamed over it only when complete, so a crash never leaves half a checkpoint.
+Reads check everything (format, version, every key and shape against the model)
+before a single parameter is touched: a corrupt, truncated or mismatched file raises
+a ``ValueError`` naming the problem and leaves the model as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "flowmodels-checkpoint"
+VERSION = 1
+__all__ = ["save_checkpoint", "load_checkpoint", "write_archive", "read_archive", "check_state", "FORMAT", "VERSION"]
+
+
+def write_archive(path, state: dict, model_name: str, config: dict, extra: dict | None, backend: str) -> None:
+    """Atomically write `state` (name -> ndarray) and the metadata to `path`."""
+    path = os.fspath(path)
+    meta = {
+        "format": FORMAT, "version": VERSION, "backend": backend, "model": model_name,
+        "config": config or {}, "extra": extra or {},
+        "entries": {k: [list(v.shape), str(v.dtype)] for k, v in state.items()},
+    }
+    try:
+        meta_json = json.dumps(meta)
+    except TypeError as error:
+        raise ValueError(f"checkpoint config/extra must be JSON-serialisable: {error}") from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write checkpoint {path}: folder {folder} does not exist")
+    arrays = {f"state/{k}": np.ascontiguousarray(v) for k, v in state.items()}
+    arrays["__meta__"] = np.array(meta_json)
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_archive(path) -> tuple[dict, dict]:
+    """(state name -> ndarray, metadata) of a checkpoint file, fully verified."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "__meta__" not in archive.files:
+                raise ValueError("it has no __meta__ entry")
+            meta = json.loads(str(archive["__meta__"]))
+            state = {name[len("state/"):]: archive[name] for name in archive.files if name.startswith("state/")}
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, json.JSONDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated?): {error}") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{path} has checkpoint version {meta.get('version')}, this code reads version {VERSION}")
+    entries = meta.get("entries", {})
+    if set(entries) != set(state):
+        raise ValueError(f"{path}: the metadata lists {sorted(entries)} but the archive holds {sorted(state)}")
+    for name, (shape, dtype) in entries.items():
+        if list(state[name].shape) != shape or str(state[name].dtype) != dtype:
+            raise ValueError(f"{path}: entry {name} is {state[name].shape}/{state[name].dtype}, "
+                             f"the metadata says {tuple(shape)}/{dtype}")
+    return state, meta
+
+
+def check_state(path, state: dict, expected_shapes: dict, meta: dict, model_name: str) -> None:
+    """Raise ValueError unless `state` fits a model with `expected_shapes` exactly."""
+    problems = []
+    if meta["model"] != model_name:
+        problems.append(f"it holds a {meta['model']}, not a {model_name}")
+    missing = [k for k in expected_shapes if k not in state]
+    unexpected = [k for k in state if k not in expected_shapes]
+    wrong = [f"{k}: file {tuple(state[k].shape)}, model {tuple(s)}" for k, s in expected_shapes.items()
+             if k in state and tuple(state[k].shape) != tuple(s)]
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected))
+    if wrong:
+        problems.append("mis-shaped keys: " + "; ".join(wrong))
+    if problems:
+        raise ValueError(f"checkpoint {path} does not fit the model: " + " | ".join(problems))
+
+
+def save_checkpoint(path, model, config: dict | None = None, extra: dict | None = None) -> None:
+    """Save a minigrad model's state dict with its constructor `config` (atomic)."""
+    write_archive(path, dict(model.state_dict()), type(model).__name__, config, extra, backend="numpy")
+
+
+def load_checkpoint(path, model) -> tuple[dict, dict]:
+    """Load a checkpoint (written by either backend) into `model`; returns (config, extra).
+
+    Nothing is loaded unless the whole file is valid and fits the model.
+    """
+    state, meta = read_archive(path)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    check_state(path, state, expected, meta, type(model).__name__)
+    model.load_state_dict(state)
+    return meta["config"], meta["extra"]
