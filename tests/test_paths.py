@@ -1,0 +1,267 @@
+"""Probability paths, couplings and time samplers (flows_np/paths.py and its torch twin).
+
+Ground truths: u_t is the time derivative of x_t (central differences); the OT coupling
+is the cheapest of all n! pairings (brute force); logit(t) of the logit-normal sampler
+is normal. Each checker is also shown to reject a planted bug.
+"""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from flows_np import paths
+from flows_np.paths import (CosinePath, LinearPath, independent_coupling, logit_normal_t,
+                            logit_normal_t_from_normals, ot_coupling, uniform_t)
+from flows_torch import paths as tpaths
+
+PATHS = [LinearPath(), LinearPath(sigma=0.3), CosinePath(), CosinePath(sigma=0.1)]
+finite = st.floats(-5, 5, allow_nan=False, width=64)
+
+
+def shapes():
+    """(N, D) points or (N, C, H, W) images."""
+    return st.one_of(
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=5),
+        hnp.array_shapes(min_dims=4, max_dims=4, min_side=1, max_side=3),
+    )
+
+
+@st.composite
+def endpoints(draw):
+    shape = draw(shapes())
+    x0 = draw(hnp.arrays(np.float64, shape, elements=finite))
+    x1 = draw(hnp.arrays(np.float64, shape, elements=finite))
+    noise = draw(hnp.arrays(np.float64, shape, elements=finite))
+    t = draw(hnp.arrays(np.float64, (shape[0],), elements=st.floats(1e-3, 1 - 1e-3)))
+    return x0, x1, noise, t
+
+
+def fd_derivative_error(path, x0, x1, t, noise, h=1e-6):
+    """max |u_t - (x_{t+h} - x_{t-h}) / 2h|, scaled by the size of the endpoints."""
+    _, ut = path.sample(x0, x1, t, noise=noise)
+    plus, _ = path.sample(x0, x1, t + h, noise=noise)
+    minus, _ = path.sample(x0, x1, t - h, noise=noise)
+    scale = 1 + np.abs(x0).max() + np.abs(x1).max()
+    return np.abs(ut - (plus - minus) / (2 * h)).max() / scale
+
+
+# ----------------------------------------------------------------------------- paths
+@pytest.mark.parametrize("path", PATHS, ids=repr)
+@settings(max_examples=40, deadline=None)
+@given(data=endpoints())
+def test_velocity_is_time_derivative_of_position(path, data):
+    x0, x1, noise, t = data
+    assert fd_derivative_error(path, x0, x1, t, noise) < 1e-7
+
+
+class WrongSignLinear(LinearPath):
+    def d_beta(self, t):  # planted bug: +1 instead of -1
+        return np.ones_like(t)
+
+
+class MissingChainRuleCosine(CosinePath):
+    def d_alpha(self, t):  # planted bug: forgot the factor pi/2
+        return np.cos(0.5 * np.pi * t)
+
+
+@pytest.mark.parametrize("path", [WrongSignLinear(), MissingChainRuleCosine()], ids=repr)
+def test_derivative_check_rejects_planted_bug(path):
+    rng = np.random.default_rng(0)
+    x0, x1 = rng.standard_normal((2, 6, 3))
+    t = rng.uniform(0.1, 0.9, 6)
+    assert fd_derivative_error(path, x0, x1, t, None) > 1e-2
+
+
+@pytest.mark.parametrize("path", [LinearPath(), CosinePath()], ids=repr)
+def test_endpoints_are_noise_and_data(path):
+    rng = np.random.default_rng(1)
+    x0, x1 = rng.standard_normal((2, 4, 2))
+    np.testing.assert_allclose(path.sample(x0, x1, 0.0)[0], x0, atol=1e-15)
+    np.testing.assert_allclose(path.sample(x0, x1, 1.0)[0], x1, atol=1e-15)
+
+
+def test_linear_path_is_eq14_and_eq15():
+    rng = np.random.default_rng(2)
+    x0, x1 = rng.standard_normal((2, 5, 2))
+    t = rng.random(5)
+    xt, ut = LinearPath().sample(x0, x1, t)
+    np.testing.assert_allclose(xt, t[:, None] * x1 + (1 - t[:, None]) * x0, rtol=1e-15, atol=1e-15)
+    np.testing.assert_array_equal(ut, x1 - x0)
+
+
+def test_sigma_adds_scaled_noise_and_leaves_target():
+    rng = np.random.default_rng(3)
+    x0, x1, noise = rng.standard_normal((3, 5, 1, 2, 2))
+    t = rng.random(5)
+    xt, ut = LinearPath().sample(x0, x1, t)
+    xt_s, ut_s = LinearPath(sigma=0.25).sample(x0, x1, t, noise=noise)
+    np.testing.assert_allclose(xt_s, xt + 0.25 * noise, atol=1e-15)
+    np.testing.assert_array_equal(ut_s, ut)
+
+
+def test_cosine_path_is_variance_preserving():
+    t = np.linspace(0, 1, 101)
+    path = CosinePath()
+    np.testing.assert_allclose(path.alpha(t) ** 2 + path.beta(t) ** 2, 1.0, atol=1e-15)
+    rng = np.random.default_rng(4)
+    x0, x1 = rng.standard_normal((2, 200_000, 1))
+    xt, _ = path.sample(x0, x1, 0.37)
+    assert abs(xt.var() - 1.0) < 0.02  # about 6 standard errors
+
+
+def test_scalar_time_equals_constant_array_and_dtype_follows_data():
+    rng = np.random.default_rng(5)
+    x0, x1 = rng.standard_normal((2, 3, 2)).astype(np.float32)
+    for path in (LinearPath(), CosinePath()):
+        a = path.sample(x0, x1, 0.3)
+        b = path.sample(x0, x1, np.full(3, 0.3))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[0].dtype == a[1].dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- couplings
+def brute_force_cost(x0, x1):
+    cost = paths.pairwise_sq_dists(x1, x0)
+    n = len(x1)
+    return min(cost[np.arange(n), list(p)].sum() for p in itertools.permutations(range(n)))
+
+
+def check_ot(coupling, x0, x1):
+    """Raises AssertionError unless coupling(x0, x1) is an optimal permutation."""
+    perm = np.asarray(coupling(x0, x1))
+    n = len(x1)
+    assert sorted(perm.tolist()) == list(range(n)), "not a permutation"
+    cost = paths.pairwise_sq_dists(x1, x0)
+    achieved = cost[np.arange(n), perm].sum()
+    assert achieved <= brute_force_cost(x0, x1) + 1e-9 * (1 + achieved), "not optimal"
+    assert achieved <= np.trace(cost) + 1e-12, "worse than the identity pairing"
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 7), d=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_ot_coupling_matches_brute_force(n, d, seed):
+    rng = np.random.default_rng(seed)
+    x0 = rng.standard_normal((n, d))
+    x1 = rng.standard_normal((n, d)) * 2 + 1
+    check_ot(ot_coupling, x0, x1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(x=hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 3)),
+                    elements=st.floats(-3, 3, allow_nan=False)))
+def test_ot_coupling_with_ties_and_duplicates(x):
+    """Hypothesis shrinks towards repeated points (many tied optima)."""
+    check_ot(ot_coupling, x, x[::-1].copy())
+
+
+def greedy_coupling(x0, x1):
+    """Planted bug: each data point takes its nearest unused noise point (not optimal)."""
+    cost = paths.pairwise_sq_dists(x1, x0)
+    perm, used = [], set()
+    for i in range(len(x1)):
+        j = min((j for j in range(len(x0)) if j not in used), key=lambda j: cost[i, j])
+        perm.append(j)
+        used.add(j)
+    return np.array(perm)
+
+
+def test_ot_check_rejects_planted_bugs():
+    x1 = np.array([[0.0], [1.0]])
+    x0 = np.array([[0.4], [-1.0]])  # greedy: 0 -> 0.4, 1 -> -1: 0.16 + 4 = 4.16; optimal 1 + 0.36 = 1.36
+    with pytest.raises(AssertionError, match="not optimal"):
+        check_ot(greedy_coupling, x0, x1)
+    with pytest.raises(AssertionError, match="not a permutation"):
+        check_ot(lambda a, b: np.zeros(len(b), dtype=int), x0, x1)
+
+
+def test_ot_coupling_flattens_images_and_pairs_x0_perm_with_x1():
+    rng = np.random.default_rng(6)
+    x1 = rng.standard_normal((6, 1, 2, 2))
+    perm = rng.permutation(6)
+    x0 = x1[np.argsort(perm)] + 1e-3  # x0[perm] is (almost) x1
+    np.testing.assert_array_equal(ot_coupling(x0, x1), perm)
+
+
+def test_independent_coupling():
+    x = np.zeros((5, 2))
+    np.testing.assert_array_equal(independent_coupling(x, x), np.arange(5))
+    perm = independent_coupling(x, x, rng=np.random.default_rng(0))
+    assert sorted(perm.tolist()) == list(range(5)) and perm.dtype == np.int64
+
+
+# ----------------------------------------------------------------------------- time samplers
+def logit(t):
+    return np.log(t) - np.log1p(-t)
+
+
+def check_logit_normal(sample, mean, std, n=100_000):
+    """logit(t) must have the given mean and std (tolerances ~6 standard errors)."""
+    z = logit(sample(n).astype(np.float64))
+    assert abs(z.mean() - mean) < 6 * std / math.sqrt(n), f"mean {z.mean()} != {mean}"
+    assert abs(z.std() - std) < 6 * std / math.sqrt(2 * n), f"std {z.std()} != {std}"
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (0.8, 0.5), (-1.0, 1.6)])
+def test_logit_normal_sampler(mean, std):
+    rng = np.random.default_rng(7)
+    check_logit_normal(lambda n: logit_normal_t(n, rng, mean, std, dtype=np.float64), mean, std)
+
+
+def test_logit_normal_check_rejects_planted_bug():
+    rng = np.random.default_rng(8)
+    buggy = lambda n: 1 / (1 + np.exp(0.8 + 0.5 * rng.standard_normal(n)))  # sign: logit mean is -0.8  # noqa: E731
+    with pytest.raises(AssertionError, match="mean"):
+        check_logit_normal(buggy, 0.8, 0.5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(z=hnp.arrays(np.float64, st.integers(0, 20), elements=st.floats(-40, 40)),
+       mean=st.floats(-2, 2), std=st.floats(0.1, 3))
+def test_logit_normal_map_is_sigmoid(z, mean, std):
+    t = logit_normal_t_from_normals(z, mean, std)
+    np.testing.assert_allclose(t, 1 / (1 + np.exp(-(mean + std * z))), rtol=1e-13, atol=1e-300)
+    assert np.all((t >= 0) & (t <= 1))
+
+
+def test_uniform_sampler_and_dtypes():
+    rng = np.random.default_rng(9)
+    t = uniform_t(100_000, rng)
+    assert t.dtype == np.float32 and t.shape == (100_000,)
+    assert t.min() >= 0 and t.max() <= 1 and abs(t.mean() - 0.5) < 6 * math.sqrt(1 / 12 / 100_000)
+    assert logit_normal_t(3, rng, dtype=np.float64).dtype == np.float64
+    assert uniform_t(0, rng).shape == (0,)
+
+
+def test_same_seed_same_times():
+    a = uniform_t(5, np.random.default_rng(3))
+    b = uniform_t(5, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_bad_input_raises_clear_value_error(backend):
+    mod = paths if backend == "numpy" else tpaths
+    arr = (lambda a: a) if backend == "numpy" else torch.from_numpy
+    x = arr(np.zeros((4, 2)))
+    bad_cases = [
+        (lambda: mod.LinearPath().sample(x, arr(np.zeros((3, 2))), 0.5), "same shape"),
+        (lambda: mod.LinearPath().sample(x, x, 1.5), r"\[0, 1\]"),
+        (lambda: mod.LinearPath().sample(x, x, arr(np.full(3, 0.5))), "shape"),
+        (lambda: mod.LinearPath().sample(x, arr(np.full((4, 2), np.nan)), 0.5), "NaN"),
+        (lambda: mod.LinearPath(sigma=0.1).sample(x, x, 0.5), "noise"),
+        (lambda: mod.LinearPath(sigma=0.1).sample(x, x, 0.5, noise=arr(np.zeros((4, 3)))), "noise"),
+        (lambda: mod.LinearPath(sigma=-1.0), "sigma"),
+        (lambda: mod.CosinePath().sample(arr(np.zeros((4, 2), dtype=np.int64)), x, 0.5), "floating"),
+        (lambda: mod.ot_coupling(x, arr(np.zeros((5, 2)))), "same shape"),
+        (lambda: mod.uniform_t(-1), "n must"),
+        (lambda: mod.logit_normal_t(3, None, 0.0, 0.0), "std"),
+        (lambda: mod.logit_normal_t_from_normals(arr(np.array([np.nan]))), "finite"),
+    ]
+    for call, message in bad_cases:
+        with pytest.raises(ValueError, match=message):
+            call()
