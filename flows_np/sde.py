@@ -1,0 +1,188 @@
+"""Stochastic sampling of a flow-matching model: the score from the velocity (Tweedie)
+and an Euler-Maruyama sampler with the same marginals as the ODE of Alg. 2.
+
+The score of the linear path (seeds/003, "SDE and Diffusion")
+==============================================================
+With the linear path of Eq. 14 and a standard Gaussian source,
+``x_t = t x_1 + (1 - t) x_0`` with ``x_0 ~ N(0, I)`` independent of the data ``x_1``.
+The trained field is the conditional mean of the target of Eq. 16,
+
+    v(x, t) = E[x_1 - x_0 | x_t = x].
+
+Tweedie's formula for the Gaussian part: given ``x_1``, ``x_t ~ N(t x_1, (1-t)^2 I)``,
+whose score is ``-(x - t x_1) / (1-t)^2 = -x_0 / (1-t)``; averaging over the posterior
+of ``x_1`` given ``x_t = x`` gives the score of the marginal ``p_t``:
+
+    s(x, t) = grad_x log p_t(x) = -E[x_0 | x_t = x] / (1 - t).
+
+Both conditional means are tied to ``v`` by two linear equations:
+``x = t E[x_1 | x] + (1-t) E[x_0 | x]`` (take E[. | x_t = x] of Eq. 14) and
+``v = E[x_1 | x] - E[x_0 | x]``. Eliminating ``E[x_1 | x] = v + E[x_0 | x]`` gives
+``x = t v + E[x_0 | x]``, so ``E[x_0 | x] = x - t v`` and
+
+    s(x, t) = (t v(x, t) - x) / (1 - t).                                  (score)
+
+No second network is needed: the velocity already knows the score.
+
+The SDE (same marginals as the ODE)
+===================================
+The ODE ``dx = v dt`` (Eq. 10, sampled by Alg. 2) moves ``p_t`` along the path. Add
+noise of scale ``g(t)`` and compensate its spreading with the score:
+
+    dx = [v(x, t) + g(t)^2 / 2 * s(x, t)] dt + g(t) dW.
+
+In the Fokker-Planck equation of this SDE, the extra drift contributes
+``-div(p g^2/2 grad log p) = -g^2/2 Laplacian p`` and the noise ``+g^2/2 Laplacian p``:
+they cancel, so every marginal ``p_t`` is the ODE's (the continuity equation, Eq. 12,
+still holds). ``g = 0`` is the ODE itself; larger ``g`` injects fresh noise that the
+score pulls back onto the path, which corrects errors made earlier along the way (at
+the price of needing more steps). This is the slides' ``dx = [v + lambda(w) s] dt + w dW``
+with ``lambda(w) = w^2 / 2``.
+
+Euler-Maruyama
+==============
+On the time grid of :func:`flows_np.solvers.integrate`, ``t_k = k / steps`` with
+``h = t_{k+1} - t_k = 1 / steps`` (``k = 0, ..., steps - 1``):
+
+    x_{k+1} = x_k + h [v(x_k, t_k) + g(t_k)^2 / 2 * s(x_k, t_k)] + g(t_k) sqrt(h) eps_k,
+
+``eps_k ~ N(0, I)``; with ``g = 0`` this is exactly the Euler step of Eq. 17.
+
+Near ``t = 1``. The score carries ``1 / (1 - t)``. For the exact field ``t v - x``
+vanishes as fast, but for a learned field it does not, and the division amplifies
+the model's error by ``1 / (1 - t)``. The sampler evaluates the score only at the left
+end of each step, where ``1 - t_k >= h > 0``, and it makes the **last step (from
+``1 - h`` to 1) a plain ODE step**: the noise and its score correction are switched
+off together (dropping only one of the two would change the marginal), a change of
+order ``h`` in the continuous SDE but the removal of the one step where
+``h g^2/2 s = g^2/2 (t v - x)`` is an O(1) jump driven by a 1/h-amplified model error.
+:func:`score_from_velocity` also clamps ``1 - t`` from below (``min_gap``) so that a
+direct call never divides by zero.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+import minigrad as mg
+
+from .solvers import check_labels, check_steps, time_grid
+
+__all__ = ["score_from_velocity", "sample_sde"]
+
+
+def score_from_velocity(velocity, x, t, min_gap: float = 1e-5) -> np.ndarray:
+    """The score ``s = (t v - x) / (1 - t)`` of the linear path (module docstring).
+
+    `velocity` and `x` are (N, D) arrays, `t` a float or an (N,) array in [0, 1].
+    ``1 - t`` is clamped to at least `min_gap` so that ``t = 1`` gives a large but
+    finite value instead of a division by zero (the formula itself is 0/0 there).
+    """
+    velocity = _as_array(velocity)
+    x = _as_array(x)
+    t = np.asarray(t, dtype=x.dtype)
+    if np.any(np.isnan(t)) or np.any(t < 0) or np.any(t > 1):
+        raise ValueError(f"t must lie in [0, 1], got {t}")
+    if t.ndim == 1:
+        t = t[:, None]
+    gap = np.maximum(1 - t, np.asarray(min_gap, dtype=x.dtype))
+    return (t * velocity - x) / gap
+
+
+def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, trajectory: bool = False):
+    """Draw samples by Euler-Maruyama on ``dx = [v + g^2/2 s] dt + g dW`` from t = 0 to 1.
+
+    Arguments
+    ---------
+    v : velocity field ``v(x, t, y=None)`` returning an (N, D) Tensor or array.
+    x0 : (N, D) noise, ``x0 ~ N(0, I)`` (the source of the path).
+    steps : number of steps (``h = 1 / steps``), on the time grid of
+        :func:`flows_np.solvers.integrate`.
+    g : noise scale, a number >= 0 or a callable ``g(t) -> number`` of the float t;
+        ``g = 0`` reproduces the Euler ODE sampler (Alg. 2, Eq. 17) exactly.
+    rng : ``np.random.Generator`` for the increments (one ``standard_normal((N, D))``
+        per stochastic step), or
+    noise : the standard normal draws themselves, shape (steps, N, D): step k adds
+        ``g(t_k) sqrt(h) noise[k]`` (the last row is not used, the last step being a
+        plain ODE step; see the module docstring). Give exactly one of rng / noise
+        unless g is the number 0.
+    y : optional (N,) labels passed on to v (checked against ``v.num_classes``).
+    trajectory : return the states at every step, shape (steps + 1, N, D).
+
+    Returns the samples at t = 1, (N, D), in x0's dtype (or the trajectory).
+    """
+    x = _check_points(x0, "x0")
+    steps = check_steps(steps)
+    g_of_t = check_noise_scale(g)
+    n, d = x.shape
+    y = check_labels(y, n, getattr(v, "num_classes", None))
+    deterministic = isinstance(g, numbers.Real) and g == 0
+    if noise is not None and rng is not None:
+        raise ValueError("pass either rng or noise, not both")
+    if noise is not None:
+        noise = np.asarray(noise)
+        if noise.shape != (steps, n, d):
+            raise ValueError(f"noise must have shape (steps, N, D) = {(steps, n, d)}, got {noise.shape}")
+        if not np.all(np.isfinite(noise)):
+            raise ValueError("noise contains NaN or inf")
+        noise = noise.astype(x.dtype, copy=False)
+    elif rng is None and not deterministic:
+        raise ValueError("a stochastic sampler (g != 0) needs rng= or noise=")
+    elif rng is not None and not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+
+    grid = time_grid(0.0, 1.0, steps)  # the time grid of integrate, so that g = 0 is its Euler run
+    states = [x] if trajectory else None
+    with mg.no_grad():
+        for k in range(steps):
+            t, dt = grid[k], grid[k + 1] - grid[k]
+            velocity = _as_array(v(x, np.full(n, t, dtype=x.dtype), y))
+            if velocity.shape != x.shape:
+                raise ValueError(f"v returned shape {velocity.shape} for x of shape {x.shape}")
+            scale = 0.0 if k == steps - 1 else g_of_t(t)  # the last step is an ODE step
+            if scale == 0:
+                x = x + dt * velocity  # Eq. 17
+            else:
+                if noise is not None:
+                    eps = noise[k]
+                else:
+                    eps = rng.standard_normal((n, d)).astype(x.dtype, copy=False)
+                drift = velocity + (0.5 * scale**2) * score_from_velocity(velocity, x, t)
+                x = x + dt * drift + (scale * math.sqrt(dt)) * eps
+            if trajectory:
+                states.append(x)
+    return np.stack(states) if trajectory else x
+
+
+# --------------------------------------------------------------------------- checks
+def _as_array(value) -> np.ndarray:
+    return value.data if isinstance(value, mg.Tensor) else np.asarray(value)
+
+
+def _check_points(x, name: str) -> np.ndarray:
+    x = _as_array(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, D), got {x.shape}")
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def check_noise_scale(g):
+    """``g`` (a number or a callable of the float t) as a function of t that checks its
+    values (finite, >= 0). Shared with the torch twin."""
+    if callable(g):
+        def g_of_t(t):
+            value = float(g(t))
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"g({t}) = {value}: the noise scale must be finite and >= 0")
+            return value
+        return g_of_t
+    if isinstance(g, bool) or not isinstance(g, numbers.Real) or not np.isfinite(g) or g < 0:
+        raise ValueError(f"g must be a finite number >= 0 or a callable g(t), got {g!r}")
+    value = float(g)
+    return lambda t: value
