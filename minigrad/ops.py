@@ -192,7 +192,8 @@ def linear(x, weight, bias=None) -> Tensor:
     Shapes: x (..., in), W (out, in), b (out,) -> (..., out).
     dL/dx = g @ W,  dL/dW = g^T x (summed over all leading dims),  dL/db = sum of g.
     """
-    x = _lift(x, weight if isinstance(weight, Tensor) else None)
+    if not isinstance(x, Tensor):
+        x = _lift(x, weight if isinstance(weight, Tensor) else None)
     weight = _lift(weight, x)
     if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape}")
@@ -202,19 +203,18 @@ def linear(x, weight, bias=None) -> Tensor:
         bias = _lift(bias, x)
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"linear: bias of shape {bias.shape} for a weight of shape {weight.shape}")
-        data += bias.data
+        data = np.add(data, bias.data, out=data if data.dtype == np.result_type(data, bias.data) else None)
         parents = (x, weight, bias)
+    # the weight and bias gradients sum over every leading dimension: view them as rows
+    x_rows = x.data if x.ndim == 2 else x.data.reshape(-1, x.shape[-1])
 
     def vjp(g):
+        g_rows = g if g.ndim == 2 else g.reshape(-1, g.shape[-1])
         gx = g @ weight.data if x.requires_grad else None
-        gw = None
-        if weight.requires_grad:
-            g2 = g.reshape(-1, g.shape[-1])
-            gw = g2.T @ x.data.reshape(-1, x.data.shape[-1])
+        gw = g_rows.T @ x_rows if weight.requires_grad else None
         if bias is None:
             return gx, gw
-        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if bias.requires_grad else None
-        return gx, gw, gb
+        return gx, gw, (g_rows.sum(axis=0) if bias.requires_grad else None)
 
     return make_node(data, parents, vjp, "linear")
 
@@ -278,7 +278,8 @@ def relu(a) -> Tensor:
 def leaky_relu(a, negative_slope: float = 0.01) -> Tensor:
     """``a`` where a > 0, ``slope * a`` elsewhere. d/da = 1 or slope (slope at 0, as torch)."""
     a = _lift(a)
-    scale = np.where(a.data > 0, 1.0, negative_slope).astype(a.data.dtype, copy=False)
+    kind = a.data.dtype.type
+    scale = np.where(a.data > 0, kind(1), kind(negative_slope))  # the local derivative, in a's dtype
     return make_node(a.data * scale, (a,), lambda g: (g * scale,), "leaky_relu")
 
 

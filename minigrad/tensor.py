@@ -167,9 +167,9 @@ class Tensor:
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(): gradient of shape {grad.shape} for a tensor of shape {self.data.shape}")
 
-        pending = {id(self): grad}  # gradients that reached a node but were not yet passed on
+        pending = {self: grad}  # gradients that reached a node but were not yet passed on
         for node in reversed(_topological_order(self)):
-            g = pending.pop(id(node), None)
+            g = pending.pop(node, None)
             if g is None:
                 continue
             if not node._parents:  # a leaf: accumulate, owning its own array
@@ -180,9 +180,8 @@ class Tensor:
                     continue
                 if parent_grad.dtype != parent.data.dtype:
                     parent_grad = parent_grad.astype(parent.data.dtype)
-                key = id(parent)
-                previous = pending.get(key)
-                pending[key] = parent_grad if previous is None else previous + parent_grad
+                previous = pending.get(parent)
+                pending[parent] = parent_grad if previous is None else previous + parent_grad
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -190,21 +189,20 @@ class Tensor:
 
 def _topological_order(root: Tensor) -> list:
     """Nodes reachable from `root` (through tensors that require grad), every node
-    after all of its parents. Iterative depth-first search: no recursion limit."""
-    order, visited = [], set()
-    stack = [(root, False)]
+    after all of its parents. Iterative depth-first search: no recursion limit.
+    (Tensors hash by identity, so they key sets and dicts directly.)"""
+    order, visited = [], {root}
+    stack = [(root, iter(root._parents))]
     while stack:
-        node, parents_done = stack.pop()
-        if parents_done:
+        node, parents = stack[-1]
+        for parent in parents:
+            if parent.requires_grad and parent not in visited:
+                visited.add(parent)
+                stack.append((parent, iter(parent._parents)))
+                break
+        else:  # every parent is placed: the node can follow them
+            stack.pop()
             order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        for parent in node._parents:
-            if parent.requires_grad and id(parent) not in visited:
-                stack.append((parent, False))
     return order
 
 
@@ -218,12 +216,14 @@ def make_node(data: np.ndarray, parents: tuple, vjp, op: str) -> Tensor:
     out.data = data
     out.grad = None
     out.op = op
-    if _GRAD_ENABLED and any(p.requires_grad for p in parents):
-        out.requires_grad = True
-        out._parents = parents
-        out._vjp = vjp
-    else:
-        out.requires_grad = False
-        out._parents = ()
-        out._vjp = None
+    out.requires_grad = False
+    out._parents = ()
+    out._vjp = None
+    if _GRAD_ENABLED:
+        for parent in parents:
+            if parent.requires_grad:
+                out.requires_grad = True
+                out._parents = parents
+                out._vjp = vjp
+                break
     return out
