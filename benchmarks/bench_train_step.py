@@ -10,15 +10,22 @@ the engine, not the library code above it:
 """
 from __future__ import annotations
 
-import argparse
-import math
+import os
 
-import numpy as np
-import torch
+# One BLAS thread, like torch's one thread: the 2D models' matrices are tiny, and
+# OpenBLAS threads only add hand-off overhead (and thrash when the cores are busy).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import minigrad as mg
-from benchmarks.harness import machine_description, markdown_table, time_interleaved
-from minigrad import nn
+import argparse  # noqa: E402
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import minigrad as mg  # noqa: E402
+from benchmarks.harness import machine_description, markdown_table, time_interleaved  # noqa: E402
+from minigrad import nn  # noqa: E402
 
 BATCH = 128
 LOG_2PI = math.log(2 * math.pi)
