@@ -1,0 +1,109 @@
+"""Flow matching in PyTorch: the twin of ``flows_np/fm.py`` (read it for the maths).
+
+``VelocityMLP`` has the same constructor arguments, call ``v(x, t, y=None)`` and
+state-dict keys as the numpy model, so weights move between them with
+``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in np_model.state_dict().items()})``.
+``fm_loss`` is Eq. 16 with the library's normalisation: squared norm over the non-batch
+dimensions, mean over the batch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from flows_np.fm import check_architecture, layer_widths, num_time_features
+
+from .paths import LinearPath
+
+__all__ = ["VelocityMLP", "fm_loss", "time_features"]
+
+
+def time_features(t: torch.Tensor, time_embedding, num_frequencies: int) -> torch.Tensor:
+    """(N, 1) times -> (N, F) features: ``[t]`` or ``[t, sin(2^k pi t), cos(2^k pi t)]_k``."""
+    if time_embedding is None:
+        return t
+    freqs = math.pi * 2.0 ** torch.arange(num_frequencies, dtype=t.dtype, device=t.device)
+    angles = t * freqs  # (N, K)
+    return torch.cat([t, torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class VelocityMLP(nn.Module):
+    """The velocity field ``v(x, t, y=None)`` of Sec. 4.3; see ``flows_np.fm.VelocityMLP``.
+
+    ``generator`` (a torch.Generator) makes the initialisation reproducible (torch's
+    default scheme: Linear weights and biases uniform in +-1/sqrt(fan_in), embedding
+    N(0, 1)); without it torch's default initialisation is used.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 5, num_classes: int | None = None,
+                 time_embedding: str | None = None, class_dim: int = 8, num_frequencies: int = 4,
+                 negative_slope: float = 0.01, generator: torch.Generator | None = None, dtype=None, device=None):
+        super().__init__()
+        check_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies)
+        self.dim, self.num_classes = int(dim), num_classes
+        self.time_embedding, self.num_frequencies = time_embedding, int(num_frequencies)
+        in_features = dim + num_time_features(time_embedding, num_frequencies)
+        if num_classes is not None:
+            self.embedding = nn.Embedding(num_classes, class_dim, dtype=dtype, device=device)
+            in_features += class_dim
+        widths = layer_widths(in_features, hidden, depth, dim)
+        layers = []
+        for i in range(depth):
+            if i > 0:
+                layers.append(nn.LeakyReLU(negative_slope))
+            layers.append(nn.Linear(widths[i], widths[i + 1], dtype=dtype, device=device))
+        self.net = nn.Sequential(*layers)
+        if generator is not None:
+            self._reset_parameters(generator)
+
+    @torch.no_grad()
+    def _reset_parameters(self, generator: torch.Generator) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                bound = 1.0 / math.sqrt(module.in_features)
+                module.weight.uniform_(-bound, bound, generator=generator)
+                module.bias.uniform_(-bound, bound, generator=generator)
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(generator=generator)
+
+    def _inputs(self, x: torch.Tensor, t, y) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
+            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+            raise ValueError(f"x must be a tensor of shape (N, {self.dim}), got {shape}")
+        n = x.shape[0]
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(n)
+        if t.shape != (n,):
+            raise ValueError(f"t must be a float or have shape ({n},), got {tuple(t.shape)}")
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError("t must lie in [0, 1]")
+        pieces = [x, time_features(t[:, None], self.time_embedding, self.num_frequencies)]
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("this VelocityMLP is unconditional (num_classes=None) but labels y were passed")
+        else:
+            if y is None:
+                raise ValueError(f"this VelocityMLP is class-conditional ({self.num_classes} classes): pass y")
+            y = torch.as_tensor(y, device=x.device)
+            if y.shape != (n,):
+                raise ValueError(f"labels y must have shape ({n},), got {tuple(y.shape)}")
+            if y.is_floating_point() or bool(((y < 0) | (y >= self.num_classes)).any()):
+                raise ValueError(f"labels y must be integers in [0, {self.num_classes})")
+            pieces.append(self.embedding(y).to(x.dtype))
+        return torch.cat(pieces, dim=1)
+
+    def forward(self, x: torch.Tensor, t, y=None) -> torch.Tensor:
+        """x (N, D), t a float or (N,) in [0, 1], y (N,) labels -> v (N, D)."""
+        return self.net(self._inputs(x, t, y))
+
+
+def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> torch.Tensor:
+    """Eq. 16 on one batch: ``mean_i || model(x_t_i, t_i, y_i) - u_t_i ||^2`` (squared norm over
+    the non-batch dimensions, mean over the batch), ``(x_t, u_t) = path.sample(x0, x1, t, noise)``."""
+    path = LinearPath() if path is None else path
+    xt, ut = path.sample(x0, x1, t, noise=noise)
+    diff = model(xt, t, y) - ut
+    return (diff * diff).sum() / xt.shape[0]
