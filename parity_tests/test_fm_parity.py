@@ -259,3 +259,60 @@ def test_integrate_parity_fails_when_torch_is_perturbed():
     a, b = integrate_both(np_model, torch_model, x, "rk4", 1.0, 0.0, 10)
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(a, b, **F64)
+
+
+# ----------------------------------------------------------------------------- a training run (Alg. 1)
+def torch_alg1(torch_model, x, y, draws, seed, epochs, batch_size, lr, path):
+    """Alg. 1 written directly in torch: the same batch order (the numpy rng's permutations),
+    the same injected (x0, t, noise), Adam and a per-batch cosine schedule."""
+    from flows_torch.paths import ot_coupling
+
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    steps = epochs * -(-n // batch_size)
+    opt = torch.optim.Adam(torch_model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    feed = iter(draws)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for b in range(0, n, batch_size):
+            idx = order[b:b + batch_size]
+            x0, t, noise = next(feed)
+            x1 = T(x[idx])
+            perm = ot_coupling(T(x0), x1)
+            opt.zero_grad()
+            tfm.fm_loss(torch_model, T(x0)[perm], x1, T(t), T(y[idx]), path=path, noise=T(noise)).backward()
+            opt.step()
+            sched.step()
+
+
+@pytest.mark.parametrize("perturb", [False, True])
+def test_train_fm_matches_alg1_in_torch_given_the_same_randomness(perturb):
+    """train_fm's ``draw`` hook feeds both backends the same x0, t and path noise."""
+    from flows_np.train import train_fm
+
+    config = {"num_classes": 5}
+    np_model, torch_model = twin_models(config, 21)
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((100, 2))
+    y = rng.integers(0, 5, 100)
+    sizes = [32, 32, 32, 4] * 2
+    draws = [(rng.standard_normal((m, 2)), rng.random(m), rng.standard_normal((m, 2))) for m in sizes]
+    feed = iter(draws)
+    train_fm(np_model, x, y, epochs=2, batch_size=32, lr=1e-2, rng=np.random.default_rng(23),
+             path=nppaths.LinearPath(sigma=0.1), coupling=nppaths.ot_coupling, draw=lambda x1, rng: next(feed))
+    if perturb:
+        draws[5] = (draws[5][0], draws[5][1] * (1 - 1e-6), draws[5][2])  # t shifted by ~1e-6
+    torch_alg1(torch_model, x, y, draws, 23, 2, 32, 1e-2, tpaths.LinearPath(sigma=0.1))
+    np_state = np_model.state_dict()
+    t_state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+
+    def compare():
+        for k in np_state:
+            np.testing.assert_allclose(np_state[k], t_state[k], **F64, err_msg=k)
+
+    if perturb:
+        with pytest.raises(AssertionError):
+            compare()
+    else:
+        compare()
