@@ -38,7 +38,7 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -244,6 +244,9 @@ def download_mnist(
                     os.fsync(f.fileno())
                 if md5sum(Path(tmp).read_bytes()) != MD5[name]:  # what landed on disk
                     raise OSError(f"written file {tmp} does not match MD5 {MD5[name]}")
+                mask = os.umask(0)
+                os.umask(mask)
+                os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
                 os.replace(tmp, folder / name)
             except BaseException:
                 if os.path.exists(tmp):

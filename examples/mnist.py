@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Class-conditional flow matching on MNIST with a UNet (or the slides' MLP).
+
+    python examples/mnist.py --quick            # offline 10k split, 2 CPU cores, < 10 minutes
+    python examples/mnist.py --smoke --out /tmp/m   # seconds: the CI check of the whole pipeline
+    python examples/mnist.py                    # the full run (meant for a GPU)
+    python examples/mnist.py --model mlp        # the MLP of "MLP vs UNet"
+    python examples/mnist.py --benchmark        # tuned (bf16 + channels_last + compile) vs fp32 eager
+    torchrun --nproc_per_node=2 examples/mnist.py ...   # DistributedDataParallel (NCCL / gloo)
+
+What it does (``flows_torch.mnist_train`` holds the training loop):
+  1. loads MNIST (``flows_torch.mnist``): the 60k train split when present or
+     downloadable (``--download``), else the offline 10k test split divided
+     8000 for training / 2000 held out;
+  2. trains v(x, t, y) by conditional flow matching (linear path, CFM noise
+     sigma = 0.1 as in the slides, independent or minibatch-OT coupling),
+     AdamW + warm-up/cosine LR, gradient clipping, EMA weights, label dropout
+     for classifier-free guidance; bf16 autocast + channels_last (+ optional
+     torch.compile) on CUDA, float32 on the CPU; a checkpoint after every epoch
+     (atomic) and ``--resume``;
+  3. samples with the EMA weights and any ``flows_torch.solvers`` method, with
+     guidance v = v_uncond + w (v_cond - v_uncond);
+  4. writes ``samples_grid.png`` (10x10, row = class), ``trajectory_strip.png``
+     (x_t over t, one row per class) and ``metrics.json`` (conditional accuracy
+     and Frechet distance from ``flows_torch.mnist_eval``) to ``--out``
+     (default ``outputs/mnist/<preset>``, git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Settings of each preset; any option given on the command line wins.
+PRESETS = {
+    # meant for a GPU and the full 60k training split
+    "full": dict(model="unet", base_channels=32, channel_mult="1,2,2", num_res_blocks=1, attention_resolutions="",
+                 mid_attention=True, epochs=20, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.9995,
+                 solver="midpoint", steps=50, guidance=2.0, eval_samples=2000, classifier_epochs=5,
+                 train_limit=0, threads=0, time_budget=0.0),
+    # the offline 10k split on 2 CPU cores, under 10 minutes in all
+    "quick": dict(model="unet", base_channels=16, channel_mult="1,2,2", num_res_blocks=1, attention_resolutions="",
+                  mid_attention=True, epochs=14, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.999,
+                  solver="midpoint", steps=10, guidance=2.0, eval_samples=500, classifier_epochs=4,
+                  train_limit=0, threads=2, time_budget=7.0),
+    # seconds: exercises every stage for CI
+    "smoke": dict(model="unet", base_channels=8, channel_mult="1,2,2", num_res_blocks=1, attention_resolutions="7",
+                  mid_attention=True, epochs=2, batch_size=32, lr=2e-3, warmup_steps=2, ema_decay=0.9,
+                  solver="euler", steps=3, guidance=2.0, eval_samples=100, classifier_epochs=3,
+                  train_limit=256, threads=0, time_budget=0.0),
+}
+COMMON = dict(mlp_hidden=1024, mlp_depth=3, sigma=0.1, coupling="independent", p_uncond=0.1, weight_decay=0.01,
+              grad_clip=1.0, dropout=0.0, min_lr_ratio=0.05, holdout=2000)
+
+
+def int_list(s: str):
+    s = s.strip()
+    if not s:
+        return ()
+    try:
+        return tuple(int(v) for v in s.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {s!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="examples/mnist.py",
+        description="Class-conditional flow matching on MNIST (UNet or MLP), CPU and CUDA.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="offline 10k split, 2 CPU threads, < 10 minutes")
+    mode.add_argument("--smoke", action="store_true", help="tiny run of every stage (seconds), for CI")
+    p.add_argument("--benchmark", action="store_true",
+                   help="time bf16 + channels_last + compile against fp32 eager for the UNet at batch 128, then exit")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=["unet", "mlp"], default=None, help="velocity field [preset: unet]")
+    g.add_argument("--base-channels", type=int, default=None)
+    g.add_argument("--channel-mult", type=str, default=None, help="e.g. 1,2,2")
+    g.add_argument("--num-res-blocks", type=int, default=None)
+    g.add_argument("--attention-resolutions", type=str, default=None, help="feature-map sides, e.g. 14 (empty: none)")
+    g.add_argument("--no-mid-attention", dest="mid_attention", action="store_false", default=None)
+    g.add_argument("--dropout", type=float, default=None)
+    g.add_argument("--mlp-hidden", type=int, default=None)
+    g.add_argument("--mlp-depth", type=int, default=None)
+    g = p.add_argument_group("flow matching")
+    g.add_argument("--sigma", type=float, default=None, help="CFM noise of the path [0.1, as in the slides]")
+    g.add_argument("--coupling", choices=["independent", "ot"], default=None)
+    g.add_argument("--p-uncond", type=float, default=None, help="label dropout probability (classifier-free guidance)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None, help="per process")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--warmup-steps", type=int, default=None)
+    g.add_argument("--min-lr-ratio", type=float, default=None)
+    g.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (0: off)")
+    g.add_argument("--ema-decay", type=float, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    g.add_argument("--train-limit", type=int, default=None, help="use only this many training images (0: all)")
+    g.add_argument("--time-budget", type=float, default=None,
+                   help="minutes of training after which remaining epochs are skipped (0: none) [quick: 7]")
+    g = p.add_argument_group("sampling and evaluation")
+    g.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"], default=None)
+    g.add_argument("--steps", type=int, default=None, help="solver steps")
+    g.add_argument("--guidance", type=float, default=None, help="w in v_uncond + w (v_cond - v_uncond); 1 = conditional")
+    g.add_argument("--eval-samples", type=int, default=None, help="generated images for the metrics")
+    g.add_argument("--classifier-epochs", type=int, default=None)
+    g.add_argument("--holdout", type=int, default=None, help="held-out images when only the 10k split exists")
+    g = p.add_argument_group("data, devices, output")
+    g.add_argument("--data-dir", type=str, default=None, help="MNIST folder (default: $FLOWS_MNIST_DIR, ../shared/mnist)")
+    g.add_argument("--download", action="store_true", help="download missing official files")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (0: torch's default)")
+    g.add_argument("--out", type=str, default=None, help="output folder [outputs/mnist/<preset>]")
+    g.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    return p
+
+
+def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    preset = "smoke" if args.smoke else "quick" if args.quick else "full"
+    settings = dict(COMMON)
+    settings.update(PRESETS[preset])
+    for k in list(settings):
+        v = getattr(args, k, None)
+        if v is not None:
+            settings[k] = v
+    try:
+        settings["channel_mult"] = int_list(str(settings["channel_mult"]))
+        settings["attention_resolutions"] = int_list(str(settings["attention_resolutions"]))
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    # checks that the config does not cover; all before any data or training
+    checks = [
+        (settings["steps"] >= 1, f"--steps must be >= 1, got {settings['steps']}"),
+        (settings["guidance"] >= 0 and math.isfinite(settings["guidance"]), f"--guidance must be >= 0, got {settings['guidance']}"),
+        (settings["eval_samples"] >= 10, f"--eval-samples must be >= 10, got {settings['eval_samples']}"),
+        (settings["classifier_epochs"] >= 1, f"--classifier-epochs must be >= 1, got {settings['classifier_epochs']}"),
+        (settings["train_limit"] >= 0, f"--train-limit must be >= 0, got {settings['train_limit']}"),
+        (settings["threads"] >= 0, f"--threads must be >= 0, got {settings['threads']}"),
+        (settings["holdout"] >= 1, f"--holdout must be >= 1, got {settings['holdout']}"),
+        (settings["time_budget"] >= 0, f"--time-budget must be >= 0, got {settings['time_budget']}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            parser.error(msg)
+    from flows_torch.mnist_train import MNISTConfig
+    cfg = MNISTConfig(
+        model=settings["model"], base_channels=settings["base_channels"], channel_mult=settings["channel_mult"],
+        num_res_blocks=settings["num_res_blocks"], attention_resolutions=settings["attention_resolutions"],
+        mid_attention=settings["mid_attention"], dropout=settings["dropout"], mlp_hidden=settings["mlp_hidden"],
+        mlp_depth=settings["mlp_depth"], sigma=settings["sigma"], coupling=settings["coupling"],
+        p_uncond=settings["p_uncond"], epochs=settings["epochs"], batch_size=settings["batch_size"],
+        lr=settings["lr"], weight_decay=settings["weight_decay"], warmup_steps=settings["warmup_steps"],
+        min_lr_ratio=settings["min_lr_ratio"], grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"],
+        seed=args.seed,
+    )
+    try:
+        cfg.validate()
+    except ValueError as e:
+        parser.error(str(e).replace("_", "-"))
+    out = Path(args.out) if args.out else REPO / "outputs" / "mnist" / preset
+    return preset, settings, cfg, out
+
+
+# ----------------------------------------------------------------------------- figures
+def _atomic_savefig(fig, path: Path):
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _tile(images, rows: int, cols: int, pad: int = 2):
+    """(rows*cols, 1, 28, 28) in [-1, 1] -> one grey image in [0, 1] with white gaps."""
+    import numpy as np
+    imgs = ((images.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
+    h, w = imgs.shape[1:]
+    canvas = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    for k in range(rows * cols):
+        r, c = divmod(k, cols)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = imgs[k]
+    return canvas, h + pad
+
+
+def save_grid(images, path: Path, title: str):
+    """10x10 grid, row k = samples generated for class k."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    canvas, step = _tile(images, 10, 10)
+    fig, ax = plt.subplots(figsize=(6.4, 6.8))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([2 + step * k + 14 for k in range(10)], [str(k) for k in range(10)])
+    ax.set_xticks([])
+    ax.set_ylabel("class")
+    ax.set_title(title, fontsize=9)
+    _atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def save_strip(traj, times, path: Path, title: str):
+    """x_t over t: traj (T, 10, 1, 28, 28), one row per class, one column per time."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n_t, n = traj.shape[:2]
+    images = traj.transpose(0, 1).reshape(n * n_t, 1, 28, 28)
+    canvas, step = _tile(images, n, n_t)
+    fig, ax = plt.subplots(figsize=(0.62 * n_t + 0.8, 0.62 * n + 0.9))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([2 + step * j + 14 for j in range(n_t)], [f"{t:.2f}" for t in times], fontsize=7)
+    ax.set_yticks([2 + step * k + 14 for k in range(n)], [str(k) for k in range(n)], fontsize=7)
+    ax.set_xlabel("t (0 = noise, 1 = data)")
+    ax.set_ylabel("class")
+    ax.set_title(title, fontsize=9)
+    _atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+def get_classifier(train_x, train_y, out: Path, epochs: int, seed: int, log):
+    """Train the evaluation classifier, or reuse the one cached in OUT/classifier.pt
+    when it was trained on the same images with the same settings."""
+    import torch
+    from flows_torch.mnist_eval import MNISTClassifier, train_classifier
+    from flows_torch.mnist_train import save_checkpoint
+    h = hashlib.md5()
+    h.update(train_y.numpy().tobytes())
+    h.update(((train_x[:: max(1, len(train_x) // 256)] + 1) * 127.5).round().to(torch.uint8).numpy().tobytes())
+    key = f"{h.hexdigest()}-n{len(train_x)}-e{epochs}-s{seed}"
+    path = out / "classifier.pt"
+    if path.is_file():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("key") == key:
+                clf = MNISTClassifier(state["feature_dim"])
+                clf.load_state_dict(state["model"])
+                log(f"classifier: reusing {path}")
+                return clf.eval(), True
+        except Exception as e:  # a stale or corrupt cache is simply retrained
+            log(f"classifier: ignoring {path} ({type(e).__name__}: {e})")
+    t0 = time.perf_counter()
+    clf = train_classifier(train_x, train_y, epochs=epochs, seed=seed)
+    log(f"classifier: trained on {len(train_x)} images in {time.perf_counter() - t0:.1f}s")
+    save_checkpoint(path, {"key": key, "feature_dim": clf.feature_dim, "model": clf.state_dict()})
+    return clf, False
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    preset, settings, cfg, out = resolve(args, parser)
+
+    import torch
+    from flows_torch import mnist_train as mt
+    from flows_torch.unet import count_parameters
+
+    if settings["threads"] > 0:
+        torch.set_num_threads(settings["threads"])
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device available")
+    device_req = None if args.device == "auto" else args.device
+    rank, world, device = mt.init_distributed(device_req)
+    is_main = rank == 0
+    log = print if is_main else (lambda *a, **k: None)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    if args.benchmark:
+        log(f"benchmark on {device} ({torch.get_num_threads()} CPU threads), UNet defaults, batch 128:")
+        res = mt.benchmark_unet(device, batch_size=128, steps=20 if device.type == "cuda" else 3,
+                                warmup=5 if device.type == "cuda" else 1,
+                                use_compile=True if (device.type == "cuda" or args.compile) else False, log=log)
+        if is_main:
+            from flows_torch.mnist_eval import save_json
+            res["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+            log(f"wrote {save_json(out / 'benchmark.json', res)}")
+        if world > 1:
+            torch.distributed.destroy_process_group()
+        return 0
+
+    from flows_torch.mnist import load_flow_data
+    from flows_torch.mnist_eval import evaluate_samples, save_json
+
+    t_total = time.perf_counter()
+    data = load_flow_data(args.data_dir, download=args.download, holdout=settings["holdout"], seed=0)
+    train_x, train_y = data["train_x"], data["train_y"]
+    held_x, held_y = data["held_x"], data["held_y"]
+    if settings["train_limit"]:
+        train_x, train_y = train_x[: settings["train_limit"]], train_y[: settings["train_limit"]]
+    log(f"data: {data['description']} (folder {data['folder']})"
+        + (f"; using {len(train_x)} training images" if settings["train_limit"] else ""))
+    log(f"device {device}" + (f", {world} processes" if world > 1 else "")
+        + f", {torch.get_num_threads()} CPU threads, model {cfg.model}")
+
+    t0 = time.perf_counter()
+    result = mt.train(cfg, train_x, train_y, out_dir=out, resume=args.resume, device=device,
+                      compile_model=args.compile, progress=not args.no_progress, log=log,
+                      time_budget_s=60 * settings["time_budget"] if settings["time_budget"] > 0 else None)
+    train_s = time.perf_counter() - t0
+    n_params = count_parameters(result.model)
+    log(f"trained {result.epochs_done} epochs ({result.global_step} steps) in {train_s:.1f}s; "
+        f"{n_params:,} parameters")
+
+    if is_main:
+        ema = result.ema.model.eval()
+        w, solver, steps = settings["guidance"], settings["solver"], settings["steps"]
+        gen = torch.Generator().manual_seed(args.seed + 12345)
+        t0 = time.perf_counter()
+        grid_labels = torch.arange(10).repeat_interleave(10)
+        grid = mt.sample_images(ema, grid_labels, steps=steps, method=solver, guidance=w, generator=gen)
+        title = f"{cfg.model}, {result.epochs_done} epochs, {solver} x{steps}, guidance w={w:g}"
+        save_grid(grid, out / "samples_grid.png", title)
+        traj = mt.sample_images(ema, torch.arange(10), steps=steps, method=solver, guidance=w, generator=gen,
+                                trajectory=True)
+        n_cols = min(9, steps + 1)
+        idx = torch.linspace(0, steps, n_cols).round().long()
+        times = (idx.float() / steps).tolist()
+        save_strip(traj[idx], times, out / "trajectory_strip.png", f"x_t over t ({solver}, w={w:g})")
+        n_eval = settings["eval_samples"]
+        eval_labels = torch.arange(10).repeat(math.ceil(n_eval / 10))[:n_eval]
+        samples = mt.sample_images(ema, eval_labels, steps=steps, method=solver, guidance=w, generator=gen)
+        sample_s = time.perf_counter() - t0
+        clf, cached = get_classifier(train_x, train_y, out, settings["classifier_epochs"], args.seed, log)
+        metrics = evaluate_samples(clf, samples, eval_labels, held_x, held_y)
+        metrics.update({
+            "preset": preset, "config": cfg.to_dict(), "solver": solver, "steps": steps, "guidance": w,
+            "parameters": n_params, "epochs_done": result.epochs_done, "global_step": result.global_step,
+            "epoch_loss": result.history.get("epoch_loss", []), "data": data["description"],
+            "train_images": int(len(train_x)), "device": str(device), "world_size": world,
+            "threads": torch.get_num_threads(), "train_seconds": train_s, "sample_seconds": sample_s,
+            "classifier_cached": cached, "total_seconds": time.perf_counter() - t_total,
+            "resumed": bool(args.resume), "stopped_early_by_time_budget": result.stopped_early,
+        })
+        path = save_json(out / "metrics.json", metrics)
+        log(f"conditional accuracy {metrics['conditional_accuracy']:.3f} "
+            f"(classifier on real held-out images: {metrics['classifier_accuracy_on_real']:.3f})")
+        log(f"Frechet distance {metrics['frechet_distance']:.2f} "
+            f"(real vs real with the same counts: {metrics.get('frechet_real_vs_real', float('nan')):.2f})")
+        log(f"wrote {out / 'samples_grid.png'}, {out / 'trajectory_strip.png'}, {path}")
+        log(f"total {metrics['total_seconds']:.1f}s")
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

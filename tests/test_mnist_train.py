@@ -1,0 +1,271 @@
+"""The MNIST flow-matching trainer: resume, DDP, guidance, sampling, the example CLI."""
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flows_torch import mnist_train as mt
+from flows_torch.mnist_train import EMA, MNISTConfig, guided_velocity, load_checkpoint, sample_images, train
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "mnist"
+EXAMPLE = REPO / "examples" / "mnist.py"
+
+
+def tiny_cfg(**kw):
+    base = dict(model="unet", base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+                mid_attention=False, dropout=0.1, sigma=0.1, p_uncond=0.2, epochs=2, batch_size=16, lr=2e-3,
+                warmup_steps=2, ema_decay=0.9, seed=3)
+    base.update(kw)
+    return MNISTConfig(**base)
+
+
+def fake_data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (n,), generator=g)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("coupling", ["independent", "ot"])
+def test_resume_is_bit_identical(tmp_path, coupling):
+    torch.set_num_threads(1)
+    x, y = fake_data(64)
+    cfg = tiny_cfg(coupling=coupling)  # 4 steps per epoch, 2 epochs
+    straight = train(cfg, x, y, out_dir=tmp_path / "a", progress=False, log=lambda *_: None)
+    half = train(cfg, x, y, out_dir=tmp_path / "b", progress=False, stop_after_epochs=1, log=lambda *_: None)
+    assert half.epochs_done == 1 and half.global_step == 4
+    assert not states_equal(half.model.state_dict(), straight.model.state_dict())
+    resumed = train(cfg, x, y, out_dir=tmp_path / "b", resume=True, progress=False, log=lambda *_: None)
+    assert resumed.epochs_done == 2 and resumed.global_step == straight.global_step == 8
+    assert states_equal(resumed.model.state_dict(), straight.model.state_dict())
+    assert states_equal(resumed.ema.model.state_dict(), straight.ema.model.state_dict())
+    ca, cb = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert ca["epoch"] == cb["epoch"] == 2
+    assert ca["history"]["loss"] == cb["history"]["loss"]
+    # only the official name is left behind (atomic writes)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.pt"]
+
+
+def test_resume_errors(tmp_path):
+    x, y = fake_data(32)
+    cfg = tiny_cfg(epochs=1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(cfg, x, y, out_dir=tmp_path, resume=True, progress=False)
+    train(cfg, x, y, out_dir=tmp_path, progress=False, log=lambda *_: None)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(tiny_cfg(epochs=1, lr=1e-3), x, y, out_dir=tmp_path, resume=True, progress=False)
+    # more epochs on top of a finished run is allowed
+    more = train(tiny_cfg(epochs=2), x, y, out_dir=tmp_path, resume=True, progress=False, log=lambda *_: None)
+    assert more.epochs_done == 2
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt checkpoint"):
+        train(cfg, x, y, out_dir=tmp_path, resume=True, progress=False)
+    torch.save({"something": 1}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not a"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_bad_inputs_and_configs():
+    x, y = fake_data(8)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        train(tiny_cfg(), x, y, progress=False)
+    with pytest.raises(ValueError, match="shape"):
+        train(tiny_cfg(batch_size=4), x[:, :, :27], y, progress=False)
+    for bad in (dict(epochs=0), dict(epochs=-1), dict(model="cnn"), dict(coupling="sinkhorn"), dict(lr=0.0),
+                dict(sigma=-0.1), dict(p_uncond=1.0), dict(channel_mult=(1, 2, 2, 2))):
+        with pytest.raises(ValueError):
+            tiny_cfg(**bad).validate()
+
+
+def test_time_budget_stops_between_epochs():
+    x, y = fake_data(32)
+    r = train(tiny_cfg(epochs=3), x, y, progress=False, time_budget_s=0.0, log=lambda *_: None)
+    assert r.stopped_early and r.epochs_done == 1 and r.global_step == 2
+
+
+def test_training_lowers_loss_and_mlp_trains():
+    torch.set_num_threads(1)
+    x, y = fake_data(64)
+    x = x.sign()  # a simple distribution the model can learn quickly
+    r = train(tiny_cfg(epochs=6, dropout=0.0), x, y, progress=False, log=lambda *_: None)
+    ep = r.history["epoch_loss"]
+    assert ep[-1] < ep[0]
+    r = train(tiny_cfg(model="mlp", mlp_hidden=32, mlp_depth=1, epochs=1), x, y, progress=False, log=lambda *_: None)
+    assert r.global_step == 4
+
+
+# ----------------------------------------------------------------------------- guidance and sampling
+class _Stub(torch.nn.Module):
+    """v(x, t, y) = x * (1 + y) + t: easy to predict; y = 10 is the null label."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, y=None):
+        y = torch.full((x.shape[0],), 10) if y is None else y
+        return x * (1 + y.float())[:, None, None, None] + t[:, None, None, None] + self.p
+
+
+def test_guided_velocity_formula():
+    m = _Stub()
+    x, t, y = torch.randn(4, 1, 28, 28), torch.rand(4), torch.tensor([0, 1, 2, 3])
+    cond, uncond = m(x, t, y), m(x, t, None)
+    torch.testing.assert_close(guided_velocity(m, 1.0)(x, t, y), cond)
+    torch.testing.assert_close(guided_velocity(m, 0.0)(x, t, y), uncond)
+    torch.testing.assert_close(guided_velocity(m, 2.5)(x, t, y), uncond + 2.5 * (cond - uncond))
+    torch.testing.assert_close(guided_velocity(m, 2.5)(x, t, None), uncond)
+
+
+def test_sample_images_shapes_and_reproducibility():
+    torch.manual_seed(0)
+    m = mt.build_model(tiny_cfg())
+    labels = torch.arange(10)
+    a = sample_images(m, labels, steps=2, method="heun", guidance=2.0, generator=torch.Generator().manual_seed(1))
+    b = sample_images(m, labels, steps=2, method="heun", guidance=2.0, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (10, 1, 28, 28) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b)
+    traj = sample_images(m, labels[:3], steps=4, method="euler", generator=torch.Generator().manual_seed(1),
+                         trajectory=True, batch_size=2)
+    assert traj.shape == (5, 3, 1, 28, 28)
+    with pytest.raises(ValueError):
+        sample_images(m, labels, steps=0)
+
+
+def test_ema_update():
+    m = torch.nn.Linear(2, 2)
+    ema = EMA(m, decay=0.5)
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    ema.update(m)  # decay = min(0.5, 2 / 11)
+    d = 2 / 11
+    for k, v in ema.model.state_dict().items():
+        torch.testing.assert_close(v, d * before[k] + (1 - d) * m.state_dict()[k])
+    assert all(not p.requires_grad for p in ema.model.parameters())
+
+
+def test_benchmark_runs_on_cpu():
+    logs = []
+    res = mt.benchmark_unet("cpu", batch_size=4, steps=1, warmup=1, use_compile=False,
+                            unet_kwargs=dict(base_channels=8, channel_mult=(1, 2)), log=logs.append)
+    names = [k for k in res if k != "speedup"]
+    assert names[0] == "fp32 eager" and "bf16" in names[1]
+    assert all(res[k]["ms_per_step"] > 0 for k in names)
+    assert "speed-up" in logs[-1]
+
+
+# ----------------------------------------------------------------------------- DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        x, y = fake_data(64)
+        cfg = tiny_cfg(epochs=1, batch_size=8)  # 64 / (2 x 8) = 4 steps per rank
+        r = train(cfg, x, y, out_dir=out, progress=False, log=lambda *_: None)
+        torch.save({"model": r.model.state_dict(), "ema": r.ema.model.state_dict(), "steps": r.global_step},
+                   os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_gloo_identical_replicas(tmp_path):
+    port = _free_port()
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0["steps"] == r1["steps"] == 4
+    assert states_equal(r0["model"], r1["model"])
+    assert states_equal(r0["ema"], r1["ema"])
+    init = mt.build_model(tiny_cfg()).state_dict()
+    assert not states_equal(r0["model"], init)  # it did train
+    # rank 0 alone wrote the checkpoint, and it holds the replicas' weights
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert states_equal(ck["model"], r0["model"])
+
+
+# ----------------------------------------------------------------------------- the example CLI
+def _load_example():
+    spec = importlib.util.spec_from_file_location("mnist_example", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--epochs", "-1"], "epochs must be a positive integer"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--model", "resnet"], "invalid choice"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--sigma", "-1"], "sigma must be >= 0"),
+    (["--channel-mult", "1,x"], "comma-separated list"),
+    (["--quick", "--smoke"], "not allowed with"),
+])
+def test_cli_rejects_bad_arguments_before_training(tmp_path, capsys, argv, expected):
+    mod = _load_example()
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        mod.main(argv + ["--out", str(out)])
+    assert e.value.code != 0
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_help():
+    r = subprocess.run([sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--benchmark" in r.stdout
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="offline MNIST copy ../shared/mnist absent")
+def test_cli_smoke_writes_grid_strip_metrics(tmp_path):
+    out = tmp_path / "smoke"
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    r = subprocess.run([sys.executable, str(EXAMPLE), "--smoke", "--out", str(out), "--no-progress",
+                        "--data-dir", str(SHARED)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("samples_grid.png", "trajectory_strip.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and b"IEND" in data[-16:]
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("conditional_accuracy", "frechet_distance", "per_class_accuracy", "config", "parameters"):
+        assert key in m
+    assert 0.0 <= m["conditional_accuracy"] <= 1.0 and m["frechet_distance"] >= 0.0
+    assert m["n_samples"] == 100 and m["epochs_done"] == 2
+    assert (out / "checkpoint.pt").is_file()
+    assert "conditional accuracy" in r.stdout and "Frechet distance" in r.stdout
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="offline MNIST copy ../shared/mnist absent")
+def test_cli_smoke_under_torchrun_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(EXAMPLE), "--smoke", "--device", "cpu", "--out", str(out), "--no-progress",
+                        "--data-dir", str(SHARED)], capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["world_size"] == 2
+    assert (out / "samples_grid.png").read_bytes()[:8] == PNG_SIGNATURE
