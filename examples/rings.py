@@ -221,7 +221,8 @@ class Backend:
         return x
 
     def numpy(self, x) -> np.ndarray:
-        return np.asarray(getattr(x, "data", x))
+        import minigrad as mg
+        return x.data if isinstance(x, mg.Tensor) else np.asarray(x)
 
     def no_grad(self):
         import minigrad as mg
@@ -779,7 +780,8 @@ class Run:
                     lambda: normalise_history(name, train(model, EpochReporter(name, s, self.args.no_progress))),
                     meta)
             self.models[name], self.histories[name] = model, history
-            self.train_info[name] = {"train_seconds": seconds, **info}
+            self.train_info[name] = {"train_seconds": seconds, "seconds_per_epoch": float(np.mean(
+                history["epoch_time"])), **info}
         self.results["training"] = self.train_info
 
     # ------------------------------------------------------------------ normalizing flow (Sec. 3.3)
@@ -975,6 +977,10 @@ def write_report(out: Path, r: dict, s: Settings, figures: dict) -> str:
         f" annealing. NF: {s.nf_couplings} affine couplings, nets of {s.nf_layers} Linear layers of width "
         f"{s.nf_hidden} with LeakyReLU. FM: MLP of {s.fm_depth} Linear layers of width {s.fm_hidden} with "
         f"LeakyReLU, Euler sampling with dt = 1/{s.sample_steps}.")
+    rep.paragraph("Models as trained: " + "; ".join(
+        f"{name} {info.get('points', '?'):,} points, {info.get('epochs', '?')} epochs on {info.get('backend', '?')}"
+        + (" (loaded from its checkpoint)" if "loaded" in info else "")
+        for name, info in r["training"].items()) + ".")
     rep.paragraph(
         "Models work in standardised coordinates (each axis of the logo centred and scaled by fixed constants, "
         "`flows_np.data`); figures are drawn in logo coordinates, where every ring is a circle of radius 1. "
@@ -1007,7 +1013,8 @@ def write_report(out: Path, r: dict, s: Settings, figures: dict) -> str:
         "the standardisation (the data are uniform on each ring): its KL gap is the average over rings of "
         "KL(p(.|y) || q(.|y)). Errors are ± one standard error.")
     rep.bullets([
-        f"NF samples on a ring (Q2, per seed): " + ", ".join(f"seed {k}: {pct(v)}" for k, v in nf["q2_on_ring"].items()),
+        "NF samples on a ring (Q2, per seed): "
+        + ", ".join(f"seed {k}: {pct(v)}" for k, v in nf["q2_on_ring"].items()),
         f"FM samples on a ring (dt = 1/{s.sample_steps}): {pct(fm['samples_on_ring'])}",
         f"Conditional samples on their own ring (Q3): {pct(cfm['q3_on_own_ring'])} of {cfm['q3_samples']:,}",
         f"Bonus landing error |x_1 - (4, 5)|: {fmt(bonus['landing_error'], 3)}",
@@ -1016,8 +1023,10 @@ def write_report(out: Path, r: dict, s: Settings, figures: dict) -> str:
     rep.heading("Timings")
     rep.table(["phase", "wall time"], [[k, fmt_seconds(v)] for k, v in r["timings"].items()]
               + [["total", fmt_seconds(sum(r["timings"].values()))]])
-    rep.paragraph("Training times of reused checkpoints are those of the run that trained them: "
-                  + ", ".join(f"{k} {fmt_seconds(v['train_seconds'])}" for k, v in r["training"].items()) + ".")
+    rep.table(["model", "training time", "mean time per epoch"],
+              [[name, fmt_seconds(info["train_seconds"]), fmt_seconds(info["seconds_per_epoch"])]
+               for name, info in r["training"].items()])
+    rep.paragraph("Training times of models loaded with `--reuse` are those recorded by the run that trained them.")
 
     # ---------------------------------------------------------------- NF
     rep.heading("1. Normalizing flow (Sec. 3.3)")
@@ -1049,10 +1058,11 @@ def write_report(out: Path, r: dict, s: Settings, figures: dict) -> str:
     rep.heading("2. Flow matching (Sec. 4.3)")
     rep.heading("Q1: loss", 3)
     fig("fm_q1_loss.png")
-    rep.paragraph(f"Mean training loss over the last epoch: unconditional {fmt(fm['final_train_loss'])}, conditional "
-                  f"{fmt(fm['cfm_final_train_loss'])}; on the validation points (fixed noise and times): "
-                  f"{fmt(fm['final_val_loss'])} and {fmt(fm['cfm_final_val_loss'])}. The loss stays well above 0 even for a perfect model: at a "
-                  "point x_t many pairs (x_0, x_1) pass, and the target x_1 - x_0 varies among them.")
+    rep.paragraph(f"Mean training loss over the last epoch: unconditional {fmt(fm['final_train_loss'])}, "
+                  f"conditional {fmt(fm['cfm_final_train_loss'])}; on the validation points (fixed noise and "
+                  f"times): {fmt(fm['final_val_loss'])} and {fmt(fm['cfm_final_val_loss'])}. The loss stays well "
+                  "above 0 even for a perfect model: at a point x_t many pairs (x_0, x_1) pass, and the target "
+                  "x_1 - x_0 varies among them.")
     rep.heading("Q2: flow progression", 3)
     fig("fm_q2_progression.png")
     rep.heading("Q3: point trajectories", 3)
