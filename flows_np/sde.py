@@ -48,16 +48,27 @@ On the time grid of :func:`flows_np.solvers.integrate`, ``t_k = k / steps`` with
 
 ``eps_k ~ N(0, I)``; with ``g = 0`` this is exactly the Euler step of Eq. 17.
 
-Near ``t = 1``. The score carries ``1 / (1 - t)``. For the exact field ``t v - x``
-vanishes as fast, but for a learned field it does not, and the division amplifies
-the model's error by ``1 / (1 - t)``. The sampler evaluates the score only at the left
-end of each step, where ``1 - t_k >= h > 0``, and it makes the **last step (from
-``1 - h`` to 1) a plain ODE step**: the noise and its score correction are switched
-off together (dropping only one of the two would change the marginal), a change of
-order ``h`` in the continuous SDE but the removal of the one step where
-``h g^2/2 s = g^2/2 (t v - x)`` is an O(1) jump driven by a 1/h-amplified model error.
-:func:`score_from_velocity` also clamps ``1 - t`` from below (``min_gap``) so that a
-direct call never divides by zero.
+Near ``t = 1``. The score carries ``1 / (1 - t)``. For the exact field of data with a
+smooth density, ``t v - x = -E[x_0 | x]`` vanishes like ``1 - t`` and the score tends to
+``grad log p_data``; but an error ``delta`` of a learned field becomes an error
+``t delta / (1 - t)`` of the score, and the drift term ``g^2/2 s`` amplifies it without
+bound as t -> 1. Safeguards here:
+
+* the score is evaluated only at the left end of each step, where ``1 - t_k >= h > 0``;
+* the **last step (from ``1 - h`` to 1) is a plain ODE step**: the noise and its score
+  correction are switched off together (dropping only one of the two would change the
+  marginal). In the continuous SDE this changes O(h); it removes the step where the
+  score's error is amplified most (``1/h`` times);
+* :func:`score_from_velocity` clamps ``1 - t`` from below (``min_gap``), so a direct
+  call at t = 1 never divides by zero.
+
+A constant ``g`` still meets the ``1 / (1 - t)`` growth on the steps before the last
+one: the finer the grid, the closer to t = 1 the noise acts. A schedule that vanishes
+at t = 1, e.g. ``g(t) = c sqrt(1 - t)``, keeps ``g^2/2 s = c^2/2 (t v - x)`` bounded.
+Measured on a flow-matching MLP trained briefly on the rings (energy distance of 2000
+samples to the data; the ODE gives 0.0021 at 1000 steps): constant g = 1 gives 0.0022
+with 100 steps but 0.019 with 1000 steps (too much mass pushed onto some rings, sample
+std 1.10 instead of 1.00), while ``g = sqrt(1 - t)`` gives 0.0012 and 0.0029.
 """
 from __future__ import annotations
 
