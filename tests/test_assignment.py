@@ -1,0 +1,322 @@
+"""Tests of flows_np.assignment.linear_sum_assignment (exact minimum-cost matching).
+
+The reference is brute force over all n! permutations for n <= 7; larger problems
+are checked through the LP dual certificate (no scipy needed) and, where scipy is
+installed, against scipy.optimize.linear_sum_assignment. The last section shows
+that the checkers do reject wrong answers (a greedy matcher, a non-permutation).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from flows_np.assignment import assignment_cost, linear_sum_assignment
+
+FAST = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+MEDIUM = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+
+_PERMS = {n: np.array(list(itertools.permutations(range(n))), dtype=np.intp) for n in range(8)}
+
+
+# ---------------------------------------------------------------------------
+# Reference and checkers
+# ---------------------------------------------------------------------------
+
+
+def brute_force_min(cost: np.ndarray) -> float:
+    """Smallest total cost over all n! permutations (n <= 7)."""
+    n = cost.shape[0]
+    perms = _PERMS[n]
+    if n == 0:
+        return 0.0
+    totals = cost[np.arange(n), perms].sum(axis=1)
+    return float(totals.min())
+
+
+def _tol(cost: np.ndarray) -> float:
+    # Two sums of n float64 terms taken in different orders differ by at most about
+    # n ulps of sum|c|; 1e-12 relative is ~4500 ulps. Exact for integer costs.
+    return 1e-12 * float(np.abs(cost).sum())
+
+
+def check_is_permutation(perm, n: int) -> None:
+    perm = np.asarray(perm)
+    assert perm.shape == (n,), f"perm has shape {perm.shape}, expected ({n},)"
+    assert np.issubdtype(perm.dtype, np.integer), f"perm has dtype {perm.dtype}"
+    assert np.array_equal(np.sort(perm), np.arange(n)), f"perm {perm} is not a permutation"
+
+
+def check_optimal_brute_force(cost: np.ndarray, perm) -> None:
+    """AssertionError unless perm is a permutation of minimum total cost."""
+    n = cost.shape[0]
+    check_is_permutation(perm, n)
+    got = assignment_cost(cost, perm)
+    best = brute_force_min(cost)
+    assert abs(got - best) <= _tol(cost), f"cost {got} but the optimum is {best}"
+
+
+def check_dual_certificate(cost: np.ndarray, perm, u, v) -> None:
+    """Weak LP duality: feasible (u, v) with sum(u)+sum(v) == cost(perm) proves optimality."""
+    n = cost.shape[0]
+    check_is_permutation(perm, n)
+    scale = 1.0 + float(np.abs(cost).max()) if n else 1.0
+    slack = cost - u[:, None] - v[None, :]
+    worst = float(slack.min(initial=np.inf))
+    assert worst >= -1e-9 * scale, f"dual infeasible by {worst}"
+    tight = slack[np.arange(n), perm]
+    assert np.abs(tight).max(initial=0.0) <= 1e-9 * scale, "a matched edge is not tight"
+    assert abs(assignment_cost(cost, perm) - (u.sum() + v.sum())) <= 1e-9 * scale * (n + 1)
+
+
+def greedy_assignment(cost: np.ndarray) -> np.ndarray:
+    """Row by row, take the cheapest column still unused (not optimal in general)."""
+    n = cost.shape[0]
+    used = np.zeros(n, dtype=bool)
+    perm = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        row = np.where(used, np.inf, cost[i])
+        perm[i] = int(np.argmin(row))
+        used[perm[i]] = True
+    return perm
+
+
+# ---------------------------------------------------------------------------
+# Strategies
+# ---------------------------------------------------------------------------
+
+
+def square(n_max: int, elements) -> st.SearchStrategy:
+    return st.integers(0, n_max).flatmap(
+        lambda n: hnp.arrays(np.float64, (n, n), elements=elements)
+    )
+
+
+# small integers: many ties and negative values; sums are exact
+int_costs = st.integers(-5, 5).map(float)
+# only a few distinct values: heavy ties
+tie_costs = st.sampled_from([-1.0, 0.0, 0.0, 0.5, 2.0])
+real_costs = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
+any_small = square(7, st.one_of(int_costs, tie_costs, real_costs))
+
+
+def _matrix_from_seed(n: int, seed: int, kind: str) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "int":  # ties and negative values
+        return rng.integers(-5, 6, size=(n, n)).astype(np.float64)
+    if kind == "ties":  # a handful of distinct values
+        return rng.choice(np.array([-1.0, 0.0, 0.5, 2.0]), size=(n, n))
+    if kind == "normal":
+        return rng.normal(scale=100.0, size=(n, n))
+    a, b = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))  # minibatch OT in 2D
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+
+def seeded_square(n_min: int, n_max: int) -> st.SearchStrategy:
+    """Larger matrices: Hypothesis draws size, seed and kind; numpy fills them in."""
+    return st.builds(
+        _matrix_from_seed,
+        st.integers(n_min, n_max),
+        st.integers(0, 2**32 - 1),
+        st.sampled_from(["int", "ties", "normal", "sqeuclid"]),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Optimality
+# ---------------------------------------------------------------------------
+
+
+@FAST
+@given(cost=square(7, int_costs))
+def test_equals_brute_force_integer_costs_with_ties(cost):
+    check_optimal_brute_force(cost, linear_sum_assignment(cost))
+
+
+@FAST
+@given(cost=square(7, tie_costs))
+def test_equals_brute_force_heavy_ties(cost):
+    check_optimal_brute_force(cost, linear_sum_assignment(cost))
+
+
+@FAST
+@given(cost=square(7, real_costs))
+def test_equals_brute_force_real_costs(cost):
+    check_optimal_brute_force(cost, linear_sum_assignment(cost))
+
+
+@FAST
+@given(cost=any_small, scale_exp=st.integers(-300, 300))
+def test_equals_brute_force_extreme_magnitudes(cost, scale_exp):
+    # Scaling by a power of ten changes nothing about which matching is optimal.
+    scaled = cost * 10.0**scale_exp
+    if not np.all(np.isfinite(scaled)):
+        return
+    check_optimal_brute_force(scaled, linear_sum_assignment(scaled))
+
+
+@MEDIUM
+@given(cost=st.one_of(any_small, seeded_square(0, 80)))
+def test_permutation_no_worse_than_identity(cost):
+    n = cost.shape[0]
+    perm = linear_sum_assignment(cost)
+    check_is_permutation(perm, n)
+    assert perm.dtype == np.int64
+    identity = float(np.trace(cost)) if n else 0.0
+    assert assignment_cost(cost, perm) <= identity + _tol(cost)
+
+
+@MEDIUM
+@given(cost=st.one_of(any_small, seeded_square(0, 80)))
+def test_dual_potentials_certify_optimality(cost):
+    perm, u, v = linear_sum_assignment(cost, return_duals=True)
+    check_dual_certificate(cost, perm, u, v)
+
+
+@MEDIUM
+@given(
+    n=st.integers(1, 60),
+    seed=st.integers(0, 2**32 - 1),
+    dim=st.sampled_from([1, 2, 784]),
+)
+def test_ot_pairing_admits_no_improving_swap(n, seed, dim):
+    # Squared-Euclidean minibatch OT (how flow matching uses it): swapping the
+    # partners of any two rows never lowers the cost of an optimal matching.
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, dim))
+    b = rng.normal(size=(n, dim))
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    perm = linear_sum_assignment(cost)
+    matched = cost[np.arange(n), perm]
+    swapped = cost[:, perm]  # swapped[i, k] = cost of row i with row k's partner
+    gain = matched[:, None] + matched[None, :] - swapped - swapped.T
+    assert gain.max() <= 1e-9 * (1.0 + np.abs(cost).max())
+
+
+@MEDIUM
+@given(cost=square(30, real_costs), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_invariant_under_relabelling_and_row_column_offsets(cost, seed, data):
+    n = cost.shape[0]
+    rng = np.random.default_rng(seed)
+    best = assignment_cost(cost, linear_sum_assignment(cost))
+    # Shuffling rows and columns permutes the problem, not its optimal value.
+    pr, pc = rng.permutation(n), rng.permutation(n)
+    shuffled = cost[pr][:, pc]
+    assert abs(assignment_cost(shuffled, linear_sum_assignment(shuffled)) - best) <= _tol(cost)
+    # Adding a_i to row i and b_j to column j adds sum(a) + sum(b) to every matching.
+    a = data.draw(hnp.arrays(np.float64, (n,), elements=st.integers(-50, 50).map(float)))
+    b = data.draw(hnp.arrays(np.float64, (n,), elements=st.integers(-50, 50).map(float)))
+    shifted = cost + a[:, None] + b[None, :]
+    got = assignment_cost(shifted, linear_sum_assignment(shifted))
+    assert abs(got - (best + a.sum() + b.sum())) <= _tol(shifted)
+
+
+@MEDIUM
+@given(cost=seeded_square(8, 200))
+def test_equal_optimal_cost_to_scipy(cost):
+    sp = pytest.importorskip("scipy.optimize")
+    n = cost.shape[0]
+    perm = linear_sum_assignment(cost)
+    check_is_permutation(perm, n)
+    rows, cols = sp.linear_sum_assignment(cost)
+    assert abs(assignment_cost(cost, perm) - float(cost[rows, cols].sum())) <= _tol(cost)
+
+
+def test_structured_hard_instance_against_known_optimum():
+    # C[i, j] = i * j: by the rearrangement inequality the anti-diagonal is optimal.
+    n = 40
+    idx = np.arange(n, dtype=np.float64)
+    cost = np.outer(idx, idx)
+    perm = linear_sum_assignment(cost)
+    check_is_permutation(perm, n)
+    assert assignment_cost(cost, perm) == float(np.sum(idx * idx[::-1]))
+
+
+# ---------------------------------------------------------------------------
+# Small and odd inputs
+# ---------------------------------------------------------------------------
+
+
+def test_empty_and_single():
+    perm = linear_sum_assignment(np.zeros((0, 0)))
+    assert perm.shape == (0,) and perm.dtype == np.int64
+    perm, u, v = linear_sum_assignment(np.zeros((0, 0)), return_duals=True)
+    assert perm.shape == u.shape == v.shape == (0,)
+    perm, u, v = linear_sum_assignment([[-3.5]], return_duals=True)
+    assert perm.tolist() == [0] and u[0] + v[0] == -3.5
+
+
+def test_accepts_lists_and_integers_and_does_not_modify_input():
+    cost = np.array([[4, 1, 3], [2, 0, 5], [3, 2, 2]], dtype=np.int64)
+    before = cost.copy()
+    perm = linear_sum_assignment(cost.tolist())
+    assert assignment_cost(cost, perm) == 5.0  # 1 + 2 + 2
+    linear_sum_assignment(cost)
+    assert np.array_equal(cost, before)
+    # Near the float64 limit: the identity pairing would overflow to inf, the other costs 0.
+    big = np.array([[1e308, 1e308], [-1e308, 1e308]])
+    assert linear_sum_assignment(big).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (np.zeros((2, 3)), "square"),
+        (np.zeros(4), "2D"),
+        (np.zeros((2, 2, 2)), "2D"),
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), "finite"),
+        (np.array([[0.0, 1.0], [np.inf, 2.0]]), "finite"),
+        (np.array([[0.0, 1.0], [2.0, -np.inf]]), "finite"),
+        (np.array([[1j, 0], [0, 0]]), "real"),
+        (np.array([["a", "b"], ["c", "d"]]), "real"),
+        ([[1.0, 2.0], [3.0]], "square"),
+    ],
+)
+def test_bad_input_raises_value_error(bad, words):
+    with pytest.raises(ValueError, match=words):
+        linear_sum_assignment(bad)
+
+
+# ---------------------------------------------------------------------------
+# The checkers can fail
+# ---------------------------------------------------------------------------
+
+
+def test_brute_force_checker_rejects_greedy_on_a_known_matrix():
+    cost = np.array([[1.0, 2.0], [2.0, 100.0]])
+    assert greedy_assignment(cost).tolist() == [0, 1]  # cost 101, optimum 4
+    with pytest.raises(AssertionError, match="optimum"):
+        check_optimal_brute_force(cost, greedy_assignment(cost))
+    check_optimal_brute_force(cost, linear_sum_assignment(cost))
+
+
+def test_brute_force_checker_rejects_greedy_on_a_drawn_matrix():
+    def greedy_is_suboptimal(cost):
+        return assignment_cost(cost, greedy_assignment(cost)) > brute_force_min(cost) + _tol(cost)
+
+    cost = find(
+        square(7, int_costs),
+        greedy_is_suboptimal,
+        settings=settings(database=None, max_examples=2000, deadline=None),
+    )
+    with pytest.raises(AssertionError, match="optimum"):
+        check_optimal_brute_force(cost, greedy_assignment(cost))
+    check_optimal_brute_force(cost, linear_sum_assignment(cost))
+
+
+def test_checkers_reject_non_permutations_and_bad_certificates():
+    cost = np.array([[0.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(AssertionError, match="permutation"):
+        check_optimal_brute_force(cost, np.array([0, 0]))  # cost 1 > 0 but not a permutation
+    with pytest.raises(AssertionError, match="permutation"):
+        check_optimal_brute_force(np.zeros((2, 2)), np.array([1, 1]))  # even at equal cost
+    perm, u, v = linear_sum_assignment(cost, return_duals=True)
+    with pytest.raises(AssertionError, match="infeasible"):
+        check_dual_certificate(cost, perm, u + 1.0, v)
+    with pytest.raises(AssertionError, match="tight"):
+        check_dual_certificate(cost, np.array([1, 0]), u, v)
