@@ -154,3 +154,27 @@ def test_bonus_round_trip_parity(method):
     for key in ("noise", "trajectory", "reverse_trajectory"):
         np.testing.assert_allclose(a[key], b[key].numpy(), rtol=0, atol=ATOL)
     assert abs(a["landing_error"] - b["landing_error"]) < ATOL
+
+
+# --------------------------------------------------------------------------- reflow measures
+def test_reflow_measures_parity():
+    """Pairs, straightness, energy distance and few-step quality agree across backends."""
+    from flows_np import reflow as reflow_np
+    from flows_torch import reflow as reflow_torch
+
+    model_np, model_torch = twin_models(4, conditional=False, fourier=True)
+    rng = np.random.default_rng(4)
+    noise, reference = rng.standard_normal((40, 2)), rng.standard_normal((30, 2))
+    noise_t, reference_t = torch.from_numpy(noise), torch.from_numpy(reference)
+    np.testing.assert_allclose(reflow_np.reflow_pairs(model_np, noise, steps=10)[1],
+                               reflow_torch.reflow_pairs(model_torch, noise_t, steps=10)[1].numpy(), atol=ATOL)
+    a, b = reflow_np.straightness(model_np, noise, steps=20), reflow_torch.straightness(model_torch, noise_t, steps=20)
+    for key in a:
+        assert abs(a[key] - b[key]) < ATOL, key
+    assert abs(reflow_np.energy_distance(noise, reference) - reflow_torch.energy_distance(noise_t, reference_t)) < ATOL
+    qa = reflow_np.few_step_quality(model_np, noise, reference, few_steps=(1, 3), support=reflow_np.rings_support)
+    qb = reflow_torch.few_step_quality(model_torch, noise_t, reference_t, few_steps=(1, 3),
+                                       support=reflow_torch.rings_support)
+    for k in qa:
+        for key in qa[k]:
+            assert abs(qa[k][key] - qb[k][key]) < ATOL, (k, key)

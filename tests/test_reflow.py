@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import minigrad as mg
 from flows_np import bonus
+from flows_np import reflow as reflow_np
 from flows_np.bonus import bonus_point_trajectory
 from flows_np.data import olympic_rings
 from flows_np.fm import VelocityMLP
@@ -42,13 +43,14 @@ def trained():
                 probe=probe, reference=reference, rng=rng)
 
 
-def _assert_straighter_and_better(before, after, probe, reference):
-    """The reflow property: straightness (both measures) and 2-step samples improve clearly."""
-    s_before, s_after = straightness(before, probe), straightness(after, probe)
+def _assert_straighter_and_better(before, after, probe, reference, backend=reflow_np):
+    """The reflow property: straightness (both measures) and 2-step samples improve clearly.
+    `backend`: the module with the measures (flows_np.reflow or flows_torch.reflow)."""
+    s_before, s_after = backend.straightness(before, probe), backend.straightness(after, probe)
     assert s_after["liu_straightness"] < 0.25 * s_before["liu_straightness"], (s_before, s_after)
     assert s_after["chord_deviation"] < 0.5 * s_before["chord_deviation"], (s_before, s_after)
-    q_before = few_step_quality(before, probe, reference, few_steps=(2,))[2]["energy_distance"]
-    q_after = few_step_quality(after, probe, reference, few_steps=(2,))[2]["energy_distance"]
+    q_before = backend.few_step_quality(before, probe, reference, few_steps=(2,))[2]["energy_distance"]
+    q_after = backend.few_step_quality(after, probe, reference, few_steps=(2,))[2]["energy_distance"]
     assert q_after < 0.5 * q_before, (q_before, q_after)
 
 
@@ -64,6 +66,22 @@ def test_shuffled_pairs_fail_the_reflow_check(trained):
     train_on_pairs(broken, x0, x1[rng.permutation(len(x1))], rng=rng, **TRAIN)
     with pytest.raises(AssertionError):
         _assert_straighter_and_better(trained["teacher"], broken, trained["probe"], trained["reference"])
+
+
+def test_torch_reflow_straightens_the_same_teacher(trained):
+    """The torch twin, started from the numpy teacher's weights, reflows it just as well."""
+    torch = pytest.importorskip("torch")
+    from flows_torch import reflow as reflow_torch
+    from flows_torch.fm import VelocityMLP as TorchVelocityMLP
+
+    teacher = TorchVelocityMLP(2, 32, 3, dtype=torch.float64)
+    teacher.load_state_dict({k: torch.from_numpy(v) for k, v in trained["teacher_state"].items()})
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(2000, 2, generator=generator, dtype=torch.float64)
+    student, history, _ = reflow_torch.reflow(teacher, noise, generator=generator, **TRAIN)
+    assert len(history["loss"]) == TRAIN["epochs"] * 16
+    probe, reference = (torch.from_numpy(trained[key]) for key in ("probe", "reference"))
+    _assert_straighter_and_better(teacher, student, probe, reference, backend=reflow_torch)
 
 
 def test_reflow_leaves_the_teacher_untouched_and_pairs_are_its_samples(trained):
