@@ -9,7 +9,6 @@ flow, and why these measures, is explained in the numpy module.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 
@@ -19,6 +18,7 @@ from .fm import fm_loss
 from .paths import LinearPath, uniform_t
 from .sde import _check_points, check_labels_tensor
 from .solvers import integrate
+from .train import train_loop
 
 __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance", "rings_support",
            "few_step_quality"]
@@ -35,8 +35,9 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
                    path=None, time_sampler=uniform_t, generator=None, progress=None, **loop_kwargs) -> dict:
     """Flow matching (Eq. 16) on fixed pairs: row i of `x0` always travels to row i of `x1`
     (see :func:`flows_np.reflow.train_on_pairs`); only the times (and a ``sigma > 0``
-    path's noise) are drawn, from `generator`. Adam with a per-batch cosine learning
-    rate (:func:`_train_loop`). Returns the training history."""
+    path's noise) are drawn, from `generator` (on its device, then moved to the data's).
+    Adam with a per-batch cosine learning rate (:func:`flows_torch.train.train_loop`).
+    Returns the loop's history."""
     path = LinearPath() if path is None else path
     x0, x1 = _check_points(x0, "x0"), _check_points(x1, "x1")
     if x0.shape != x1.shape:
@@ -50,58 +51,15 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
     def batch_loss(batch, generator):
         b0, b1 = batch[0], batch[1]
         y = batch[2] if len(batch) == 3 else None
-        t = time_sampler(len(b1), generator, dtype=b1.dtype, device=b1.device)
+        where = generator.device
+        t = time_sampler(len(b1), generator, dtype=b1.dtype, device=where).to(b1.device)
         noise = None
         if path.sigma > 0:
-            noise = torch.randn(b1.shape, generator=generator, dtype=b1.dtype, device=b1.device)
+            noise = torch.randn(b1.shape, generator=generator, dtype=b1.dtype, device=where).to(b1.device)
         return fm_loss(model, b0, b1, t, y, path=path, noise=noise)
 
-    return _train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
-                       progress=progress, **loop_kwargs)
-
-
-def _train_loop(model, batch_loss, data, *, epochs: int, batch_size: int, lr: float, generator=None, progress=None,
-                eta_min: float = 0.0) -> dict:
-    """The minibatch loop of :func:`flows_np.train.train_loop` in torch: shuffle the arrays
-    of `data` together every epoch (``torch.randperm`` from `generator`), Adam, a cosine
-    learning rate stepped after every batch over the whole run. History: ``"loss"`` and
-    ``"lr"`` per batch, ``"epoch"`` and ``"train_loss"`` per epoch.
-
-    (Local because ``flows_torch`` has no shared training loop for 2D models yet.)"""
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    n = len(data[0])
-    batches = math.ceil(n / batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches, eta_min=eta_min)
-    history = {"loss": [], "lr": [], "epoch": [], "train_loss": []}
-    model.train()
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=generator).to(data[0].device)
-        losses = []
-        for b in range(batches):
-            index = order[b * batch_size:(b + 1) * batch_size]
-            optimizer.zero_grad()
-            loss = batch_loss(tuple(a[index] for a in data), generator)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss {float(loss)} at epoch {epoch}, batch {b + 1}")
-            loss.backward()
-            history["lr"].append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-            history["loss"].append(float(loss.detach()))
-            losses.append(history["loss"][-1])
-            if progress is not None:
-                progress(dict(kind="batch", epoch=epoch, batch=b + 1, loss=losses[-1], lr=history["lr"][-1]))
-        history["epoch"].append(epoch)
-        history["train_loss"].append(sum(losses) / len(losses))
-        if progress is not None:
-            progress(dict(kind="epoch", epoch=epoch, epochs=epochs, train_loss=history["train_loss"][-1]))
-    model.eval()
-    return history
+    return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
+                      progress=progress, **loop_kwargs)
 
 
 def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100, teacher_method: str = "rk4",

@@ -112,6 +112,23 @@ def test_class_conditional_reflow_keeps_labels_with_their_pairs():
     np.testing.assert_array_equal(reflow_pairs(teacher, x0, steps=5, y=labels)[1], x1)
 
 
+def test_torch_class_conditional_reflow_keeps_labels_with_their_pairs():
+    torch = pytest.importorskip("torch")
+    from flows_torch import reflow as reflow_torch
+    from flows_torch.fm import VelocityMLP as TorchVelocityMLP
+
+    generator = torch.Generator().manual_seed(5)
+    teacher = TorchVelocityMLP(2, 16, 2, num_classes=3, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (64,), generator=generator)
+    noise = torch.randn(64, 2, generator=generator, dtype=torch.float64)
+    student, history, (x0, x1) = reflow_torch.reflow(teacher, noise, labels=labels, teacher_steps=5, epochs=1,
+                                                     batch_size=32, generator=generator)
+    torch.testing.assert_close(reflow_torch.reflow_pairs(teacher, x0, steps=5, y=labels)[1], x1)
+    assert len(history["loss"]) == 2
+    with pytest.raises(ValueError, match="same shape"):
+        reflow_torch.train_on_pairs(student, x0, x1[:10], labels=labels, epochs=1)
+
+
 def test_train_on_pairs_rejects_mismatched_pairs():
     model = VelocityMLP(2, 8, 2, rng=np.random.default_rng(0), dtype=np.float64)
     with pytest.raises(ValueError, match="same shape"):
