@@ -1,0 +1,398 @@
+"""A normalizing flow built from affine coupling layers (exercise Sec. 3, Eq. 1-9), on minigrad.
+
+The model is an invertible map ``x = phi(z)`` from a standard normal latent
+``z ~ N(0, I)`` to data ``x`` (Eq. 1). It is a composition of layers
+
+    phi = h_L o P o h_{L-1} o P o ... o P o h_1,
+
+affine couplings ``h_t`` (Sec. 3.1.2) with a fixed permutation ``P`` between
+consecutive couplings but not after the last one (Sec. 3.1.5).
+
+Directions, as in the exercise:
+
+* ``forward`` is the *sampling* direction ``z -> x`` (Eq. 1);
+* ``inverse`` is the *density* direction ``x -> z`` and also returns
+  ``log|det d phi^{-1}(x) / dx|`` (Eq. 8), the sum over layers of Eq. 6
+  (Eq. 7: determinants of a composition multiply, so their logs add);
+* ``log_prob(x) = log N(phi^{-1}(x); 0, I) + log|det d phi^{-1}/dx|`` (Eq. 2),
+  and the training loss is its negative mean (Eq. 9).
+
+Every differentiable method accepts a numpy array or a :class:`minigrad.Tensor`
+of shape (N, dim), casts it to the model's dtype, and returns minigrad Tensors (so
+``flow.loss(x)[0].backward()`` trains the model). ``sample`` and the
+trajectories run under :class:`minigrad.no_grad` and return numpy arrays.
+
+The PyTorch twin :mod:`flows_torch.nf` has the same classes, arguments and
+state-dict keys; weights move between the two with ``state_dict()`` /
+``load_state_dict()``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+import minigrad as mg
+from minigrad import nn
+
+__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "check_permutation",
+           "default_permutations"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_points(x, dim: int, dtype, name: str = "x") -> mg.Tensor:
+    """`x` (array or Tensor) as a Tensor of shape (N, dim) in `dtype`; ValueError otherwise."""
+    data = x.data if isinstance(x, mg.Tensor) else np.asarray(x)
+    if data.ndim != 2 or data.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (N, {dim}), got {data.shape}")
+    if data.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold real numbers, got dtype {data.dtype}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if isinstance(x, mg.Tensor):
+        return x if x.dtype == dtype else mg.astype(x, dtype)
+    return mg.Tensor(data.astype(dtype, copy=False))
+
+
+def check_permutation(perm, dim: int | None = None) -> np.ndarray:
+    """`perm` as an int64 array, after checking it is a permutation of 0..len-1 (of
+    length `dim` when given); ValueError naming the problem otherwise."""
+    array = np.asarray(perm)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"a permutation must be a non-empty 1-D sequence, got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        if array.dtype.kind == "f" and np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+        else:
+            raise ValueError(f"a permutation must hold integers, got {array.tolist()}")
+    if dim is not None and array.size != dim:
+        raise ValueError(f"permutation {array.tolist()} has length {array.size}, expected {dim}")
+    if not np.array_equal(np.sort(array), np.arange(array.size)):
+        raise ValueError(f"{array.tolist()} is not a permutation of 0..{array.size - 1}")
+    return array.astype(np.int64)
+
+
+def standard_normal_log_prob(z: mg.Tensor) -> mg.Tensor:
+    """``log N(z; 0, I) = -|z|^2 / 2 - (D/2) log(2 pi)`` per row: shape (N,)."""
+    dim = z.shape[1]
+    return -0.5 * mg.sum(z * z, axis=1) - 0.5 * dim * _LOG_2PI
+
+
+def _mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: float, rng, dtype) -> nn.Sequential:
+    """`n_layers` Linear layers (n_in -> hidden -> ... -> hidden -> n_out) with LeakyReLU
+    between them (the exercise's recommendation: 5 layers, hidden 8, Sec. 3.3)."""
+    sizes = [n_in] + [hidden] * (n_layers - 1) + [n_out]
+    modules = []
+    for i in range(n_layers):
+        if i > 0:
+            modules.append(nn.LeakyReLU(negative_slope))
+        modules.append(nn.Linear(sizes[i], sizes[i + 1], rng=rng, dtype=dtype))
+    return nn.Sequential(*modules)
+
+
+def _model_dtype(module: nn.Module):
+    return module.parameters()[0].data.dtype
+
+
+# --------------------------------------------------------------------------- layers
+class AffineCoupling(nn.Module):
+    """One affine coupling layer h (Sec. 3.1.2-3.1.3, Eq. 3-6).
+
+    Split ``z = (z_l, z_r)`` (first ``dim // 2`` coordinates, the rest). Two networks
+    of ``z_l`` give a log-scale and a shift for ``z_r``:
+
+        log s = scale_bound * tanh(scale_net(z_l) / scale_bound),   b = shift_net(z_l),
+        forward (Eq. 3):  y = (z_l,  z_r * exp(log s) + b),
+        inverse (Eq. 4):  z = (y_l, (y_r - b) * exp(-log s)),   (y_l = z_l gives the same s, b)
+        log|det d h^{-1}(y) / dy| = -sum_k log s_k                (Eq. 5-6).
+
+    The Jacobian of the inverse is triangular (Eq. 5), so its log-determinant is the
+    sum of the logs of its diagonal; we compute it in log space from ``log s`` and never
+    form ``s`` or the determinant themselves (the exercise's advice, Sec. 3.1.7).
+
+    Two choices for stable training:
+
+    * **Bounded log-scale.** ``exp`` of an unbounded network output overflows or makes
+      huge steps early in training (one large ``log s`` multiplies a coordinate by
+      ``e^{log s}`` and the next layer sees an outlier). ``scale_bound * tanh(. /
+      scale_bound)`` is the identity near 0 (slope 1) and bends smoothly towards
+      ``+-scale_bound``, so each layer scales by at most ``e^{scale_bound}``.
+    * **Identity start** (``zero_init=True``). The last Linear layer of both networks
+      starts at zero, so ``log s = 0`` and ``b = 0``: every coupling starts as the
+      identity and the untrained flow is the well-conditioned map ``x = z`` (log-det 0),
+      whose loss is just the NLL of the (standardised) data under N(0, I). Gradients
+      still reach every layer after the first optimiser step.
+
+    Args:
+        dim: dimension of the points (>= 2).
+        hidden: width of the hidden layers of both networks.
+        n_layers: Linear layers per network (1 = a single affine map).
+        scale_bound: bound on ``|log s|``.
+        negative_slope: slope of LeakyReLU for negative inputs (torch's 0.01).
+        zero_init: start as the identity (see above).
+        rng: ``np.random.Generator`` for the weights (torch's default uniform init).
+        dtype: parameter dtype.
+
+    State dict: ``scale_net.{0,2,4,...}.{weight,bias}`` and ``shift_net...``, as in torch.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, scale_bound: float = 3.0,
+                 negative_slope: float = 0.01, zero_init: bool = True, rng=None, dtype=np.float32):
+        _check_architecture(dim, hidden, n_layers, scale_bound)
+        rng = np.random.default_rng() if rng is None else rng
+        self.dim = int(dim)
+        self.split = self.dim // 2
+        self.scale_bound = float(scale_bound)
+        self.scale_net = _mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
+        self.shift_net = _mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
+        if zero_init:
+            for net in (self.scale_net, self.shift_net):
+                for p in net[len(net) - 1].parameters():
+                    p.data[...] = 0
+
+    def scale_and_shift(self, z_l: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(log s, b)`` of Eq. 3 for the conditioning half ``z_l``, each (N, dim - dim//2)."""
+        bound = self.scale_bound
+        log_s = bound * mg.tanh(self.scale_net(z_l) / bound)
+        return log_s, self.shift_net(z_l)
+
+    def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """Eq. 3 and the forward log-det ``+sum log s`` (no input checks)."""
+        z_l, z_r = z[:, :self.split], z[:, self.split:]
+        log_s, b = self.scale_and_shift(z_l)
+        y_r = z_r * mg.exp(log_s) + b
+        return mg.concat([z_l, y_r], axis=1), mg.sum(log_s, axis=1)
+
+    def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """Eq. 4 and Eq. 6 (no input checks)."""
+        y_l, y_r = y[:, :self.split], y[:, self.split:]
+        log_s, b = self.scale_and_shift(y_l)
+        z_r = (y_r - b) * mg.exp(-log_s)
+        return mg.concat([y_l, z_r], axis=1), -mg.sum(log_s, axis=1)
+
+    def forward(self, z) -> mg.Tensor:
+        """``y = h(z)`` (Eq. 3): Tensor (N, dim)."""
+        return self._forward(_as_points(z, self.dim, _model_dtype(self), "z"))[0]
+
+    def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(z, log_det)`` with ``z = h^{-1}(y)`` (Eq. 4) and
+        ``log_det = log|det d h^{-1}/dy| = -sum log s`` (Eq. 6), shapes (N, dim), (N,)."""
+        return self._inverse(_as_points(y, self.dim, _model_dtype(self), "y"))
+
+    def log_det_forward(self, z) -> mg.Tensor:
+        """``log|det d h(z)/dz| = +sum log s(z_l)``, shape (N,): minus Eq. 6 at ``y = h(z)``."""
+        return self._forward(_as_points(z, self.dim, _model_dtype(self), "z"))[1]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, scale_bound={self.scale_bound}"
+
+
+class Permutation(nn.Module):
+    """A fixed reordering of the coordinates (Sec. 3.1.5): ``y = z[:, perm]``.
+
+    Its matching inverse is ``z = y[:, argsort(perm)]`` (``argsort`` of a permutation
+    is its inverse: ``perm[argsort(perm)] = arange``). It only moves coordinates, so
+    its Jacobian is a permutation matrix with ``|det| = 1``: log-det 0 both ways.
+
+    ``perm`` is stored as an int64 buffer (state-dict key ``perm``), so a loaded
+    state dict restores it. In 2D the only useful choice is the swap ``[1, 0]``
+    (see :class:`NormalizingFlow`).
+    """
+
+    def __init__(self, perm):
+        self.register_buffer("perm", check_permutation(perm))
+
+    @property
+    def dim(self) -> int:
+        return int(self.perm.size)
+
+    def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        return z[:, self.perm], mg.Tensor(np.zeros(z.shape[0], dtype=z.dtype))
+
+    def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        return y[:, np.argsort(self.perm)], mg.Tensor(np.zeros(y.shape[0], dtype=y.dtype))
+
+    def _dtype(self, x):
+        data = x.data if isinstance(x, mg.Tensor) else np.asarray(x)
+        return data.dtype if data.dtype.kind == "f" else np.float32
+
+    def forward(self, z) -> mg.Tensor:
+        """``z[:, perm]``: Tensor (N, dim)."""
+        return self._forward(_as_points(z, self.dim, self._dtype(z), "z"))[0]
+
+    def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(y[:, argsort(perm)], zeros(N))``."""
+        return self._inverse(_as_points(y, self.dim, self._dtype(y), "y"))
+
+    def log_det_forward(self, z) -> mg.Tensor:
+        """Zeros (N,): a permutation preserves volume."""
+        return self._forward(_as_points(z, self.dim, self._dtype(z), "z"))[1]
+
+    def extra_repr(self) -> str:
+        return f"perm={self.perm.tolist()}"
+
+
+def _check_architecture(dim, hidden, n_layers, scale_bound) -> None:
+    if not isinstance(dim, numbers.Integral) or dim < 2:
+        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
+    if not isinstance(hidden, numbers.Integral) or hidden < 1:
+        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    if not isinstance(n_layers, numbers.Integral) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    if not (scale_bound > 0 and math.isfinite(scale_bound)):
+        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
+
+
+def default_permutations(dim: int, n_couplings: int) -> list:
+    """The permutations between couplings when none are given: reverse the coordinates.
+
+    In 2D this is the swap ``[1, 0]``, which alternates which coordinate each coupling
+    transforms. (A random permutation of two elements would be the identity half the
+    time, leaving two consecutive couplings transforming the same coordinate.)
+    """
+    return [np.arange(dim)[::-1].copy() for _ in range(max(n_couplings - 1, 0))]
+
+
+def _check_permutations(permutations, dim: int, n_couplings: int) -> list:
+    if permutations is None:
+        return default_permutations(dim, n_couplings)
+    permutations = list(permutations)
+    if len(permutations) != n_couplings - 1:
+        raise ValueError(f"need n_couplings - 1 = {n_couplings - 1} permutations (one between each pair of "
+                         f"couplings), got {len(permutations)}")
+    return [check_permutation(p, dim) for p in permutations]
+
+
+# --------------------------------------------------------------------------- the flow
+class NormalizingFlow(nn.Module):
+    """``x = phi(z)``: affine couplings with permutations between them (Sec. 3.1.4, Eq. 7-9).
+
+    ``layers`` holds ``[coupling, permutation, coupling, ..., coupling]`` (2 n - 1
+    modules for n couplings): no permutation after the last coupling, which would
+    only relabel the output axes.
+
+    Args:
+        dim: data dimension (2 for the rings).
+        n_couplings: number of affine couplings (the exercise: 15).
+        hidden, n_layers: each coupling's networks (the exercise: hidden 8, 5 layers).
+        permutations: ``None`` (reverse the coordinates everywhere; the swap in 2D) or a
+            sequence of ``n_couplings - 1`` permutations of ``range(dim)``, e.g.
+            ``[rng.permutation(dim) for _ in range(n_couplings - 1)]``.
+        scale_bound, negative_slope, zero_init: see :class:`AffineCoupling`.
+        rng: ``np.random.Generator`` for the initial weights.
+        dtype: parameter dtype (float32 by default; float64 for property tests).
+
+    Differentiable methods return minigrad Tensors; ``sample`` and the trajectories
+    return numpy arrays (computed without a graph).
+    """
+
+    def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
+                 permutations=None, scale_bound: float = 3.0, negative_slope: float = 0.01,
+                 zero_init: bool = True, rng=None, dtype=np.float32):
+        _check_architecture(dim, hidden, n_layers, scale_bound)
+        if not isinstance(n_couplings, numbers.Integral) or n_couplings < 1:
+            raise ValueError(f"n_couplings must be a positive integer, got {n_couplings!r}")
+        rng = np.random.default_rng() if rng is None else rng
+        permutations = _check_permutations(permutations, dim, n_couplings)
+        self.dim = int(dim)
+        layers = []
+        for i in range(n_couplings):
+            if i > 0:
+                layers.append(Permutation(permutations[i - 1]))
+            layers.append(AffineCoupling(dim, hidden, n_layers, scale_bound=scale_bound,
+                                         negative_slope=negative_slope, zero_init=zero_init, rng=rng, dtype=dtype))
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def couplings(self) -> list:
+        """The affine coupling layers, in forward order."""
+        return [layer for layer in self.layers if isinstance(layer, AffineCoupling)]
+
+    @property
+    def dtype(self):
+        return _model_dtype(self)
+
+    def _points(self, x, name: str) -> mg.Tensor:
+        return _as_points(x, self.dim, self.dtype, name)
+
+    # ------------------------------------------------------------ the two directions
+    def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        log_det = 0.0
+        for layer in self.layers:
+            z, layer_log_det = layer._forward(z)
+            if isinstance(layer, AffineCoupling):
+                log_det = log_det + layer_log_det
+        return z, log_det
+
+    def _inverse(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        log_det = 0.0
+        for layer in reversed(list(self.layers)):
+            x, layer_log_det = layer._inverse(x)
+            if isinstance(layer, AffineCoupling):  # permutations add log|det| = 0 (Sec. 3.1.5)
+                log_det = log_det + layer_log_det
+        return x, log_det
+
+    def forward(self, z) -> mg.Tensor:
+        """``x = phi(z)`` (Eq. 1): layer by layer, first to last. Tensor (N, dim)."""
+        return self._forward(self._points(z, "z"))[0]
+
+    def inverse(self, x) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(z, log_det)``: ``z = phi^{-1}(x)``, last layer to first, and
+        ``log_det = log|det d phi^{-1}(x)/dx|`` (Eq. 8), the sum of every coupling's Eq. 6
+        at the point where the inverse pass meets it (Eq. 7). Tensors (N, dim), (N,)."""
+        return self._inverse(self._points(x, "x"))
+
+    def log_det_forward(self, z) -> mg.Tensor:
+        """``log|det d phi(z)/dz|`` (N,): equals ``-log_det`` of ``inverse(phi(z))``."""
+        return self._forward(self._points(z, "z"))[1]
+
+    # ------------------------------------------------------------ likelihood
+    def log_prob(self, x) -> mg.Tensor:
+        """``log p(x) = log N(phi^{-1}(x); 0, I) + log|det d phi^{-1}/dx|`` (Eq. 2), (N,)."""
+        z, log_det = self.inverse(x)
+        return standard_normal_log_prob(z) + log_det
+
+    def loss(self, x) -> tuple[mg.Tensor, mg.Tensor, mg.Tensor]:
+        """``(nll, log_pz, log_det)``: batch means of Eq. 9 and of its two parts,
+        ``nll = -(log_pz + log_det)`` with ``log_pz = log N(phi^{-1}(x); 0, I)`` and
+        ``log_det = log|det d phi^{-1}/dx|`` (the components plotted in Q1). Scalars."""
+        z, log_det = self.inverse(x)
+        log_pz = mg.mean(standard_normal_log_prob(z))
+        log_det = mg.mean(log_det)
+        return -(log_pz + log_det), log_pz, log_det
+
+    # ------------------------------------------------------------ sampling and analysis
+    def sample(self, n: int, rng=None) -> np.ndarray:
+        """``n`` draws ``x = phi(z)``, ``z ~ N(0, I)`` from `rng` (Eq. 1): array (n, dim)."""
+        if not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        rng = np.random.default_rng() if rng is None else rng
+        z = rng.standard_normal((int(n), self.dim)).astype(self.dtype)
+        with mg.no_grad():
+            return self._forward(mg.Tensor(z))[0].data
+
+    def _trajectory(self, x, layers, step, include_permutations: bool) -> np.ndarray:
+        with mg.no_grad():
+            states = [x.data]
+            for layer in layers:
+                x = step(layer, x)
+                if include_permutations or isinstance(layer, AffineCoupling):
+                    states.append(x.data)
+        return np.stack(states)
+
+    def forward_trajectory(self, z, include_permutations: bool = True) -> np.ndarray:
+        """States of the sampling pass (Q3, Q4): array (S, N, dim), ``[0] = z``, then the
+        state after every layer (after every coupling only, when ``include_permutations``
+        is False), ``[-1] = phi(z)``. In 2D a permutation swaps the axes, so states after
+        different couplings may be expressed in swapped coordinates."""
+        return self._trajectory(self._points(z, "z"), list(self.layers),
+                                lambda layer, h: layer._forward(h)[0], include_permutations)
+
+    def inverse_trajectory(self, x, include_permutations: bool = True) -> np.ndarray:
+        """States of the density pass (Q5): array (S, N, dim), ``[0] = x``, then the state
+        after every inverse layer, last layer first; ``[-1] = phi^{-1}(x)``."""
+        return self._trajectory(self._points(x, "x"), list(reversed(list(self.layers))),
+                                lambda layer, h: layer._inverse(h)[0], include_permutations)

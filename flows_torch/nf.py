@@ -1,0 +1,321 @@
+"""PyTorch twin of :mod:`flows_np.nf`: a normalizing flow of affine couplings (Sec. 3, Eq. 1-9).
+
+Same classes, constructor arguments, methods and state-dict keys as the numpy
+version, so weights move both ways::
+
+    torch_flow.load_state_dict({k: torch.from_numpy(v) for k, v in np_flow.state_dict().items()})
+    np_flow.load_state_dict({k: v.numpy() for k, v in torch_flow.state_dict().items()})
+
+The mathematics is documented in :mod:`flows_np.nf`; in brief, ``forward`` maps
+``z -> x`` (Eq. 1), ``inverse`` maps ``x -> z`` and returns
+``log|det d phi^{-1}/dx|`` (Eq. 6-8), ``loss`` is Eq. 9 with its two parts.
+
+Differences that are only idiom: randomness comes from a ``torch.Generator``
+(``generator=`` instead of ``rng=``); inputs (tensors or numpy arrays) are moved
+to the model's device and dtype; ``sample`` and the trajectories return torch
+tensors on the model's device, computed under ``torch.no_grad()``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "check_permutation",
+           "default_permutations"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_points(x, dim: int, like: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """`x` as a (N, dim) tensor with `like`'s dtype and device; ValueError otherwise."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(x.shape)}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x.to(device=like.device, dtype=like.dtype)
+
+
+def check_permutation(perm, dim: int | None = None) -> torch.Tensor:
+    """`perm` as an int64 tensor, after checking it is a permutation of 0..len-1 (of
+    length `dim` when given); ValueError naming the problem otherwise."""
+    array = torch.as_tensor(np.asarray(perm.cpu() if isinstance(perm, torch.Tensor) else perm))
+    if array.ndim != 1 or array.numel() == 0:
+        raise ValueError(f"a permutation must be a non-empty 1-D sequence, got shape {tuple(array.shape)}")
+    if array.is_floating_point() and bool((array == array.round()).all()):
+        array = array.long()
+    if array.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        raise ValueError(f"a permutation must hold integers, got {array.tolist()}")
+    if dim is not None and array.numel() != dim:
+        raise ValueError(f"permutation {array.tolist()} has length {array.numel()}, expected {dim}")
+    if not torch.equal(torch.sort(array.long()).values, torch.arange(array.numel())):
+        raise ValueError(f"{array.tolist()} is not a permutation of 0..{array.numel() - 1}")
+    return array.long()
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I) = -|z|^2 / 2 - (D/2) log(2 pi)`` per row: shape (N,)."""
+    return -0.5 * (z * z).sum(dim=1) - 0.5 * z.shape[1] * _LOG_2PI
+
+
+def _mlp(n_in, n_out, hidden, n_layers, negative_slope, generator, dtype, device) -> nn.Sequential:
+    """`n_layers` Linear layers with LeakyReLU between them; weights and biases drawn
+    uniform in +-1/sqrt(fan_in) (torch's default) from `generator`."""
+    sizes = [n_in] + [hidden] * (n_layers - 1) + [n_out]
+    modules = []
+    for i in range(n_layers):
+        if i > 0:
+            modules.append(nn.LeakyReLU(negative_slope))
+        linear = nn.Linear(sizes[i], sizes[i + 1], dtype=dtype, device=device)
+        bound = 1.0 / math.sqrt(sizes[i])
+        with torch.no_grad():
+            linear.weight.uniform_(-bound, bound, generator=generator)
+            linear.bias.uniform_(-bound, bound, generator=generator)
+        modules.append(linear)
+    return nn.Sequential(*modules)
+
+
+def _check_architecture(dim, hidden, n_layers, scale_bound) -> None:
+    if not isinstance(dim, numbers.Integral) or dim < 2:
+        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
+    if not isinstance(hidden, numbers.Integral) or hidden < 1:
+        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    if not isinstance(n_layers, numbers.Integral) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    if not (scale_bound > 0 and math.isfinite(scale_bound)):
+        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
+
+
+def _reference(module: nn.Module) -> torch.Tensor:
+    """A parameter or buffer whose device (and, for parameters, dtype) the module follows."""
+    return next(module.parameters())
+
+
+# --------------------------------------------------------------------------- layers
+class AffineCoupling(nn.Module):
+    """One affine coupling layer (Eq. 3-6); see :class:`flows_np.nf.AffineCoupling`.
+
+    ``log s = scale_bound * tanh(scale_net(z_l) / scale_bound)``, ``b = shift_net(z_l)``;
+    forward ``y = (z_l, z_r * exp(log s) + b)``, inverse ``z = (y_l, (y_r - b) exp(-log s))``
+    with ``log|det d h^{-1}/dy| = -sum log s`` (Eq. 6). The last Linear layers start at
+    zero (``zero_init``) so the layer starts as the identity; the tanh bound keeps
+    ``exp(log s)`` from overflowing.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, scale_bound: float = 3.0,
+                 negative_slope: float = 0.01, zero_init: bool = True, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        _check_architecture(dim, hidden, n_layers, scale_bound)
+        self.dim = int(dim)
+        self.split = self.dim // 2
+        self.scale_bound = float(scale_bound)
+        args = (self.split, dim - self.split, hidden, n_layers, negative_slope, generator, dtype, device)
+        self.scale_net = _mlp(*args)
+        self.shift_net = _mlp(*args)
+        if zero_init:
+            with torch.no_grad():
+                for net in (self.scale_net, self.shift_net):
+                    net[-1].weight.zero_()
+                    net[-1].bias.zero_()
+
+    def scale_and_shift(self, z_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log s, b)`` of Eq. 3 for the conditioning half ``z_l``."""
+        bound = self.scale_bound
+        return bound * torch.tanh(self.scale_net(z_l) / bound), self.shift_net(z_l)
+
+    def _forward(self, z):
+        z_l, z_r = z[:, :self.split], z[:, self.split:]
+        log_s, b = self.scale_and_shift(z_l)
+        return torch.cat([z_l, z_r * torch.exp(log_s) + b], dim=1), log_s.sum(dim=1)
+
+    def _inverse(self, y):
+        y_l, y_r = y[:, :self.split], y[:, self.split:]
+        log_s, b = self.scale_and_shift(y_l)
+        return torch.cat([y_l, (y_r - b) * torch.exp(-log_s)], dim=1), -log_s.sum(dim=1)
+
+    def forward(self, z) -> torch.Tensor:
+        """``y = h(z)`` (Eq. 3)."""
+        return self._forward(_as_points(z, self.dim, _reference(self), "z"))[0]
+
+    def inverse(self, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, log_det)``: Eq. 4 and Eq. 6."""
+        return self._inverse(_as_points(y, self.dim, _reference(self), "y"))
+
+    def log_det_forward(self, z) -> torch.Tensor:
+        """``log|det d h(z)/dz| = +sum log s``, shape (N,)."""
+        return self._forward(_as_points(z, self.dim, _reference(self), "z"))[1]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, scale_bound={self.scale_bound}"
+
+
+class Permutation(nn.Module):
+    """``y = z[:, perm]``, inverse ``y[:, argsort(perm)]``, log-det 0 (Sec. 3.1.5).
+    ``perm`` is an int64 buffer (state-dict key ``perm``)."""
+
+    def __init__(self, perm):
+        super().__init__()
+        self.register_buffer("perm", check_permutation(perm))
+
+    @property
+    def dim(self) -> int:
+        return int(self.perm.numel())
+
+    def _forward(self, z):
+        return z[:, self.perm], z.new_zeros(z.shape[0])
+
+    def _inverse(self, y):
+        return y[:, torch.argsort(self.perm)], y.new_zeros(y.shape[0])
+
+    def _points(self, x, name):
+        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        like = x if x.is_floating_point() else x.float()
+        return _as_points(x, self.dim, like.to(self.perm.device), name)
+
+    def forward(self, z) -> torch.Tensor:
+        return self._forward(self._points(z, "z"))[0]
+
+    def inverse(self, y) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._inverse(self._points(y, "y"))
+
+    def log_det_forward(self, z) -> torch.Tensor:
+        return self._forward(self._points(z, "z"))[1]
+
+    def extra_repr(self) -> str:
+        return f"perm={self.perm.tolist()}"
+
+
+def default_permutations(dim: int, n_couplings: int) -> list:
+    """Reverse the coordinates between couplings (the swap in 2D); see the numpy twin."""
+    return [torch.arange(dim - 1, -1, -1) for _ in range(max(n_couplings - 1, 0))]
+
+
+def _check_permutations(permutations, dim: int, n_couplings: int) -> list:
+    if permutations is None:
+        return default_permutations(dim, n_couplings)
+    permutations = list(permutations)
+    if len(permutations) != n_couplings - 1:
+        raise ValueError(f"need n_couplings - 1 = {n_couplings - 1} permutations (one between each pair of "
+                         f"couplings), got {len(permutations)}")
+    return [check_permutation(p, dim) for p in permutations]
+
+
+# --------------------------------------------------------------------------- the flow
+class NormalizingFlow(nn.Module):
+    """``x = phi(z)``: couplings with permutations between them (Sec. 3.1.4, Eq. 7-9).
+
+    ``layers`` is an ``nn.ModuleList`` ``[coupling, permutation, ..., coupling]``; see
+    :class:`flows_np.nf.NormalizingFlow` for the arguments. ``generator`` (a
+    ``torch.Generator`` on the CPU) draws the initial weights; ``dtype``/``device``
+    place the parameters, and inputs follow the model.
+    """
+
+    def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
+                 permutations=None, scale_bound: float = 3.0, negative_slope: float = 0.01,
+                 zero_init: bool = True, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        _check_architecture(dim, hidden, n_layers, scale_bound)
+        if not isinstance(n_couplings, numbers.Integral) or n_couplings < 1:
+            raise ValueError(f"n_couplings must be a positive integer, got {n_couplings!r}")
+        permutations = _check_permutations(permutations, dim, n_couplings)
+        self.dim = int(dim)
+        layers = []
+        for i in range(n_couplings):
+            if i > 0:
+                layers.append(Permutation(permutations[i - 1]).to(device))
+            layers.append(AffineCoupling(dim, hidden, n_layers, scale_bound=scale_bound,
+                                         negative_slope=negative_slope, zero_init=zero_init,
+                                         generator=generator, dtype=dtype, device=device))
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def couplings(self) -> list:
+        return [layer for layer in self.layers if isinstance(layer, AffineCoupling)]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _reference(self).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return _reference(self).device
+
+    def _points(self, x, name):
+        return _as_points(x, self.dim, _reference(self), name)
+
+    def _forward(self, z):
+        log_det = 0.0
+        for layer in self.layers:
+            z, layer_log_det = layer._forward(z)
+            if isinstance(layer, AffineCoupling):
+                log_det = log_det + layer_log_det
+        return z, log_det
+
+    def _inverse(self, x):
+        log_det = 0.0
+        for layer in list(self.layers)[::-1]:
+            x, layer_log_det = layer._inverse(x)
+            if isinstance(layer, AffineCoupling):
+                log_det = log_det + layer_log_det
+        return x, log_det
+
+    def forward(self, z) -> torch.Tensor:
+        """``x = phi(z)`` (Eq. 1)."""
+        return self._forward(self._points(z, "z"))[0]
+
+    def inverse(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(phi^{-1}(x), log|det d phi^{-1}/dx|)`` (Eq. 7-8)."""
+        return self._inverse(self._points(x, "x"))
+
+    def log_det_forward(self, z) -> torch.Tensor:
+        """``log|det d phi(z)/dz|``, shape (N,)."""
+        return self._forward(self._points(z, "z"))[1]
+
+    def log_prob(self, x) -> torch.Tensor:
+        """``log N(phi^{-1}(x); 0, I) + log|det d phi^{-1}/dx|`` (Eq. 2), shape (N,)."""
+        z, log_det = self.inverse(x)
+        return standard_normal_log_prob(z) + log_det
+
+    def loss(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(nll, log_pz, log_det)``: batch means of Eq. 9 and its two parts."""
+        z, log_det = self.inverse(x)
+        log_pz = standard_normal_log_prob(z).mean()
+        log_det = log_det.mean()
+        return -(log_pz + log_det), log_pz, log_det
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` draws ``phi(z)``, ``z ~ N(0, I)`` from `generator` (on the model's device)."""
+        if not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        z = torch.randn(int(n), self.dim, generator=generator, dtype=self.dtype, device=self.device)
+        return self._forward(z)[0]
+
+    @torch.no_grad()
+    def _trajectory(self, x, layers, step, include_permutations):
+        states = [x]
+        for layer in layers:
+            x = step(layer, x)
+            if include_permutations or isinstance(layer, AffineCoupling):
+                states.append(x)
+        return torch.stack(states)
+
+    def forward_trajectory(self, z, include_permutations: bool = True) -> torch.Tensor:
+        """(S, N, dim): ``[0] = z``, then the state after every layer; ``[-1] = phi(z)``."""
+        return self._trajectory(self._points(z, "z"), list(self.layers),
+                                lambda layer, h: layer._forward(h)[0], include_permutations)
+
+    def inverse_trajectory(self, x, include_permutations: bool = True) -> torch.Tensor:
+        """(S, N, dim): ``[0] = x``, then the state after every inverse layer; ``[-1] = phi^{-1}(x)``."""
+        return self._trajectory(self._points(x, "x"), list(self.layers)[::-1],
+                                lambda layer, h: layer._inverse(h)[0], include_permutations)
