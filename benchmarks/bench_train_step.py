@@ -42,20 +42,25 @@ def mg_mlp(sizes, rng):
 
 
 class MgCoupling(nn.Module):
-    def __init__(self, rng):
+    def __init__(self, rng, fused=False):
         self.scale_net = mg_mlp([1, 8, 8, 8, 8, 1], rng)
         self.shift_net = mg_mlp([1, 8, 8, 8, 8, 1], rng)
+        self.fused = fused
 
     def inverse(self, y):
         y_l, y_r = y[:, :1], y[:, 1:]
-        log_s = self.scale_net(y_l)
-        z_r = (y_r - self.shift_net(y_l)) * mg.exp(-log_s)
+        if self.fused:  # both nets in one node (minigrad.fused)
+            nets = nn.fused_leaky_mlps([self.scale_net, self.shift_net], y_l)
+            log_s, shift = nets[0], nets[1]
+        else:
+            log_s, shift = self.scale_net(y_l), self.shift_net(y_l)
+        z_r = (y_r - shift) * mg.exp(-log_s)
         return mg.concat([y_l, z_r], axis=1)[:, [1, 0]], -log_s.sum(axis=1)
 
 
 class MgFlow(nn.Module):
-    def __init__(self, rng, n=15):
-        self.couplings = nn.ModuleList([MgCoupling(rng) for _ in range(n)])
+    def __init__(self, rng, n=15, fused=False):
+        self.couplings = nn.ModuleList([MgCoupling(rng, fused) for _ in range(n)])
 
     def loss(self, x):
         log_det = 0.0
@@ -125,6 +130,8 @@ def make_steps(seed: int = 0) -> dict:
     xt_, x0t, tt = torch.from_numpy(x), torch.from_numpy(x0), torch.from_numpy(t)
 
     flow = MgFlow(rng)
+    fused_flow = MgFlow(rng, fused=True)
+    fused_flow.load_state_dict(flow.state_dict())
     torch_flow = TorchFlow()
     torch_flow.load_state_dict({k: torch.from_numpy(v) for k, v in flow.state_dict().items()})
     mlp = mg_mlp([3, 64, 64, 64, 64, 2], rng)
@@ -142,6 +149,8 @@ def make_steps(seed: int = 0) -> dict:
     return {
         "NF": {
             "minigrad": train_step(lambda: flow.loss(x), mg.optim.Adam(flow.parameters(), lr=1e-3)),
+            "minigrad fused": train_step(lambda: fused_flow.loss(x),
+                                         mg.optim.Adam(fused_flow.parameters(), lr=1e-3)),
             "torch": train_step(lambda: torch_flow.loss(xt_),
                                 torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
         },
@@ -158,9 +167,12 @@ def run(repeats: int = 7, inner: int = 20) -> list:
     rows = []
     for model, contenders in make_steps().items():
         result = time_interleaved(contenders, repeats=repeats, inner=inner)
-        ours, theirs = result["minigrad"]["median"], result["torch"]["median"]
-        rows.append([f"{model} train step (batch {BATCH})", f"{ours * 1e3:.2f}", f"{theirs * 1e3:.2f}",
-                     f"{ours / theirs:.2f}x"])
+        theirs = result["torch"]["median"]
+        for name in contenders:
+            if name != "torch":
+                ours = result[name]["median"]
+                rows.append([f"{model} train step (batch {BATCH}), {name}", f"{ours * 1e3:.2f}",
+                             f"{theirs * 1e3:.2f}", f"{ours / theirs:.2f}x"])
     return rows
 
 

@@ -60,6 +60,12 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.reshape(shape)
 
 
+def column_sum(rows: np.ndarray) -> np.ndarray:
+    """``rows.sum(axis=0)`` for a 2-D array, as the product ``1^T rows``: for the small
+    batches here a matrix product is several times faster than numpy's axis-0 reduction."""
+    return np.ones(rows.shape[0], dtype=rows.dtype) @ rows
+
+
 def _broadcast_error(op: str, a: Tensor, b: Tensor) -> ValueError:
     return ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together")
 
@@ -214,7 +220,7 @@ def linear(x, weight, bias=None) -> Tensor:
         gw = g_rows.T @ x_rows if weight.requires_grad else None
         if bias is None:
             return gx, gw
-        return gx, gw, (g_rows.sum(axis=0) if bias.requires_grad else None)
+        return gx, gw, (column_sum(g_rows) if bias.requires_grad else None)
 
     return make_node(data, parents, vjp, "linear")
 
