@@ -110,9 +110,9 @@ class AffineCoupling(nn.Module):
     ``exp(log s)`` from overflowing.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, scale_bound: float = 3.0,
-                 negative_slope: float = 0.01, zero_init: bool = True, generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32, device=None):
+    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32, device=None, *, scale_bound: float = 3.0,
+                 negative_slope: float = 0.01, zero_init: bool = True):
         super().__init__()
         _check_architecture(dim, hidden, n_layers, scale_bound)
         self.dim = int(dim)
@@ -220,9 +220,8 @@ class NormalizingFlow(nn.Module):
     """
 
     def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
-                 permutations=None, scale_bound: float = 3.0, negative_slope: float = 0.01,
-                 zero_init: bool = True, generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32, device=None):
+                 permutations=None, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device=None, *, scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True):
         super().__init__()
         _check_architecture(dim, hidden, n_layers, scale_bound)
         if not isinstance(n_couplings, numbers.Integral) or n_couplings < 1:
@@ -233,9 +232,9 @@ class NormalizingFlow(nn.Module):
         for i in range(n_couplings):
             if i > 0:
                 layers.append(Permutation(permutations[i - 1]).to(device))
-            layers.append(AffineCoupling(dim, hidden, n_layers, scale_bound=scale_bound,
-                                         negative_slope=negative_slope, zero_init=zero_init,
-                                         generator=generator, dtype=dtype, device=device))
+            layers.append(AffineCoupling(dim, hidden, n_layers, generator=generator, dtype=dtype, device=device,
+                                         scale_bound=scale_bound, negative_slope=negative_slope,
+                                         zero_init=zero_init))
         self.layers = nn.ModuleList(layers)
 
     @property
