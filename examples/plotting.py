@@ -203,22 +203,31 @@ def class_legend(ax, markerscale: float = 4.0, fontsize: int = 7, loc: str = "be
 
 
 def annotate(ax, points, texts: Sequence[str], fontsize: int = 7, marker: str = "*", color: str = "crimson",
-             s: float = 60.0) -> None:
+             s: float = 60.0, offsets: Optional[Sequence] = None) -> None:
     """Mark each of the (K, 2) ``points`` and write ``texts[k]`` beside it.
 
-    Each label goes on the side of its point that faces the centre of the axes (call
-    this after the limits are set), so labels near an edge stay inside the plot."""
+    ``offsets`` gives each label's ``(dx, dy)`` from its point in typographic points; by
+    default each label goes on the side of its point that faces the centre of the axes
+    (call this after the limits are set), so labels near an edge stay inside the plot."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(texts) != len(pts):
         raise ValueError(f"{len(pts)} points but {len(texts)} texts")
+    if offsets is not None and len(offsets) != len(pts):
+        raise ValueError(f"{len(pts)} points but {len(offsets)} offsets")
     ax.scatter(pts[:, 0], pts[:, 1], marker=marker, s=s, color=color, zorder=5, edgecolors="k", linewidths=0.5)
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    for (x, y), text in zip(pts, texts):
-        right = x > 0.5 * (x0 + x1)
-        top = y > 0.5 * (y0 + y1)
-        ax.annotate(text, (x, y), xytext=(-5 if right else 5, -6 if top else 6), textcoords="offset points",
-                    fontsize=fontsize, zorder=6, ha="right" if right else "left", va="top" if top else "bottom",
-                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6", alpha=0.85))
+    for k, ((x, y), text) in enumerate(zip(pts, texts)):
+        if offsets is None:
+            dx = -5 if x > 0.5 * (x0 + x1) else 5
+            dy = -6 if y > 0.5 * (y0 + y1) else 6
+        else:
+            dx, dy = offsets[k]
+        ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+        va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+        label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            zorder=6, ha=ha, va=va, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6",
+                                                              alpha=0.85))
+        label.set_in_layout(False)  # a long label must not squeeze the axes in tight_layout
 
 
 # --------------------------------------------------------------------------- trajectories

@@ -152,6 +152,27 @@ def test_reuse_loads_checkpoints_and_redraws(quick_numpy):
 
 
 @pytest.mark.slow
+def test_torch_backend_reuses_numpy_checkpoints_with_the_same_numbers(quick_numpy, tmp_path):
+    """Checkpoints move between the backends: the torch twin, loading the numpy run's
+    weights, reproduces its held-out likelihoods and the NF's Q5 densities."""
+    pytest.importorskip("torch")
+    out, result = quick_numpy
+    assert result.returncode == 0, result.stderr[-3000:]
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for name in ("nf.npz", "fm.npz", "cfm.npz"):
+        shutil.copy(out / name, twin / name)
+    again = run_rings("--quick", "--no-progress", "--reuse", "--backend", "torch", "--out", twin)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a = json.loads((out / "results.json").read_text())
+    b = json.loads((twin / "results.json").read_text())
+    assert b["backend"] == "torch"
+    for model in ("nf", "fm", "cfm"):
+        assert b["likelihood"][model]["nll"] == pytest.approx(a["likelihood"][model]["nll"], abs=1e-4)
+    np.testing.assert_allclose(b["nf"]["q5"]["log_p"], a["nf"]["q5"]["log_p"], rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_quick_torch_run_writes_every_promised_file(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "out"
