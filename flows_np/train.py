@@ -66,11 +66,12 @@ def _as_array_tuple(data, name: str) -> tuple:
 
 
 def global_grad_norm(params) -> float:
-    """L2 norm of all gradients taken together (parameters without a gradient skipped)."""
+    """L2 norm of all gradients taken together (parameters without a gradient skipped),
+    accumulated in float64 so that large but finite float32 gradients do not overflow."""
     grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    flat = np.concatenate(grads)
+    flat = np.concatenate(grads).astype(np.float64, copy=False)
     return float(np.sqrt(np.dot(flat, flat)))
 
 

@@ -17,6 +17,15 @@ def _rings(n, seed):
     return olympic_rings(n, np.random.default_rng(seed))[0]
 
 
+def _lowered_nll(flow, val, train_once) -> float:
+    """Validation NLL before minus after `train_once()` (positive: training helped)."""
+    with mg.no_grad():
+        before = float(flow.loss(val)[0].data)
+    train_once()
+    with mg.no_grad():
+        return before - float(flow.loss(val)[0].data)
+
+
 def test_ci_training_run_lowers_validation_nll():
     """300 Adam steps (2 epochs of 150 batches of 128) of the exercise's architecture. The
     learning rate is 5e-3 rather than the recipe's 1e-3 so that so short a run moves
@@ -35,6 +44,23 @@ def test_ci_training_run_lowers_validation_nll():
                                                      + np.array(history["val_log_det"])), rtol=1e-5)
     assert history["val_nll"][-1] < before - 0.1
     assert np.mean(history["loss"][-50:]) < np.mean(history["loss"][:50])
+
+
+def test_lowered_nll_check_fails_for_a_planted_sign_error():
+    """The check above can fail: the same flow and learning rate, but a loop that climbs
+    the loss (planted: -nll as the batch loss), raises the validation NLL within 30 steps
+    (and, run longer, diverges until the loop stops it)."""
+    train, val = _rings(30 * 128, 0), _rings(2000, 1)
+    flow = NormalizingFlow(rng=np.random.default_rng(0))
+    run = lambda: train_loop(flow, lambda batch, rng: -flow.loss(batch[0])[0], train,  # noqa: E731
+                             epochs=1, batch_size=128, lr=5e-3, rng=np.random.default_rng(2))
+    assert not _lowered_nll(flow, val, run) > 0.1
+
+
+def test_grad_norm_of_large_float32_gradients_does_not_overflow():
+    p = mg.nn.Parameter(np.full(4, 1e20, dtype=np.float32))
+    p.grad = p.data.copy()
+    assert global_grad_norm([p]) == pytest.approx(2e20, rel=1e-6)
 
 
 def test_recipe_defaults():
