@@ -152,6 +152,22 @@ def test_reuse_loads_checkpoints_and_redraws(quick_numpy):
 
 
 @pytest.mark.slow
+def test_same_seed_gives_the_same_models_and_numbers(quick_numpy, tmp_path):
+    out, result = quick_numpy
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = run_rings("--quick", "--no-progress", "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for name in ("nf.npz", "fm.npz", "cfm.npz"):
+        with np.load(out / name) as a, np.load(tmp_path / "again" / name) as b:
+            assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__meta__"), name
+    a, b = (json.loads((folder / "results.json").read_text()) for folder in (out, tmp_path / "again"))
+    for r in (a, b):
+        for key in ("timings", "training", "reused_checkpoints"):
+            r.pop(key)
+    assert a == b
+
+
+@pytest.mark.slow
 def test_torch_backend_reuses_numpy_checkpoints_with_the_same_numbers(quick_numpy, tmp_path):
     """Checkpoints move between the backends: the torch twin, loading the numpy run's
     weights, reproduces its held-out likelihoods and the NF's Q5 densities."""
