@@ -236,27 +236,31 @@ class Sigmoid(Module):
 
 
 class ModuleList(Module):
-    """A list of modules whose parameters are named ``"0.weight"``, ``"1.weight"``, ... ."""
+    """A list of modules whose parameters are named ``"0.weight"``, ``"1.weight"``, ... .
+
+    Each module is stored as the attribute ``"0"``, ``"1"``, ... (that is how discovery
+    names it) and, for fast iteration in forward passes, in a plain list."""
 
     def __init__(self, modules=()):
+        self._items = []
         for module in modules:
             self.append(module)
 
     def append(self, module: Module) -> "ModuleList":
         if not isinstance(module, Module):
             raise ValueError(f"ModuleList holds Modules, got {type(module).__name__}")
-        setattr(self, str(len(self)), module)
+        setattr(self, str(len(self._items)), module)
+        self._items.append(module)
         return self
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.named_children())
+        return len(self._items)
 
     def __iter__(self):
-        return self.children()
+        return iter(self._items)
 
     def __getitem__(self, index: int) -> Module:
-        items = list(self.children())
-        return items[index]
+        return self._items[index]
 
 
 class Sequential(ModuleList):
@@ -266,8 +270,8 @@ class Sequential(ModuleList):
         super().__init__(modules)
 
     def forward(self, x):
-        for module in self.children():
-            x = module(x)
+        for module in self._items:
+            x = module.forward(x)
         return x
 
 

@@ -60,10 +60,18 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.reshape(shape)
 
 
+_ONES: dict = {}
+
+
 def column_sum(rows: np.ndarray) -> np.ndarray:
     """``rows.sum(axis=0)`` for a 2-D array, as the product ``1^T rows``: for the small
-    batches here a matrix product is several times faster than numpy's axis-0 reduction."""
-    return np.ones(rows.shape[0], dtype=rows.dtype) @ rows
+    batches here a matrix product is several times faster than numpy's axis-0 reduction.
+    (The vector of ones is cached per length and dtype; it is never written to.)"""
+    key = (rows.shape[0], rows.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
+    return ones @ rows
 
 
 def _broadcast_error(op: str, a: Tensor, b: Tensor) -> ValueError:
@@ -282,11 +290,17 @@ def relu(a) -> Tensor:
 
 
 def leaky_relu(a, negative_slope: float = 0.01) -> Tensor:
-    """``a`` where a > 0, ``slope * a`` elsewhere. d/da = 1 or slope (slope at 0, as torch)."""
+    """``a`` where a > 0, ``slope * a`` elsewhere. d/da = 1 or slope (slope at 0, as torch).
+
+    For slopes in [0, 1] this is ``max(a, slope a)``; the derivative is only formed if a
+    backward pass asks for it."""
     a = _lift(a)
-    kind = a.data.dtype.type
-    scale = np.where(a.data > 0, kind(1), kind(negative_slope))  # the local derivative, in a's dtype
-    return make_node(a.data * scale, (a,), lambda g: (g * scale,), "leaky_relu")
+    slope = a.data.dtype.type(negative_slope)
+    if 0 <= negative_slope <= 1:
+        data = np.maximum(a.data, slope * a.data)
+    else:
+        data = np.where(a.data > 0, a.data, slope * a.data)
+    return make_node(data, (a,), lambda g: (np.where(a.data > 0, g, slope * g),), "leaky_relu")
 
 
 def silu(a) -> Tensor:
