@@ -35,6 +35,8 @@ import numpy as np
 
 import minigrad as mg
 from minigrad import nn
+from minigrad.fused import mlp_backward, mlp_forward
+from minigrad.tensor import make_node as mg_make_node
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "check_permutation",
            "default_permutations"]
@@ -157,6 +159,8 @@ class AffineCoupling(nn.Module):
             for net in (self.scale_net, self.shift_net):
                 for p in net[len(net) - 1].parameters():
                     p.data[...] = 0
+        self.fused = True            # training's inverse pass as one node (see _inverse)
+        self._fused_layers = None    # the networks' (weight, bias) lists, found on first use
 
     def scale_and_shift(self, z_l: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
         """``(log s, b)`` of Eq. 3 for the conditioning half ``z_l``, each (N, dim - dim//2)."""
@@ -172,11 +176,71 @@ class AffineCoupling(nn.Module):
         return mg.concat([z_l, y_r], axis=1), mg.sum(log_s, axis=1)
 
     def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """Eq. 4 and Eq. 6 (no input checks)."""
+        """Eq. 4 and Eq. 6 (no input checks).
+
+        Training evaluates this on every batch, so it runs as one fused graph node
+        (:meth:`_inverse_fused`) whose backward pass is written out by hand;
+        :meth:`_inverse_graph` is the same computation op by op, and the tests hold the
+        two equal in values and gradients."""
+        return self._inverse_fused(y) if self.fused else self._inverse_graph(y)
+
+    def _inverse_graph(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """Eq. 4 and Eq. 6, one minigrad operation at a time (the readable reference)."""
         y_l, y_r = y[:, :self.split], y[:, self.split:]
         log_s, b = self.scale_and_shift(y_l)
         z_r = (y_r - b) * mg.exp(-log_s)
         return mg.concat([y_l, z_r], axis=1), -mg.sum(log_s, axis=1)
+
+    def _inverse_fused(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """:meth:`_inverse_graph` as a single graph node, for speed (the networks are so
+        small that bookkeeping per operation, not arithmetic, dominates a training step).
+
+        Forward, with ``raw = scale_net(y_l)``, ``b = shift_net(y_l)``, bound B::
+
+            log s = B tanh(raw / B),   e = exp(-log s),   z_r = (y_r - b) e,
+            z = (y_l, z_r),            log_det = -sum_k log s_k            (Eq. 4, 6)
+
+        Backward, from g_z = (g_l, g_r) and g_ld = dL/d log_det::
+
+            dL/dy_r    = g_r e
+            dL/db      = -g_r e
+            dL/dlog s  = -g_r z_r - g_ld          (d z_r / d log s = -z_r)
+            dL/draw    = dL/dlog s (1 - tanh^2(raw / B))
+            dL/dy_l    = g_l + (the two networks' backward passes from dL/draw and dL/db)
+
+        The networks' own passes are :func:`minigrad.fused.mlp_forward` /
+        :func:`~minigrad.fused.mlp_backward`. The node outputs ``[z | log_det]``
+        side by side; two slices hand them out.
+        """
+        if self._fused_layers is None:
+            self._fused_layers = [nn.leaky_mlp_layers(self.scale_net), nn.leaky_mlp_layers(self.shift_net)]
+        (scale_layers, slope), (shift_layers, _) = self._fused_layers
+        slope = y.data.dtype.type(slope)
+        k, dim, bound = self.split, self.dim, self.scale_bound
+        y_l, y_r = y.data[:, :k], y.data[:, k:]
+        raw, scale_saved = mlp_forward(y_l, scale_layers, slope)
+        b, shift_saved = mlp_forward(y_l, shift_layers, slope)
+        th = np.tanh(raw / bound)
+        log_s = bound * th
+        e = np.exp(-log_s)
+        z_r = (y_r - b) * e
+        out = np.concatenate([y_l, z_r, -np.sum(log_s, axis=1, keepdims=True)], axis=1)
+        scale_params = [p for w, b_ in scale_layers for p in (w, b_)]
+        shift_params = [p for w, b_ in shift_layers for p in (w, b_)]
+        present = [p for p in scale_params + shift_params if p is not None]
+
+        def vjp(g):
+            g_r, g_ld = g[:, k:dim], g[:, dim:]
+            g_yr = g_r * e
+            g_raw = (-g_r * z_r - g_ld) * (1 - th * th)
+            g_l_scale, scale_grads = mlp_backward(g_raw, scale_layers, scale_saved, slope)
+            g_l_shift, shift_grads = mlp_backward(-g_yr, shift_layers, shift_saved, slope)
+            g_y = np.concatenate([g[:, :k] + g_l_scale + g_l_shift, g_yr], axis=1)
+            grads = [gp for gp, p in zip(scale_grads + shift_grads, scale_params + shift_params) if p is not None]
+            return (g_y, *grads)
+
+        node = mg_make_node(out, (y, *present), vjp, "affine_coupling_inverse")
+        return node[:, :dim], node[:, dim]
 
     def forward(self, z) -> mg.Tensor:
         """``y = h(z)`` (Eq. 3): Tensor (N, dim)."""

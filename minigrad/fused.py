@@ -29,7 +29,7 @@ import numpy as np
 from .ops import _lift, column_sum
 from .tensor import Tensor, make_node
 
-__all__ = ["leaky_mlp"]
+__all__ = ["leaky_mlp", "leaky", "mlp_forward", "mlp_backward"]
 
 
 def leaky_mlp(x, nets, negative_slope: float = 0.01) -> Tensor:
@@ -61,54 +61,59 @@ def leaky_mlp(x, nets, negative_slope: float = 0.01) -> Tensor:
                          f"whose first weight is {first_weight.shape}")
     slope = first_weight.data.dtype.type(negative_slope)
     shared_input = x.ndim == 2
-
-    def leaky(a):
-        return np.maximum(a, slope * a) if 0 <= slope <= 1 else np.where(a > 0, a, slope * a)
-
-    # forward, network by network: remember each layer's input h_{l-1} and pre-activation a_l
-    outputs, saved = [], []
-    for k, net in enumerate(nets):
-        h = x.data if shared_input else x.data[k]
-        inputs, pre = [], []
-        for l, (w, b) in enumerate(net):
-            inputs.append(h)
-            a = h @ w.data.T
-            if has_bias:
-                a += b.data
-            if l < depth - 1:
-                pre.append(a)
-                h = leaky(a)
-        outputs.append(a)
-        saved.append((inputs, pre))
-    out = np.stack(outputs)
+    runs = [mlp_forward(x.data if shared_input else x.data[k], net, slope) for k, net in enumerate(nets)]
+    out = np.stack([run[0] for run in runs])
 
     def vjp(g_all):
-        per_param, gx = [], None
+        per_param, gx = [], []
         for k, net in enumerate(nets):
-            inputs, pre = saved[k]
-            g = g_all[k]
-            grads = [None] * depth
-            for l in range(depth - 1, -1, -1):
-                w = net[l][0].data
-                grads[l] = (g.T @ inputs[l], column_sum(g) if has_bias else None)
-                if l > 0:  # back through layer l and the LeakyReLU before it
-                    g = g @ w
-                    g = np.where(pre[l - 1] > 0, g, slope * g)
-                elif x.requires_grad:
-                    g = g @ w
-                    gx_k = g
-            for gw, gb in grads:
-                per_param.append(gw)
-                if has_bias:
-                    per_param.append(gb)
-            if x.requires_grad:
-                if shared_input:
-                    gx = gx_k if gx is None else gx + gx_k
-                else:
-                    gx = [gx_k] if gx is None else gx + [gx_k]
-        if x.requires_grad and not shared_input:
-            gx = np.stack(gx)
-        return (gx, *per_param)
+            g_input, grads = mlp_backward(g_all[k], net, runs[k][1], slope, x.requires_grad)
+            per_param.extend(grads if has_bias else grads[0::2])
+            gx.append(g_input)
+        if not x.requires_grad:
+            return (None, *per_param)
+        return (sum(gx[1:], gx[0]) if shared_input else np.stack(gx), *per_param)
 
     params = tuple(p for net in nets for w, b in net for p in ((w, b) if has_bias else (w,)))
     return make_node(out, (x, *params), vjp, "leaky_mlp")
+
+
+def leaky(a: np.ndarray, slope) -> np.ndarray:
+    """LeakyReLU on an array: ``max(a, slope a)`` for slopes in [0, 1]."""
+    return np.maximum(a, slope * a) if 0 <= slope <= 1 else np.where(a > 0, a, slope * a)
+
+
+def mlp_forward(x: np.ndarray, layers, slope) -> tuple[np.ndarray, tuple]:
+    """One network's forward pass on arrays: ``(out, saved)`` where `saved` holds each
+    layer's input h_{l-1} and the pre-activations a_l that the backward pass needs.
+    `layers`: ``(weight, bias)`` Tensors (bias may be None)."""
+    inputs, pre = [], []
+    h = x
+    last = len(layers) - 1
+    for l, (w, b) in enumerate(layers):
+        inputs.append(h)
+        a = h @ w.data.T
+        if b is not None:
+            a += b.data
+        if l < last:
+            pre.append(a)
+            h = leaky(a, slope)
+    return a, (inputs, pre)
+
+
+def mlp_backward(g: np.ndarray, layers, saved: tuple, slope, input_grad: bool = True):
+    """One network's backward pass (module docstring): returns ``(dL/dx or None,
+    [dL/dW_1, dL/db_1, dL/dW_2, ...])`` (None for a missing bias) given g = dL/d out."""
+    inputs, pre = saved
+    depth = len(layers)
+    grads = [None] * (2 * depth)
+    for l in range(depth - 1, -1, -1):
+        w, b = layers[l]
+        grads[2 * l] = g.T @ inputs[l]
+        grads[2 * l + 1] = column_sum(g) if b is not None else None
+        if l > 0:  # back through layer l and the LeakyReLU before it
+            g = g @ w.data
+            g = np.where(pre[l - 1] > 0, g, slope * g)
+        elif input_grad:
+            g = g @ w.data
+    return (g if input_grad else None), grads

@@ -167,19 +167,20 @@ class Tensor:
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(): gradient of shape {grad.shape} for a tensor of shape {self.data.shape}")
 
-        pending = {self: grad}  # gradients that reached a node but were not yet passed on
+        if not self._parents:  # backward on a leaf itself
+            self.grad = grad.copy() if self.grad is None else self.grad + grad
+            return
+        pending = {self: grad}  # gradients that reached an inner node but were not yet passed on
         for node in reversed(_topological_order(self)):
-            g = pending.pop(node, None)
-            if g is None:
-                continue
-            if not node._parents:  # a leaf: accumulate, owning its own array
-                node.grad = g.copy() if node.grad is None else node.grad + g
-                continue
+            g = pending.pop(node)
             for parent, parent_grad in zip(node._parents, node._vjp(g)):
                 if parent_grad is None or not parent.requires_grad:
                     continue
                 if parent_grad.dtype != parent.data.dtype:
                     parent_grad = parent_grad.astype(parent.data.dtype)
+                if not parent._parents:  # a leaf: accumulate now, owning its own array
+                    parent.grad = parent_grad.copy() if parent.grad is None else parent.grad + parent_grad
+                    continue
                 previous = pending.get(parent)
                 pending[parent] = parent_grad if previous is None else previous + parent_grad
 
@@ -188,15 +189,16 @@ class Tensor:
 
 
 def _topological_order(root: Tensor) -> list:
-    """Nodes reachable from `root` (through tensors that require grad), every node
-    after all of its parents. Iterative depth-first search: no recursion limit.
+    """The inner (non-leaf) nodes reachable from `root` through tensors that require
+    grad, every node after all of its parents. Iterative depth-first search: no
+    recursion limit. Leaves are left out: they receive their gradient directly.
     (Tensors hash by identity, so they key sets and dicts directly.)"""
     order, visited = [], {root}
     stack = [(root, iter(root._parents))]
     while stack:
         node, parents = stack[-1]
         for parent in parents:
-            if parent.requires_grad and parent not in visited:
+            if parent._parents and parent.requires_grad and parent not in visited:
                 visited.add(parent)
                 stack.append((parent, iter(parent._parents)))
                 break
