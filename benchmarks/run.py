@@ -1,0 +1,150 @@
+"""The project's benchmark table: the library's own models, minigrad against the torch twin.
+
+    python -m benchmarks.run                          # training steps, sampling, likelihood
+    python -m benchmarks.run --rings outputs/rings/results.json   # + rings.py wall time by phase
+
+Rows (torch on one thread, BLAS on one thread, interleaved repeats, medians):
+- one training step (forward, backward, Adam; batch 128) of the exercise's NF
+  (15 couplings, nets 5 x width 8; the fused inverse and the op-by-op graph) and FM
+  model (VelocityMLP 64 x 5), with the twin's time and the ratio;
+- sampling throughput: points per second of a 1000-step Euler run (Alg. 2);
+- exact-likelihood throughput: points per second of ``likelihood.log_prob`` (rk4);
+- with ``--rings``: the end-to-end wall time of an ``examples/rings.py`` run by phase,
+  read from its ``results.json``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads only cost
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import minigrad as mg  # noqa: E402
+from benchmarks.harness import machine_description, markdown_table, time_interleaved  # noqa: E402
+from flows_np import fm as np_fm, likelihood as np_lik, nf as np_nf, solvers as np_solvers  # noqa: E402
+from flows_torch import fm as th_fm, likelihood as th_lik, nf as th_nf, solvers as th_solvers  # noqa: E402
+
+BATCH = 128
+
+
+def _copy_weights(np_model, torch_model):
+    torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in np_model.state_dict().items()})
+    return torch_model
+
+
+def train_steps(seed: int = 0) -> dict:
+    """Zero-argument training-step callables for each model and engine."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BATCH, 2)).astype(np.float32)
+    x0 = rng.standard_normal((BATCH, 2)).astype(np.float32)
+    t = rng.uniform(size=BATCH).astype(np.float32)
+    xt, x0t, tt = torch.from_numpy(x), torch.from_numpy(x0), torch.from_numpy(t)
+
+    def step(loss_fn, optimizer):
+        def run():
+            optimizer.zero_grad()
+            loss_fn().backward()
+            optimizer.step()
+        return run
+
+    flows = {}
+    for name, fused in (("fused", True), ("graph", False)):
+        flow = np_nf.NormalizingFlow(rng=np.random.default_rng(seed))
+        for coupling in flow.couplings:
+            coupling.fused = fused
+        flows[name] = flow
+    torch_flow = _copy_weights(flows["fused"], th_nf.NormalizingFlow())
+    mlp = np_fm.VelocityMLP(rng=np.random.default_rng(seed))
+    torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP())
+    return {
+        "NF": {
+            "minigrad (fused coupling)": step(lambda: flows["fused"].loss(x)[0],
+                                              mg.optim.Adam(flows["fused"].parameters(), lr=1e-3)),
+            "minigrad (op-by-op graph)": step(lambda: flows["graph"].loss(x)[0],
+                                              mg.optim.Adam(flows["graph"].parameters(), lr=1e-3)),
+            "torch": step(lambda: torch_flow.loss(xt)[0], torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
+        },
+        "FM": {
+            "minigrad": step(lambda: np_fm.fm_loss(mlp, x0, x, t), mg.optim.Adam(mlp.parameters(), lr=1e-3)),
+            "torch": step(lambda: th_fm.fm_loss(torch_mlp, x0t, xt, tt),
+                          torch.optim.Adam(torch_mlp.parameters(), lr=1e-3)),
+        },
+    }
+
+
+def throughput_rows(points: int, steps: int, lik_steps: int, repeats: int) -> list:
+    rng = np.random.default_rng(1)
+    mlp = np_fm.VelocityMLP(rng=rng)
+    torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP())
+    z = rng.standard_normal((points, 2)).astype(np.float32)
+    zt = torch.from_numpy(z)
+    sampling = time_interleaved({
+        "minigrad": lambda: np_solvers.integrate(mlp, z, steps=steps),
+        "torch": lambda: th_solvers.integrate(torch_mlp, zt, steps=steps),
+    }, repeats=repeats, inner=1, warmup=0)
+    likelihood = time_interleaved({
+        "minigrad": lambda: np_lik.log_prob(mlp, z, steps=lik_steps, method="rk4"),
+        "torch": lambda: th_lik.log_prob(torch_mlp, zt, steps=lik_steps, method="rk4"),
+    }, repeats=repeats, inner=1, warmup=0)
+    rows = []
+    for what, result in ((f"sampling: {steps}-step Euler, {points} points", sampling),
+                         (f"exact likelihood: rk4 {lik_steps} steps, {points} points", likelihood)):
+        ours, theirs = result["minigrad"]["median"], result["torch"]["median"]
+        rows.append([what, f"{points / ours:,.0f} points/s", f"{points / theirs:,.0f} points/s",
+                     f"{ours / theirs:.2f}x"])
+    return rows
+
+
+def rings_rows(path: str) -> list:
+    with open(path) as f:
+        results = json.load(f)
+    timings = results.get("timings", {})
+    total = sum(timings.values())
+    rows = [[f"rings.py ({results.get('backend', '?')}): {phase}", f"{seconds:.1f} s", "", ""]
+            for phase, seconds in timings.items()]
+    rows.append([f"rings.py ({results.get('backend', '?')}): total", f"{total:.1f} s ({total / 60:.1f} min)", "", ""])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats (medians)")
+    parser.add_argument("--inner", type=int, default=10, help="training steps per repeat")
+    parser.add_argument("--points", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1000, help="Euler steps for the sampling row")
+    parser.add_argument("--lik-steps", type=int, default=50, help="rk4 steps for the likelihood row")
+    parser.add_argument("--rings", metavar="RESULTS_JSON", help="add rings.py's phases from its results.json")
+    args = parser.parse_args()
+    for name in ("repeats", "inner", "points", "steps", "lik_steps"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.rings and not os.path.exists(args.rings):
+        parser.error(f"--rings: no file {args.rings}")
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    rows = []
+    for model, contenders in train_steps().items():
+        result = time_interleaved(contenders, repeats=args.repeats, inner=args.inner)
+        theirs = result["torch"]["median"]
+        for name in contenders:
+            if name != "torch":
+                ours = result[name]["median"]
+                rows.append([f"{model} train step, batch {BATCH}, {name}", f"{ours * 1e3:.2f} ms",
+                             f"{theirs * 1e3:.2f} ms", f"{ours / theirs:.2f}x"])
+    rows += throughput_rows(args.points, args.steps, args.lik_steps, max(1, args.repeats // 3))
+    if args.rings:
+        rows += rings_rows(args.rings)
+    print(f"machine: {machine_description()}; torch {torch.__version__} (1 thread), numpy {np.__version__} "
+          f"(1 BLAS thread); medians of interleaved repeats; {time.perf_counter() - started:.0f} s")
+    print(markdown_table(["what", "minigrad", "torch eager", "minigrad / torch (time)"], rows))
+
+
+if __name__ == "__main__":
+    main()
