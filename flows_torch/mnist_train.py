@@ -319,9 +319,11 @@ def train(
     ``resume=True`` continues from it (FileNotFoundError if absent; ValueError if
     it was written with a different configuration).  ``stop_after_epochs``
     stops early (as if interrupted) - used by the resume test.  ``time_budget_s``
-    (seconds of training in this call) skips the remaining epochs once the next
-    one would, at the mean epoch time so far, end past the budget; the result's
-    ``stopped_early`` says so (the learning-rate schedule is not shortened).
+    (seconds of training in this call) stops training at the first step that
+    begins after the budget is spent, even mid-epoch; the result's
+    ``stopped_early`` says so, its model holds the weights reached, while the
+    checkpoint keeps the last complete epoch (the learning-rate schedule is not
+    shortened, so such a model is less converged than a full run).
     """
     from . import paths  # the shared flow-matching pieces
 
@@ -389,20 +391,16 @@ def train(
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     t_begin = time.perf_counter()
     stopped_early = False
-    epochs_run = 0
+
+    def out_of_time() -> bool:
+        if time_budget_s is None:
+            return False
+        stop = torch.tensor(float(time.perf_counter() - t_begin > time_budget_s), device=device)
+        if world > 1:  # every rank follows rank 0's clock
+            dist.broadcast(stop, src=0)
+        return bool(stop)
+
     for epoch in range(start_epoch, last_epoch):
-        if time_budget_s is not None and epochs_run > 0:
-            elapsed = time.perf_counter() - t_begin
-            stop = torch.tensor(float(elapsed + elapsed / epochs_run > time_budget_s), device=device)
-            if world > 1:  # every rank follows rank 0's clock
-                dist.broadcast(stop, src=0)
-            if bool(stop):
-                say(f"time budget of {time_budget_s:.0f}s reached after {epochs_run} epochs "
-                    f"({elapsed:.0f}s); skipping epochs {epoch + 1}..{last_epoch}")
-                stopped_early = True
-                last_epoch = epoch
-                break
-        epochs_run += 1
         sampler.set_epoch(epoch)
         gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, rank, 1))
         model.train()
@@ -416,6 +414,12 @@ def train(
         with torch.random.fork_rng(devices=fork_devices):  # dropout masks: seeded per epoch
             torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank, 2))
             for x1, y in bar:
+                if out_of_time():
+                    stopped_early = True
+                    say(f"\ntime budget of {time_budget_s:.0f}s used up at step {global_step} "
+                        f"(epoch {epoch + 1}, {len(losses)}/{steps_per_epoch} steps); stopping - the checkpoint "
+                        f"keeps the last complete epoch, sampling uses the weights reached now")
+                    break
                 n = x1.shape[0]
                 x0 = torch.randn(x1.shape, generator=gen, device=device, dtype=x1.dtype)
                 if cuda:
@@ -446,6 +450,8 @@ def train(
                         bar.set_postfix(loss=f"{lv:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if bar is not loader:
             bar.close()
+        if stopped_early and not losses:
+            break
         losses = torch.stack(losses).float().cpu().tolist() if losses else []
         dt = time.perf_counter() - t_start
         mean_loss = sum(losses) / max(1, len(losses))
@@ -453,7 +459,9 @@ def train(
         history["epoch_loss"].append(mean_loss)
         history["epoch_time"].append(dt)
         history["lr"].append(sched.get_last_lr()[0])
-        say(f"epoch {epoch + 1}/{cfg.epochs}: loss {mean_loss:.4f}  ({steps_per_epoch} steps, {dt:.1f}s)")
+        say(f"epoch {epoch + 1}/{cfg.epochs}: loss {mean_loss:.4f}  ({len(losses)} steps, {dt:.1f}s)")
+        if stopped_early:
+            break
         if ckpt_path is not None and is_main:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1,
@@ -463,7 +471,7 @@ def train(
             })
         if world > 1:
             dist.barrier()
-    done = max(start_epoch, last_epoch)
+    done = max(start_epoch, epoch if stopped_early else last_epoch)  # complete epochs
     return TrainResult(model=model, ema=ema, config=cfg, epochs_done=done, global_step=global_step,
                        history=history, stopped_early=stopped_early)
 

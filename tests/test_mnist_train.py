@@ -87,10 +87,20 @@ def test_bad_inputs_and_configs():
             tiny_cfg(**bad).validate()
 
 
-def test_time_budget_stops_between_epochs():
-    x, y = fake_data(32)
+def test_time_budget_stops_training(tmp_path, monkeypatch):
+    x, y = fake_data(64)  # 4 steps per epoch
     r = train(tiny_cfg(epochs=3), x, y, progress=False, time_budget_s=0.0, log=lambda *_: None)
-    assert r.stopped_early and r.epochs_done == 1 and r.global_step == 2
+    assert r.stopped_early and r.epochs_done == 0 and r.global_step == 0
+    # a fake clock advancing one second per reading: the budget runs out mid-run
+    clock = iter(range(10 ** 6))
+    monkeypatch.setattr(mt.time, "perf_counter", lambda: float(next(clock)))
+    r = train(tiny_cfg(epochs=3), x, y, out_dir=tmp_path, progress=False, time_budget_s=6.5, log=lambda *_: None)
+    assert r.stopped_early and 0 < r.global_step < 12
+    assert r.epochs_done == r.global_step // 4
+    if r.epochs_done:
+        assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == r.epochs_done
+    full = train(tiny_cfg(epochs=3), x, y, progress=False, time_budget_s=10 ** 9, log=lambda *_: None)
+    assert not full.stopped_early and full.global_step == 12 and full.epochs_done == 3
 
 
 def test_training_lowers_loss_and_mlp_trains():
@@ -244,9 +254,14 @@ def test_cli_smoke_writes_grid_strip_metrics(tmp_path):
     r = subprocess.run([sys.executable, str(EXAMPLE), "--smoke", "--out", str(out), "--no-progress",
                         "--data-dir", str(SHARED)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     for name in ("samples_grid.png", "trajectory_strip.png"):
         data = (out / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE and b"IEND" in data[-16:]
+        img = plt.imread(out / name)  # decodes
+        assert img.ndim == 3 and min(img.shape[:2]) > 100
     m = json.loads((out / "metrics.json").read_text())
     for key in ("conditional_accuracy", "frechet_distance", "per_class_accuracy", "config", "parameters"):
         assert key in m
