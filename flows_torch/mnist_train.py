@@ -55,7 +55,7 @@ from .image_mlp import ImageMLP
 from .unet import UNet
 
 __all__ = [
-    "MNISTConfig", "EMA", "build_model", "train", "TrainResult", "guided_velocity", "sample_images",
+    "MNISTConfig", "EMA", "build_model", "flow_matching_batch", "train", "TrainResult", "guided_velocity", "sample_images",
     "save_checkpoint", "load_checkpoint", "init_distributed", "dist_info", "autocast_context",
     "CHECKPOINT_NAME", "benchmark_unet",
 ]
@@ -299,6 +299,27 @@ def _lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], flo
     return f
 
 
+def flow_matching_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Callable, p_uncond: float,
+                        generator: torch.Generator, null_label: int = NUM_CLASSES):
+    """One conditional-flow-matching training batch (Alg. 1 with labels).
+
+    Draws, in this order from ``generator``: x0 ~ N(0, I) of x1's shape, paired
+    to x1 by ``coupling`` (``x0[perm]`` goes with ``x1``, labels stay with x1);
+    t ~ U[0, 1) of shape (N,); the path noise (when ``path.sigma > 0``); and the
+    label-dropout coins.  Returns ``(x_t, t, y_in, u_t)`` where ``y_in`` is ``y``
+    with each label replaced by ``null_label`` with probability ``p_uncond``.
+    """
+    n = x1.shape[0]
+    x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+    x0 = x0[coupling(x0, x1)]
+    t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
+    noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype) if path.sigma > 0 else None
+    xt, ut = path.sample(x0, x1, t, noise=noise)
+    drop = torch.rand(n, generator=generator, device=x1.device) < p_uncond
+    y_in = torch.where(drop, torch.full_like(y, null_label), y)
+    return xt, t, y_in, ut
+
+
 def train(
     cfg: MNISTConfig,
     train_x: torch.Tensor,
@@ -386,7 +407,7 @@ def train(
 
     path = paths.LinearPath(sigma=cfg.sigma)
     coupling = paths.ot_coupling if cfg.coupling == "ot" else paths.independent_coupling
-    null = NUM_CLASSES
+    null = NUM_CLASSES  # the label that label dropout substitutes
 
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     t_begin = time.perf_counter()
@@ -420,16 +441,9 @@ def train(
                         f"(epoch {epoch + 1}, {len(losses)}/{steps_per_epoch} steps); stopping - the checkpoint "
                         f"keeps the last complete epoch, sampling uses the weights reached now")
                     break
-                n = x1.shape[0]
-                x0 = torch.randn(x1.shape, generator=gen, device=device, dtype=x1.dtype)
+                xt, t, y_in, ut = flow_matching_batch(x1, y, path, coupling, cfg.p_uncond, gen, null)
                 if cuda:
-                    x0 = x0.contiguous(memory_format=torch.channels_last)
-                x0 = x0[coupling(x0, x1)]
-                t = torch.rand(n, generator=gen, device=device, dtype=x1.dtype)
-                noise = torch.randn(x1.shape, generator=gen, device=device, dtype=x1.dtype) if cfg.sigma > 0 else None
-                xt, ut = path.sample(x0, x1, t, noise=noise)
-                drop = torch.rand(n, generator=gen, device=device) < cfg.p_uncond
-                y_in = torch.where(drop, torch.full_like(y, null), y)
+                    xt = xt.contiguous(memory_format=torch.channels_last)
                 with autocast_context(device):
                     v = fwd(xt, t, y_in)
                 loss = F.mse_loss(v.float(), ut.float())

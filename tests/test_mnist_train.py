@@ -114,6 +114,37 @@ def test_training_lowers_loss_and_mlp_trains():
     assert r.global_step == 4
 
 
+def test_flow_matching_batch_follows_the_path_and_drops_labels():
+    from flows_torch import paths
+    x1 = torch.rand(2000, 1, 4, 4) * 2 - 1
+    y = torch.arange(2000) % 10
+    g = torch.Generator().manual_seed(7)
+    xt, t, y_in, ut = mt.flow_matching_batch(x1, y, paths.LinearPath(0.1), paths.independent_coupling, 0.25, g)
+    # replay the documented draws: x0, t, noise, coins
+    r = torch.Generator().manual_seed(7)
+    x0 = torch.randn(x1.shape, generator=r)
+    t_ref = torch.rand(2000, generator=r)
+    noise = torch.randn(x1.shape, generator=r)
+    coins = torch.rand(2000, generator=r) < 0.25
+    torch.testing.assert_close(t, t_ref)
+    torch.testing.assert_close(ut, x1 - x0)
+    tb = t_ref[:, None, None, None]
+    torch.testing.assert_close(xt, tb * x1 + (1 - tb) * x0 + 0.1 * noise)
+    assert torch.equal(y_in == 10, coins) and torch.equal(y_in[~coins], y[~coins])
+    assert 0.2 < coins.float().mean() < 0.3
+    _, _, y_keep, _ = mt.flow_matching_batch(x1, y, paths.LinearPath(0.0), paths.independent_coupling, 0.0, g)
+    assert torch.equal(y_keep, y)
+    # OT coupling: a permutation of the same noise, cheaper in total squared distance
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    x1s = x1[:64]
+    _, _, _, u_ind = mt.flow_matching_batch(x1s, y[:64], paths.LinearPath(0.0), paths.independent_coupling, 0.0, g1)
+    _, _, _, u_ot = mt.flow_matching_batch(x1s, y[:64], paths.LinearPath(0.0), paths.ot_coupling, 0.0, g2)
+    assert u_ot.pow(2).sum() < u_ind.pow(2).sum()
+    x0_ind, x0_ot = x1s - u_ind, x1s - u_ot
+    key = lambda a: sorted(a.reshape(64, -1).sum(1).tolist())
+    assert key(x0_ind) == pytest.approx(key(x0_ot), abs=1e-5)
+
+
 # ----------------------------------------------------------------------------- guidance and sampling
 class _Stub(torch.nn.Module):
     """v(x, t, y) = x * (1 + y) + t: easy to predict; y = 10 is the null label."""
