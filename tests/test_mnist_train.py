@@ -260,7 +260,8 @@ def _load_example():
     (["--channel-mult", "1,x"], "comma-separated list"),
     (["--quick", "--smoke"], "not allowed with"),
 ])
-def test_cli_rejects_bad_arguments_before_training(tmp_path, capsys, argv, expected):
+def test_cli_rejects_bad_arguments_before_training(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what the module would set; restored afterwards
     mod = _load_example()
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
