@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import minigrad as mg  # noqa: E402
-from benchmarks.harness import machine_description, markdown_table, time_interleaved  # noqa: E402
+from benchmarks.harness import machine_description, markdown_table, time_interleaved, training_step  # noqa: E402
 from minigrad import nn  # noqa: E402
 
 BATCH = 128
@@ -138,25 +138,17 @@ def make_steps(seed: int = 0) -> dict:
     torch_mlp_ = torch_mlp([3, 64, 64, 64, 64, 2])
     torch_mlp_.load_state_dict({k: torch.from_numpy(v) for k, v in mlp.state_dict().items()})
 
-    def train_step(loss_fn, opt):
-        """zero_grad, backward, step: identical code for both engines."""
-        def step():
-            opt.zero_grad()
-            loss_fn().backward()
-            opt.step()
-        return step
-
     return {
         "NF": {
-            "minigrad": train_step(lambda: flow.loss(x), mg.optim.Adam(flow.parameters(), lr=1e-3)),
-            "minigrad fused": train_step(lambda: fused_flow.loss(x),
+            "minigrad": training_step(lambda: flow.loss(x), mg.optim.Adam(flow.parameters(), lr=1e-3)),
+            "minigrad fused": training_step(lambda: fused_flow.loss(x),
                                          mg.optim.Adam(fused_flow.parameters(), lr=1e-3)),
-            "torch": train_step(lambda: torch_flow.loss(xt_),
+            "torch": training_step(lambda: torch_flow.loss(xt_),
                                 torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
         },
         "FM MLP": {
-            "minigrad": train_step(lambda: mg_fm_loss(mlp, x, x0, t), mg.optim.Adam(mlp.parameters(), lr=1e-3)),
-            "torch": train_step(lambda: torch_fm_loss(torch_mlp_, xt_, x0t, tt),
+            "minigrad": training_step(lambda: mg_fm_loss(mlp, x, x0, t), mg.optim.Adam(mlp.parameters(), lr=1e-3)),
+            "torch": training_step(lambda: torch_fm_loss(torch_mlp_, xt_, x0t, tt),
                                 torch.optim.Adam(torch_mlp_.parameters(), lr=1e-3)),
         },
     }

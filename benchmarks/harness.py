@@ -29,6 +29,16 @@ def time_interleaved(contenders: dict, repeats: int = 7, inner: int = 20, warmup
     return {name: {"median": statistics.median(s), "min": min(s), "all": s} for name, s in samples.items()}
 
 
+def training_step(loss_fn, optimizer):
+    """A zero-argument callable doing one step: zero_grad, loss backward, optimizer step.
+    The same code drives minigrad and torch (their optimisers share these names)."""
+    def step():
+        optimizer.zero_grad()
+        loss_fn().backward()
+        optimizer.step()
+    return step
+
+
 def machine_description() -> str:
     import os
 

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import minigrad as mg  # noqa: E402
-from benchmarks.harness import machine_description, markdown_table, time_interleaved  # noqa: E402
+from benchmarks.harness import machine_description, markdown_table, time_interleaved, training_step  # noqa: E402
 from flows_np import fm as np_fm, likelihood as np_lik, nf as np_nf, solvers as np_solvers  # noqa: E402
 from flows_torch import fm as th_fm, likelihood as th_lik, nf as th_nf, solvers as th_solvers  # noqa: E402
 
@@ -47,13 +47,6 @@ def train_steps(seed: int = 0) -> dict:
     t = rng.uniform(size=BATCH).astype(np.float32)
     xt, x0t, tt = torch.from_numpy(x), torch.from_numpy(x0), torch.from_numpy(t)
 
-    def step(loss_fn, optimizer):
-        def run():
-            optimizer.zero_grad()
-            loss_fn().backward()
-            optimizer.step()
-        return run
-
     flows = {}
     for name, fused in (("fused", True), ("graph", False)):
         flow = np_nf.NormalizingFlow(rng=np.random.default_rng(seed))
@@ -65,15 +58,15 @@ def train_steps(seed: int = 0) -> dict:
     torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP())
     return {
         "NF": {
-            "minigrad (fused coupling)": step(lambda: flows["fused"].loss(x)[0],
+            "minigrad (fused coupling)": training_step(lambda: flows["fused"].loss(x)[0],
                                               mg.optim.Adam(flows["fused"].parameters(), lr=1e-3)),
-            "minigrad (op-by-op graph)": step(lambda: flows["graph"].loss(x)[0],
+            "minigrad (op-by-op graph)": training_step(lambda: flows["graph"].loss(x)[0],
                                               mg.optim.Adam(flows["graph"].parameters(), lr=1e-3)),
-            "torch": step(lambda: torch_flow.loss(xt)[0], torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
+            "torch": training_step(lambda: torch_flow.loss(xt)[0], torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
         },
         "FM": {
-            "minigrad": step(lambda: np_fm.fm_loss(mlp, x0, x, t), mg.optim.Adam(mlp.parameters(), lr=1e-3)),
-            "torch": step(lambda: th_fm.fm_loss(torch_mlp, x0t, xt, tt),
+            "minigrad": training_step(lambda: np_fm.fm_loss(mlp, x0, x, t), mg.optim.Adam(mlp.parameters(), lr=1e-3)),
+            "torch": training_step(lambda: th_fm.fm_loss(torch_mlp, x0t, xt, tt),
                           torch.optim.Adam(torch_mlp.parameters(), lr=1e-3)),
         },
     }
