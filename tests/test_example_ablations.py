@@ -4,8 +4,6 @@ before any work, and the KL-gap measure (examples/kl_gap.py) recovers an analyti
 its checker rejecting planted bugs."""
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,15 +16,14 @@ SCRIPT = ROOT / "examples" / "ablations.py"
 sys.path.insert(0, str(ROOT))
 
 from examples import ablations as A  # noqa: E402
+from tests.example_runner import assert_rejected_before_work, run_example  # noqa: E402
 from examples.kl_gap import kl_gap  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run_script(*args, timeout=600):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=str(ROOT), env=env)
+    return run_example(SCRIPT, *args, timeout=timeout)
 
 
 def check_outputs(out: Path, only) -> dict:
@@ -104,11 +101,7 @@ def test_quick_run_writes_every_file(tmp_path):
     (["--quick", "--smoke"], "not allowed with argument"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path, args, message):
-    out = tmp_path / "out"
-    result = run_script("--out", str(out), *args, timeout=60)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert not out.exists()  # nothing written, not even the folder
+    assert_rejected_before_work(SCRIPT, tmp_path, args, message)
 
 
 def test_unwritable_output_folder_fails_cleanly(tmp_path):

@@ -3,8 +3,6 @@ fail before any work, and the numbers behind the figures (binned field, target C
 are right, each checker also shown to reject a planted bug."""
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,15 +15,14 @@ SCRIPT = ROOT / "examples" / "bimodal_1d.py"
 sys.path.insert(0, str(ROOT))
 
 from examples import bimodal_1d as B  # noqa: E402
+from tests.example_runner import assert_rejected_before_work, run_example  # noqa: E402
 from flows_np.data import bimodal_1d, bimodal_1d_pdf  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run_script(*args, timeout=300):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=str(ROOT), env=env)
+    return run_example(SCRIPT, *args, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- the whole script
@@ -81,11 +78,7 @@ def test_quick_run_summary(quick_run):
     (["--epochs", "many"], "invalid int value"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path, args, message):
-    out = tmp_path / "out"
-    result = run_script("--out", str(out), *args, timeout=60)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert not out.exists()  # nothing written, not even the folder
+    assert_rejected_before_work(SCRIPT, tmp_path, args, message)
 
 
 def test_unwritable_output_folder_fails_cleanly(tmp_path):
