@@ -35,7 +35,7 @@ import numpy as np
 
 import minigrad as mg
 from minigrad import nn
-from minigrad.fused import mlp_backward, mlp_forward
+from minigrad.fused import TwinMLP, mlp_backward, mlp_forward
 from minigrad.tensor import make_node as mg_make_node
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "check_permutation",
@@ -194,53 +194,76 @@ class AffineCoupling(nn.Module):
     def _inverse_fused(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
         """:meth:`_inverse_graph` as a single graph node, for speed (the networks are so
         small that bookkeeping per operation, not arithmetic, dominates a training step).
+        The node's two halves are :meth:`_inverse_arrays` (forward) and
+        :meth:`_inverse_backward` (backward, written out by hand); it outputs
+        ``[z | log_det]`` side by side and two slices hand them out."""
+        dim = self.dim
+        z, log_det, tape = self._inverse_arrays(y.data)
+        out = np.concatenate([z, log_det[:, None]], axis=1)
 
-        Forward, with ``raw = scale_net(y_l)``, ``b = shift_net(y_l)``, bound B::
+        def vjp(g):
+            g_y, grads = self._inverse_backward(tape, g[:, :dim], g[:, dim])
+            return (g_y, *grads)
+
+        node = mg_make_node(out, (y, *self._fused_parameters()), vjp, "affine_coupling_inverse")
+        return node[:, :dim], node[:, dim]
+
+    def _twin(self) -> tuple[TwinMLP, float]:
+        """The scale and shift networks as one block-diagonal network
+        (:class:`minigrad.fused.TwinMLP`) and their LeakyReLU slope (found on first use:
+        the Linear modules never change)."""
+        if self._fused_layers is None:
+            (scale_layers, slope), (shift_layers, _) = [nn.leaky_mlp_layers(self.scale_net),
+                                                         nn.leaky_mlp_layers(self.shift_net)]
+            self._fused_layers = (TwinMLP(scale_layers, shift_layers), slope)
+        return self._fused_layers
+
+    def _fused_parameters(self) -> list:
+        """The networks' parameters in the order :meth:`_inverse_backward` returns their
+        gradients: scale net then shift net, layer by layer, weight then bias."""
+        return self._twin()[0].parameters()
+
+    def _inverse_arrays(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """Eq. 4 and Eq. 6 on arrays: ``(z, log_det, tape)``, the tape holding what
+        :meth:`_inverse_backward` needs. With ``raw = scale_net(y_l)``, ``b = shift_net(y_l)``
+        (both from one pass of the twin network) and bound B::
 
             log s = B tanh(raw / B),   e = exp(-log s),   z_r = (y_r - b) e,
-            z = (y_l, z_r),            log_det = -sum_k log s_k            (Eq. 4, 6)
+            z = (y_l, z_r),            log_det = -sum_k log s_k
+        """
+        twin, slope = self._twin()
+        slope = y.dtype.type(slope)
+        k, bound = self.split, self.scale_bound
+        y_l, y_r = y[:, :k], y[:, k:]
+        layers = twin.layers()
+        both, saved = mlp_forward(y_l, layers, slope)
+        raw, b = both[:, :self.dim - k], both[:, self.dim - k:]
+        th = np.tanh(raw / bound)
+        log_s = bound * th
+        e = np.exp(-log_s)
+        z_r = (y_r - b) * e
+        tape = (slope, layers, saved, th, e, z_r)
+        return np.concatenate([y_l, z_r], axis=1), -np.sum(log_s, axis=1), tape
 
-        Backward, from g_z = (g_l, g_r) and g_ld = dL/d log_det::
+    def _inverse_backward(self, tape: tuple, g_z: np.ndarray, g_ld: np.ndarray) -> tuple[np.ndarray, list]:
+        """The backward pass of :meth:`_inverse_arrays`: from ``g_z = dL/dz = (g_l, g_r)``
+        (N, dim) and ``g_ld = dL/dlog_det`` (N,), returns ``(dL/dy, parameter gradients)``
+        (in :meth:`_fused_parameters`' order)::
 
             dL/dy_r    = g_r e
             dL/db      = -g_r e
             dL/dlog s  = -g_r z_r - g_ld          (d z_r / d log s = -z_r)
             dL/draw    = dL/dlog s (1 - tanh^2(raw / B))
-            dL/dy_l    = g_l + (the two networks' backward passes from dL/draw and dL/db)
-
-        The networks' own passes are :func:`minigrad.fused.mlp_forward` /
-        :func:`~minigrad.fused.mlp_backward`. The node outputs ``[z | log_det]``
-        side by side; two slices hand them out.
+            dL/dy_l    = g_l + (the twin network's backward pass from [dL/draw | dL/db])
         """
-        if self._fused_layers is None:
-            self._fused_layers = [nn.leaky_mlp_layers(self.scale_net), nn.leaky_mlp_layers(self.shift_net)]
-        (scale_layers, slope), (shift_layers, _) = self._fused_layers
-        slope = y.data.dtype.type(slope)
-        k, dim, bound = self.split, self.dim, self.scale_bound
-        y_l, y_r = y.data[:, :k], y.data[:, k:]
-        raw, scale_saved = mlp_forward(y_l, scale_layers, slope)
-        b, shift_saved = mlp_forward(y_l, shift_layers, slope)
-        th = np.tanh(raw / bound)
-        log_s = bound * th
-        e = np.exp(-log_s)
-        z_r = (y_r - b) * e
-        out = np.concatenate([y_l, z_r, -np.sum(log_s, axis=1, keepdims=True)], axis=1)
-        scale_params = [p for w, b_ in scale_layers for p in (w, b_)]
-        shift_params = [p for w, b_ in shift_layers for p in (w, b_)]
-        present = [p for p in scale_params + shift_params if p is not None]
-
-        def vjp(g):
-            g_r, g_ld = g[:, k:dim], g[:, dim:]
-            g_yr = g_r * e
-            g_raw = (-g_r * z_r - g_ld) * (1 - th * th)
-            g_l_scale, scale_grads = mlp_backward(g_raw, scale_layers, scale_saved, slope)
-            g_l_shift, shift_grads = mlp_backward(-g_yr, shift_layers, shift_saved, slope)
-            g_y = np.concatenate([g[:, :k] + g_l_scale + g_l_shift, g_yr], axis=1)
-            grads = [gp for gp, p in zip(scale_grads + shift_grads, scale_params + shift_params) if p is not None]
-            return (g_y, *grads)
-
-        node = mg_make_node(out, (y, *present), vjp, "affine_coupling_inverse")
-        return node[:, :dim], node[:, dim]
+        slope, layers, saved, th, e, z_r = tape
+        k = self.split
+        g_r = g_z[:, k:]
+        g_yr = g_r * e
+        g_raw = (-g_r * z_r - g_ld[:, None]) * (1 - th * th)
+        g_l, grads = mlp_backward(np.concatenate([g_raw, -g_yr], axis=1), layers, saved, slope)
+        g_y = np.concatenate([g_z[:, :k] + g_l, g_yr], axis=1)
+        return g_y, self._twin()[0].split_gradients(grads)
 
     def forward(self, z) -> mg.Tensor:
         """``y = h(z)`` (Eq. 3): Tensor (N, dim)."""
@@ -281,8 +304,13 @@ class Permutation(nn.Module):
     def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
         return z[:, self.perm], mg.Tensor(np.zeros(z.shape[0], dtype=z.dtype))
 
+    @property
+    def inverse_order(self) -> np.ndarray:
+        """``argsort(perm)``, the inverse permutation: ``z = y[:, inverse_order]``."""
+        return np.argsort(self.perm)
+
     def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        return y[:, np.argsort(self.perm)], mg.Tensor(np.zeros(y.shape[0], dtype=y.dtype))
+        return y[:, self.inverse_order], mg.Tensor(np.zeros(y.shape[0], dtype=y.dtype))
 
     def _dtype(self, x):
         data = x.data if isinstance(x, mg.Tensor) else np.asarray(x)
@@ -397,6 +425,50 @@ class NormalizingFlow(nn.Module):
         return z, log_det
 
     def _inverse(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """The density pass, last layer first (Eq. 8). Training runs it on every batch,
+        so when every coupling is ``fused`` (the default) the whole pass is one graph node
+        (:meth:`_inverse_fused`); :meth:`_inverse_graph` is the readable reference."""
+        if all(layer.fused for layer in self.layers if isinstance(layer, AffineCoupling)):
+            return self._inverse_fused(x)
+        return self._inverse_graph(x)
+
+    def _inverse_fused(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """:meth:`_inverse_graph` as ONE graph node: each coupling runs its array-level
+        halves (:meth:`AffineCoupling._inverse_arrays` forward, ``_inverse_backward``
+        backward); a permutation ``y -> y[:, order]`` (``order = argsort(perm)``) sends its
+        gradient back as ``g[:, argsort(order)] = g[:, perm]``; every coupling's log-det receives the same ``dL/dlog_det``
+        (Eq. 7: they add). Same values and gradients as the graph, far fewer nodes."""
+        layers = list(reversed(list(self.layers)))
+        h, log_det, tapes = x.data, None, []
+        for layer in layers:
+            if isinstance(layer, AffineCoupling):
+                h, layer_log_det, tape = layer._inverse_arrays(h)
+                log_det = layer_log_det if log_det is None else log_det + layer_log_det
+            else:
+                order = layer.inverse_order
+                h, tape = h[:, order], order
+            tapes.append(tape)
+        dim = self.dim
+        out = np.concatenate([h, log_det[:, None]], axis=1)
+        couplings = [layer for layer in layers if isinstance(layer, AffineCoupling)]
+
+        def vjp(g):
+            g_h, g_ld = g[:, :dim], g[:, dim]
+            grads = []
+            for layer, tape in zip(reversed(layers), reversed(tapes)):
+                if not isinstance(layer, AffineCoupling):  # the gradient of h[:, order]
+                    g_h = g_h[:, np.argsort(tape)]
+                else:
+                    g_h, layer_grads = layer._inverse_backward(tape, g_h, g_ld)
+                    grads.append(layer_grads)
+            return (g_h, *(g for layer_grads in reversed(grads) for g in layer_grads))
+
+        params = [p for layer in couplings for p in layer._fused_parameters()]
+        node = mg_make_node(out, (x, *params), vjp, "flow_inverse")
+        return node[:, :dim], node[:, dim]
+
+    def _inverse_graph(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """The density pass layer by layer, each layer its own graph node(s)."""
         log_det = 0.0
         for layer in reversed(list(self.layers)):
             x, layer_log_det = layer._inverse(x)

@@ -31,16 +31,17 @@ def _points(config, n=16):
 class SignFlippedCoupling(AffineCoupling):
     """Planted bug: the inverse log-det has the wrong sign (+sum log s instead of -)."""
 
-    def _inverse(self, y):
-        z, log_det = super()._inverse(y)
-        return z, -log_det
+    def _inverse_arrays(self, y):
+        z, log_det, tape = super()._inverse_arrays(y)
+        return z, -log_det, tape
 
 
 class OffByOnePermutation(Permutation):
     """Planted bug: the inverse indexes with argsort(perm) shifted by one place."""
 
-    def _inverse(self, y):
-        return y[:, np.roll(np.argsort(self.perm), 1)], mg.Tensor(np.zeros(y.shape[0]))
+    @property
+    def inverse_order(self):
+        return np.roll(np.argsort(self.perm), 1)
 
 
 def _plant(flow, index: int, bug_class):
