@@ -5,8 +5,9 @@
 
 Rows (torch on one thread, BLAS on one thread, interleaved repeats, medians):
 - one training step (forward, backward, Adam; batch 128) of the exercise's NF
-  (15 couplings, nets 5 x width 8; the fused inverse and the op-by-op graph) and FM
-  model (VelocityMLP 64 x 5), with the twin's time and the ratio;
+  (15 couplings, nets 5 x width 8; the whole inverse pass as one node, and the op-by-op
+  graph) and FM models (VelocityMLP 5 layers of width 64, the exercise's, and 128, what
+  examples/rings.py trains), with the twin's time and the ratio;
 - sampling throughput: points per second of a 1000-step Euler run (Alg. 2);
 - exact-likelihood throughput: points per second of ``likelihood.log_prob`` (rk4);
 - with ``--rings``: the end-to-end wall time of an ``examples/rings.py`` run by phase,
@@ -54,22 +55,25 @@ def train_steps(seed: int = 0) -> dict:
             coupling.fused = fused
         flows[name] = flow
     torch_flow = _copy_weights(flows["fused"], th_nf.NormalizingFlow())
-    mlp = np_fm.VelocityMLP(rng=np.random.default_rng(seed))
-    torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP())
-    return {
-        "NF": {
-            "minigrad (fused coupling)": training_step(lambda: flows["fused"].loss(x)[0],
-                                              mg.optim.Adam(flows["fused"].parameters(), lr=1e-3)),
+    steps = {
+        "NF (15 couplings, nets 5 x 8)": {
+            "minigrad (whole flow as one node)": training_step(lambda: flows["fused"].loss(x)[0],
+                                                      mg.optim.Adam(flows["fused"].parameters(), lr=1e-3)),
             "minigrad (op-by-op graph)": training_step(lambda: flows["graph"].loss(x)[0],
                                               mg.optim.Adam(flows["graph"].parameters(), lr=1e-3)),
             "torch": training_step(lambda: torch_flow.loss(xt)[0], torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
         },
-        "FM": {
-            "minigrad": training_step(lambda: np_fm.fm_loss(mlp, x0, x, t), mg.optim.Adam(mlp.parameters(), lr=1e-3)),
-            "torch": training_step(lambda: th_fm.fm_loss(torch_mlp, x0t, xt, tt),
-                          torch.optim.Adam(torch_mlp.parameters(), lr=1e-3)),
-        },
     }
+    for width in (64, 128):
+        mlp = np_fm.VelocityMLP(hidden=width, rng=np.random.default_rng(seed))
+        torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP(hidden=width))
+        steps[f"FM (MLP 5 x {width})"] = {
+            "minigrad": training_step(lambda mlp=mlp: np_fm.fm_loss(mlp, x0, x, t),
+                                      mg.optim.Adam(mlp.parameters(), lr=1e-3)),
+            "torch": training_step(lambda torch_mlp=torch_mlp: th_fm.fm_loss(torch_mlp, x0t, xt, tt),
+                                   torch.optim.Adam(torch_mlp.parameters(), lr=1e-3)),
+        }
+    return steps
 
 
 def throughput_rows(points: int, steps: int, lik_steps: int, repeats: int) -> list:

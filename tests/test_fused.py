@@ -86,3 +86,54 @@ def test_float32_stays_float32_and_bad_nets_are_rejected():
                             np.ones((4, 2), np.float32))
     with pytest.raises(ValueError, match="does not fit"):
         nn.fused_leaky_mlps([net], np.ones((4, 3), np.float32))
+
+
+# --------------------------------------------------------------------------- TwinMLP: two nets as one
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 2**31), depth=st.integers(1, 5), width=st.integers(1, 8), n_in=st.integers(1, 3),
+       n_out=st.integers(1, 3), n=st.integers(1, 9), bias=st.booleans(), scale=st.floats(0.5, 3.0),
+       slope=st.sampled_from([0.01, 0.2]))
+def test_twin_network_equals_the_two_networks(seed, depth, width, n_in, n_out, n, bias, scale, slope):
+    """The block-diagonal network's output is [net_A(x) | net_B(x)], its input gradient the
+    sum of the two, and split_gradients returns each parameter's own gradient."""
+    from minigrad.fused import TwinMLP, mlp_backward, mlp_forward
+
+    rng = np.random.default_rng(seed)
+    sizes = [n_in] + [width] * (depth - 1) + [n_out]
+    net_a, net_b = make_net(sizes, rng, slope, bias), make_net(sizes, rng, slope, bias)
+    for p in net_a.parameters() + net_b.parameters():
+        p.data *= scale
+    twin = TwinMLP(*(nn.leaky_mlp_layers(net)[0] for net in (net_a, net_b)))
+    x = rng.standard_normal((n, n_in))
+    g_a, g_b = rng.standard_normal((n, n_out)), rng.standard_normal((n, n_out))
+
+    layers = twin.layers()
+    out, saved = mlp_forward(x, layers, slope)
+    g_x, block_grads = mlp_backward(np.concatenate([g_a, g_b], axis=1), layers, saved, slope)
+
+    x_ref = mg.Tensor(x.copy(), requires_grad=True)
+    out_a, out_b = net_a(x_ref), net_b(x_ref)
+    ((out_a * g_a).sum() + (out_b * g_b).sum()).backward()
+    np.testing.assert_allclose(out, np.concatenate([out_a.data, out_b.data], axis=1), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(g_x, x_ref.grad, rtol=1e-12, atol=1e-12)
+    params = twin.parameters()
+    assert [id(p) for p in params] == [id(p) for p in net_a.parameters() + net_b.parameters()]
+    for got, p in zip(twin.split_gradients(block_grads), params, strict=True):
+        np.testing.assert_allclose(got, p.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_twin_network_follows_parameter_updates_and_refuses_unequal_networks():
+    from minigrad.fused import TwinMLP
+
+    rng = np.random.default_rng(1)
+    net_a, net_b = make_net([1, 4, 2], rng), make_net([1, 4, 2], rng)
+    twin = TwinMLP(nn.leaky_mlp_layers(net_a)[0], nn.leaky_mlp_layers(net_b)[0])
+    twin.layers()
+    net_b[2].weight.data += 1.0  # an optimiser step changes the values in place
+    weight, _ = twin.layers()[1]
+    np.testing.assert_array_equal(weight[2:, 4:], net_b[2].weight.data)
+    np.testing.assert_array_equal(weight[:2, 4:], 0)
+    with pytest.raises(ValueError, match="differ"):
+        TwinMLP(nn.leaky_mlp_layers(net_a)[0], nn.leaky_mlp_layers(make_net([1, 3, 2], rng))[0])
+    with pytest.raises(ValueError, match="same number of layers"):
+        TwinMLP(nn.leaky_mlp_layers(net_a)[0], nn.leaky_mlp_layers(make_net([1, 4, 4, 2], rng))[0])
