@@ -160,7 +160,7 @@ class AffineCoupling(nn.Module):
                 for p in net[len(net) - 1].parameters():
                     p.data[...] = 0
         self.fused = True            # training's inverse pass as one node (see _inverse)
-        self._fused_layers = None    # the networks' (weight, bias) lists, found on first use
+        self._fused_layers = None    # (TwinMLP of the two networks, slope), built on first use
 
     def scale_and_shift(self, z_l: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
         """``(log s, b)`` of Eq. 3 for the conditioning half ``z_l``, each (N, dim - dim//2)."""

@@ -54,7 +54,7 @@ from .assignment import linear_sum_assignment
 
 __all__ = [
     "AffinePath", "LinearPath", "CosinePath",
-    "independent_coupling", "ot_coupling", "pairwise_sq_dists",
+    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
     "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals",
 ]
 
@@ -215,6 +215,28 @@ def ot_coupling(x0, x1) -> np.ndarray:
     """
     x0, x1 = _check_pair(x0, x1)
     return linear_sum_assignment(pairwise_sq_dists(x1, x0)).astype(np.int64)
+
+
+def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:
+    """Apply `coupling` separately inside each class of a labelled batch (conditional models).
+
+    A class-conditional model samples every class from ``x0 ~ N(0, I)``, so training must
+    pair class y's data with noise whose law is still N(0, I). Inside one class the noise
+    points are i.i.d. N(0, I) and any permutation of them keeps that law; across classes
+    it would not: minibatch OT would hand each ring the noise points nearest to it, and
+    the model would learn ``x0 | y`` that sampling never draws. Returns ``perm`` (int64,
+    (N,)) with ``perm[rows_k] ⊂ rows_k`` for each class k, so ``x0[perm]`` goes with ``x1``.
+    With :func:`independent_coupling` (identity) the result is the identity.
+    """
+    x0, x1 = _check_pair(x0, x1)
+    labels = np.asarray(labels)
+    if labels.shape != (x1.shape[0],):
+        raise ValueError(f"labels must have shape ({x1.shape[0]},), got {labels.shape}")
+    perm = np.arange(x1.shape[0], dtype=np.int64)
+    for k in np.unique(labels):
+        rows = np.flatnonzero(labels == k)
+        perm[rows] = rows[np.asarray(coupling(x0[rows], x1[rows]))]
+    return perm
 
 
 # --------------------------------------------------------------------------- time samplers

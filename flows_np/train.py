@@ -257,7 +257,7 @@ def print_progress(every: int = 100, print_fn=print):
 # =========================================================================== flow matching (Alg. 1)
 # Added by the flow-matching developer: Alg. 1 plugged into the shared train_loop above.
 from .fm import fm_loss  # noqa: E402
-from .paths import LinearPath, independent_coupling, uniform_t  # noqa: E402
+from .paths import LinearPath, couple_within_classes, independent_coupling, uniform_t  # noqa: E402
 
 __all__ += ["FM_RECIPE", "train_fm", "draw_fm_randomness", "fm_metrics"]
 
@@ -327,7 +327,9 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
        ``x0 ~ N(0, I)``, ``t = time_sampler(n, rng, dtype=...)``, path noise when
        ``path.sigma > 0``);
     2. pairs them: ``x0 = x0[coupling(x0, x1)]`` (independent or minibatch OT; the
-       labels stay with x1);
+       labels stay with x1). For a class-conditional model the coupling runs inside
+       each class (:func:`~flows_np.paths.couple_within_classes`), so the noise that
+       meets class y is still N(0, I), the law sampling starts from;
     3. takes an Adam step on ``fm_loss(model, x0, x1, t, y, path, noise)``
        (squared norm, mean over the batch), the learning rate following one cosine
        over the run.
@@ -361,7 +363,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
         x1 = batch[0]
         y = batch[1] if labels is not None else None
         x0, t, noise = draw(x1, rng)
-        perm = coupling(x0, x1)
+        perm = coupling(x0, x1) if y is None else couple_within_classes(coupling, x0, x1, y)
         return fm_loss(model, x0[perm], x1, t, y, path=path, noise=noise)
 
     validate = None

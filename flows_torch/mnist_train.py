@@ -52,6 +52,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
 
 from .image_mlp import ImageMLP
+from .paths import couple_within_classes
 from .unet import UNet
 
 __all__ = [
@@ -304,14 +305,15 @@ def flow_matching_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Calla
     """One conditional-flow-matching training batch (Alg. 1 with labels).
 
     Draws, in this order from ``generator``: x0 ~ N(0, I) of x1's shape, paired
-    to x1 by ``coupling`` (``x0[perm]`` goes with ``x1``, labels stay with x1);
+    to x1 by ``coupling`` inside each class (``x0[perm]`` goes with ``x1``, labels stay
+    with x1; see :func:`flows_torch.paths.couple_within_classes`);
     t ~ U[0, 1) of shape (N,); the path noise (when ``path.sigma > 0``); and the
     label-dropout coins.  Returns ``(x_t, t, y_in, u_t)`` where ``y_in`` is ``y``
     with each label replaced by ``null_label`` with probability ``p_uncond``.
     """
     n = x1.shape[0]
     x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-    x0 = x0[coupling(x0, x1)]
+    x0 = x0[couple_within_classes(coupling, x0, x1, y)]
     t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
     noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype) if path.sigma > 0 else None
     xt, ut = path.sample(x0, x1, t, noise=noise)

@@ -22,7 +22,7 @@ from flows_np.paths import check_mean_std, check_n, check_sigma
 
 __all__ = [
     "AffinePath", "LinearPath", "CosinePath",
-    "independent_coupling", "ot_coupling", "pairwise_sq_dists",
+    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
     "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals",
 ]
 
@@ -163,6 +163,21 @@ def ot_coupling(x0, x1) -> torch.Tensor:
     with torch.no_grad():
         cost = pairwise_sq_dists(x1, x0).detach().to("cpu", torch.float64).numpy()
     return torch.from_numpy(linear_sum_assignment(cost)).to(x1.device)
+
+
+def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
+    """`coupling` applied inside each class of a labelled batch, as in
+    :func:`flows_np.paths.couple_within_classes` (the noise meeting class y stays N(0, I)).
+    LongTensor ``perm`` (N,) on x1's device."""
+    x0, x1 = _check_pair(x0, x1)
+    labels = torch.as_tensor(labels, device=x1.device)
+    if labels.shape != (x1.shape[0],):
+        raise ValueError(f"labels must have shape ({x1.shape[0]},), got {tuple(labels.shape)}")
+    perm = torch.arange(x1.shape[0], device=x1.device)
+    for k in torch.unique(labels):
+        rows = torch.nonzero(labels == k).flatten()
+        perm[rows] = rows[torch.as_tensor(coupling(x0[rows], x1[rows]), device=x1.device)]
+    return perm
 
 
 # --------------------------------------------------------------------------- time samplers

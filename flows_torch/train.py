@@ -45,7 +45,7 @@ from flows_np.solvers import check_labels
 from flows_np.train import FM_RECIPE, NF_RECIPE, _check_positive_int, print_progress
 
 from .fm import fm_loss
-from .paths import LinearPath, independent_coupling, uniform_t
+from .paths import LinearPath, couple_within_classes, independent_coupling, uniform_t
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "train_fm", "nf_metrics", "fm_metrics",
            "draw_fm_randomness", "print_progress", "global_grad_norm"]
@@ -338,7 +338,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
 
     Every step takes a minibatch ``x1`` (and labels ``y`` for a class-conditional model),
     draws ``(x0, t, noise) = draw(x1, generator)`` (default :func:`draw_fm_randomness`),
-    pairs ``x0 = x0[coupling(x0, x1)]`` and takes an Adam step on
+    pairs ``x0 = x0[coupling(x0, x1)]`` (inside each class for a conditional model) and takes an Adam step on
     ``fm_loss(model, x0, x1, t, y, path, noise)``; see :func:`flows_np.train.train_fm`.
     Defaults are the exercise's recipe (:data:`FM_RECIPE`, linear path, sigma 0, uniform
     t, independent coupling).
@@ -367,7 +367,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
         x1 = batch[0]
         y = batch[1] if labels is not None else None
         x0, t, noise = _as_draws(draw(x1, generator), x1)
-        perm = coupling(x0, x1)
+        perm = coupling(x0, x1) if y is None else couple_within_classes(coupling, x0, x1, y)
         return fm_loss(model, x0[perm], x1, t, y, path=path, noise=noise)
 
     validate = None

@@ -264,7 +264,8 @@ def test_integrate_parity_fails_when_torch_is_perturbed():
 # ----------------------------------------------------------------------------- a training run (Alg. 1)
 def torch_alg1(torch_model, x, y, draws, seed, epochs, batch_size, lr, path):
     """Alg. 1 written directly in torch: the same batch order (the numpy rng's permutations),
-    the same injected (x0, t, noise), Adam and a per-batch cosine schedule."""
+    the same injected (x0, t, noise), minibatch OT inside each class, Adam and a per-batch
+    cosine schedule."""
     from flows_torch.paths import ot_coupling
 
     rng = np.random.default_rng(seed)
@@ -279,7 +280,10 @@ def torch_alg1(torch_model, x, y, draws, seed, epochs, batch_size, lr, path):
             idx = order[b:b + batch_size]
             x0, t, noise = next(feed)
             x1 = T(x[idx])
-            perm = ot_coupling(T(x0), x1)
+            perm, labels = torch.arange(len(idx)), y[idx]
+            for c in np.unique(labels):  # a conditional model is coupled inside each class
+                rows = np.flatnonzero(labels == c)
+                perm[rows] = torch.from_numpy(rows)[ot_coupling(T(x0)[rows], x1[rows])]
             opt.zero_grad()
             tfm.fm_loss(torch_model, T(x0)[perm], x1, T(t), T(y[idx]), path=path, noise=T(noise)).backward()
             opt.step()

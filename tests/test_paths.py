@@ -265,3 +265,44 @@ def test_bad_input_raises_clear_value_error(backend):
     for call, message in bad_cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+# --------------------------------------------------------------------------- couplings inside each class
+@settings(deadline=None, max_examples=30)
+@given(n=st.integers(1, 40), k=st.integers(1, 5), seed=st.integers(0, 2**31))
+def test_couple_within_classes_pairs_only_inside_each_class(n, k, seed):
+    """Each class's rows are paired among themselves, optimally when the coupling is OT;
+    the identity coupling stays the identity (both backends give the same permutation)."""
+    from flows_np.paths import couple_within_classes, independent_coupling
+    from flows_torch import paths as torch_paths
+
+    rng = np.random.default_rng(seed)
+    x0, x1 = rng.standard_normal((n, 2)), rng.standard_normal((n, 2)) * 3
+    labels = rng.integers(0, k, n)
+    perm = couple_within_classes(ot_coupling, x0, x1, labels)
+    assert sorted(perm.tolist()) == list(range(n))
+    np.testing.assert_array_equal(labels[perm], labels)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        own_cost = np.sum((x1[rows] - x0[perm[rows]]) ** 2)
+        best = np.sum((x1[rows] - x0[rows][ot_coupling(x0[rows], x1[rows])]) ** 2)
+        assert own_cost == pytest.approx(best, rel=1e-12, abs=1e-12)
+    np.testing.assert_array_equal(couple_within_classes(independent_coupling, x0, x1, labels), np.arange(n))
+    torch_perm = torch_paths.couple_within_classes(torch_paths.ot_coupling, torch.from_numpy(x0),
+                                                   torch.from_numpy(x1), torch.from_numpy(labels))
+    np.testing.assert_array_equal(torch_perm.numpy(), perm)
+
+
+def test_a_class_blind_coupling_is_told_apart():
+    """Planted bug: OT over the whole batch pairs rows across classes, which the check sees."""
+    rng = np.random.default_rng(0)
+    x0, x1 = rng.standard_normal((30, 2)), rng.standard_normal((30, 2)) * 3
+    labels = np.repeat(np.arange(3), 10)
+    assert not np.array_equal(labels[ot_coupling(x0, x1)], labels)
+
+
+def test_couple_within_classes_refuses_mismatched_labels():
+    from flows_np.paths import couple_within_classes
+
+    with pytest.raises(ValueError, match="labels must have shape"):
+        couple_within_classes(ot_coupling, np.zeros((4, 2)), np.zeros((4, 2)), np.zeros(3, np.int64))

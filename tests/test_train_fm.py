@@ -150,3 +150,30 @@ def test_bad_input_raises_clear_value_error():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_conditional_model_is_coupled_inside_each_class(backend):
+    """train_fm hands the coupling one class at a time (flows_np.paths.couple_within_classes),
+    so the noise meeting class y keeps the law N(0, I) that sampling starts from."""
+    points, labels = olympic_rings(10, np.random.default_rng(0))
+    labels = np.array([0] * 4 + [3] * 6)
+    seen = []
+
+    def spy(x0, x1):
+        seen.append(len(x1))
+        return ot_coupling(np.asarray(x0), np.asarray(x1))
+
+    if backend == "numpy":
+        model = VelocityMLP(hidden=8, num_classes=5, rng=np.random.default_rng(1))
+        train_fm(model, points, labels, epochs=1, batch_size=10, coupling=spy, rng=np.random.default_rng(2))
+    else:
+        import torch
+
+        from flows_torch.fm import VelocityMLP as TorchVelocityMLP
+        from flows_torch.train import train_fm as torch_train_fm
+
+        model = TorchVelocityMLP(hidden=8, num_classes=5, generator=torch.Generator().manual_seed(1))
+        torch_train_fm(model, torch.from_numpy(points), torch.from_numpy(labels), epochs=1, batch_size=10,
+                       coupling=lambda x0, x1: torch.from_numpy(spy(x0, x1)), generator=torch.Generator().manual_seed(2))
+    assert sorted(seen) == [4, 6]
