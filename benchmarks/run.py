@@ -2,6 +2,7 @@
 
     python -m benchmarks.run                          # training steps, sampling, likelihood
     python -m benchmarks.run --rings outputs/rings/results.json   # + rings.py wall time by phase
+                                                      # (--rings again for a second run)
 
 Rows (torch on one thread, BLAS on one thread, interleaved repeats, medians):
 - one training step (forward, backward, Adam; batch 128) of the exercise's NF
@@ -117,13 +118,16 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=1000, help="Euler steps for the sampling row")
     parser.add_argument("--lik-steps", type=int, default=50, help="rk4 steps for the likelihood row")
-    parser.add_argument("--rings", metavar="RESULTS_JSON", help="add rings.py's phases from its results.json")
+    parser.add_argument("--rings", metavar="RESULTS_JSON", action="append", default=[],
+                        help="add rings.py's phases from its results.json (repeat for several runs, e.g. "
+                             "the numpy and the torch backend)")
     args = parser.parse_args()
     for name in ("repeats", "inner", "points", "steps", "lik_steps"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
-    if args.rings and not os.path.exists(args.rings):
-        parser.error(f"--rings: no file {args.rings}")
+    for path in args.rings:
+        if not os.path.exists(path):
+            parser.error(f"--rings: no file {path}")
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = []
@@ -136,8 +140,8 @@ def main() -> None:
                 rows.append([f"{model} train step, batch {BATCH}, {name}", f"{ours * 1e3:.2f} ms",
                              f"{theirs * 1e3:.2f} ms", f"{ours / theirs:.2f}x"])
     rows += throughput_rows(args.points, args.steps, args.lik_steps, max(1, args.repeats // 3))
-    if args.rings:
-        rows += rings_rows(args.rings)
+    for path in args.rings:
+        rows += rings_rows(path)
     print(f"machine: {machine_description()}; torch {torch.__version__} (1 thread), numpy {np.__version__} "
           f"(1 BLAS thread); medians of interleaved repeats; {time.perf_counter() - started:.0f} s")
     print(markdown_table(["what", "minigrad", "torch eager", "minigrad / torch (time)"], rows))
