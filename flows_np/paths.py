@@ -232,6 +232,8 @@ def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (x1.shape[0],):
         raise ValueError(f"labels must have shape ({x1.shape[0]},), got {labels.shape}")
+    if coupling is independent_coupling:  # the identity pairs every class with itself already
+        return independent_coupling(x0, x1)
     perm = np.arange(x1.shape[0], dtype=np.int64)
     for k in np.unique(labels):
         rows = np.flatnonzero(labels == k)

@@ -173,6 +173,8 @@ def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
     labels = torch.as_tensor(labels, device=x1.device)
     if labels.shape != (x1.shape[0],):
         raise ValueError(f"labels must have shape ({x1.shape[0]},), got {tuple(labels.shape)}")
+    if coupling is independent_coupling:  # the identity, with no per-class pass (nor GPU syncs)
+        return independent_coupling(x0, x1)
     perm = torch.arange(x1.shape[0], device=x1.device)
     for k in torch.unique(labels):
         rows = torch.nonzero(labels == k).flatten()
