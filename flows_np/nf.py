@@ -433,11 +433,17 @@ class NormalizingFlow(nn.Module):
         return self._inverse_graph(x)
 
     def _inverse_fused(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """:meth:`_inverse_graph` as ONE graph node: each coupling runs its array-level
-        halves (:meth:`AffineCoupling._inverse_arrays` forward, ``_inverse_backward``
-        backward); a permutation ``y -> y[:, order]`` (``order = argsort(perm)``) sends its
-        gradient back as ``g[:, argsort(order)] = g[:, perm]``; every coupling's log-det receives the same ``dL/dlog_det``
-        (Eq. 7: they add). Same values and gradients as the graph, far fewer nodes."""
+        """:meth:`_inverse_graph` as ONE graph node (same values and gradients, a
+        handful of graph nodes per step instead of hundreds):
+
+        * forward, last layer first: each coupling runs its array-level half
+          :meth:`AffineCoupling._inverse_arrays` (Eq. 4, 6) and keeps its tape; a
+          permutation is ``h -> h[:, order]`` with ``order = argsort(perm)``; the
+          couplings' log-dets add up (Eq. 7-8);
+        * backward, first layer first: each coupling's :meth:`~AffineCoupling._inverse_backward`;
+          a permutation sends its gradient back as ``g[:, argsort(order)]`` (``= g[:, perm]``);
+          every coupling's log-det receives the same ``dL/dlog_det``, since they are summed.
+        """
         layers = list(reversed(list(self.layers)))
         h, log_det, tapes = x.data, None, []
         for layer in layers:
