@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import _lift, column_sum
+from .ops import _lift, column_sum, leaky_relu_derivative
 from .tensor import Tensor, make_node
 
 __all__ = ["leaky_mlp", "leaky", "mlp_forward", "mlp_backward", "TwinMLP"]
@@ -114,7 +114,7 @@ def mlp_backward(g: np.ndarray, layers, saved: tuple, slope, input_grad: bool = 
         grads[2 * l + 1] = column_sum(g) if b is not None else None
         if l > 0:  # back through layer l and the LeakyReLU before it
             g = g @ w
-            g = np.where(pre[l - 1] > 0, g, slope * g)
+            g *= leaky_relu_derivative(pre[l - 1], slope)
         elif input_grad:
             g = g @ w
     return (g if input_grad else None), grads

@@ -235,3 +235,21 @@ def test_zero_dimensional_tensors():
     y.backward()
     np.testing.assert_allclose(x.grad, np.exp(1.5) * 2.5)
     assert x.grad.shape == ()
+
+
+@settings(deadline=None, max_examples=60)
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]),
+       slope=st.sampled_from([0.0, 0.01, 0.2, 1.0, 1.7, -0.3]))
+def test_leaky_relu_derivative_times_g_equals_the_select_bit_for_bit(data, dtype, slope):
+    """``g * leaky_relu_derivative(a)`` is exactly ``where(a > 0, g, slope g)``: zeros, signs,
+    infinities and NaN included (the fast form must not change a single bit)."""
+    from minigrad.ops import leaky_relu_derivative
+
+    shape = data.draw(hnp.array_shapes(max_dims=3, max_side=6))
+    elements = st.floats(allow_nan=True, allow_infinity=True, width=32 if dtype == np.float32 else 64)
+    a = data.draw(hnp.arrays(dtype, shape, elements=elements))
+    g = data.draw(hnp.arrays(dtype, shape, elements=elements))
+    s = dtype(slope)
+    derivative = leaky_relu_derivative(a, s)
+    assert derivative.dtype == dtype
+    np.testing.assert_array_equal(g * derivative, np.where(a > 0, g, s * g))
