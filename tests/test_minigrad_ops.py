@@ -252,4 +252,5 @@ def test_leaky_relu_derivative_times_g_equals_the_select_bit_for_bit(data, dtype
     s = dtype(slope)
     derivative = leaky_relu_derivative(a, s)
     assert derivative.dtype == dtype
-    np.testing.assert_array_equal(g * derivative, np.where(a > 0, g, s * g))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 on both sides, by design of the draw
+        np.testing.assert_array_equal(g * derivative, np.where(a > 0, g, s * g))
