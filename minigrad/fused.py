@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import _lift, column_sum, leaky_relu_derivative
+from .ops import _lift, column_sum, leaky_relu_derivative, leaky_relu_values
 from .tensor import Tensor, make_node
 
 __all__ = ["leaky_mlp", "leaky", "mlp_forward", "mlp_backward", "TwinMLP"]
@@ -79,9 +79,7 @@ def leaky_mlp(x, nets, negative_slope: float = 0.01) -> Tensor:
     return make_node(out, (x, *params), vjp, "leaky_mlp")
 
 
-def leaky(a: np.ndarray, slope) -> np.ndarray:
-    """LeakyReLU on an array: ``max(a, slope a)`` for slopes in [0, 1]."""
-    return np.maximum(a, slope * a) if 0 <= slope <= 1 else np.where(a > 0, a, slope * a)
+leaky = leaky_relu_values  # LeakyReLU on an array (minigrad.ops), the name the formulas above use
 
 
 def mlp_forward(x: np.ndarray, layers, slope) -> tuple[np.ndarray, tuple]:

@@ -296,10 +296,7 @@ def leaky_relu(a, negative_slope: float = 0.01) -> Tensor:
     backward pass asks for it."""
     a = _lift(a)
     slope = a.data.dtype.type(negative_slope)
-    if 0 <= negative_slope <= 1:
-        data = np.maximum(a.data, slope * a.data)
-    else:
-        data = np.where(a.data > 0, a.data, slope * a.data)
+    data = leaky_relu_values(a.data, slope)
     derivative = []  # formed by the first backward pass, reused by later ones (e.g. the D passes of a divergence)
 
     def vjp(g):
@@ -308,6 +305,11 @@ def leaky_relu(a, negative_slope: float = 0.01) -> Tensor:
         return (g * derivative[0],)
 
     return make_node(data, (a,), vjp, "leaky_relu")
+
+
+def leaky_relu_values(a: np.ndarray, slope) -> np.ndarray:
+    """LeakyReLU on an array: ``max(a, slope a)`` for slopes in [0, 1], else a select."""
+    return np.maximum(a, slope * a) if 0 <= slope <= 1 else np.where(a > 0, a, slope * a)
 
 
 def leaky_relu_derivative(a: np.ndarray, slope) -> np.ndarray:
