@@ -51,7 +51,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, dataclass, replace  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -60,7 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `examples` and the packages importable
     sys.path.insert(0, str(ROOT))
 
-from examples.cli_checks import prepare_output_folder, require_non_negative, require_positive, rng_for  # noqa: E402
+from examples.cli_checks import (override_size, prepare_output_folder, require_non_negative,  # noqa: E402
+                                 require_positive, rng_for)
 
 
 # --------------------------------------------------------------------------- settings
@@ -142,13 +143,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     require_positive(parser, args, "epochs", "points")
     require_non_negative(parser, args, "seed")
-    settings = QUICK if args.quick else DEFAULT
-    if args.epochs is not None:
-        settings = replace(settings, epochs=args.epochs)
-    if args.points is not None:
-        if args.points < settings.batch_size:
-            parser.error(f"--points must be at least the batch size {settings.batch_size}, got {args.points}")
-        settings = replace(settings, points=args.points)
+    settings = override_size(parser, args, QUICK if args.quick else DEFAULT)
     args.out = prepare_output_folder(parser, args.out)
     return args, settings
 

@@ -1,6 +1,7 @@
-"""Command-line checks shared by ``examples/bimodal_1d.py`` and ``examples/ablations.py``.
+"""Command-line checks shared by ``examples/rings.py``, ``examples/bimodal_1d.py`` and
+``examples/ablations.py``.
 
-Both scripts validate every argument *before* any work: a bad value ends the program
+The scripts validate every argument *before* any work: a bad value ends the program
 through ``parser.error`` (a one-line message naming the argument, exit status 2) and
 nothing is trained, drawn or written. The output folder is checked last, because
 checking it for real means creating it (permission bits say little when running as
@@ -12,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-__all__ = ["require_positive", "require_non_negative", "prepare_output_folder", "rng_for"]
+__all__ = ["require_positive", "require_non_negative", "override_size", "prepare_output_folder", "rng_for"]
 
 
 def require_positive(parser: argparse.ArgumentParser, args, *names: str) -> None:
@@ -29,6 +30,21 @@ def require_non_negative(parser: argparse.ArgumentParser, args, *names: str) -> 
         value = getattr(args, name)
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+
+def override_size(parser: argparse.ArgumentParser, args, settings):
+    """``settings`` (a dataclass with ``epochs``, ``points`` and ``batch_size``) with the
+    ``--epochs`` and ``--points`` that were given; ``--points`` below the batch size fails
+    through ``parser.error``. Check both are positive first (:func:`require_positive`)."""
+    from dataclasses import replace
+
+    if args.epochs is not None:
+        settings = replace(settings, epochs=args.epochs)
+    if args.points is not None:
+        if args.points < settings.batch_size:
+            parser.error(f"--points must be at least the batch size {settings.batch_size}, got {args.points}")
+        settings = replace(settings, points=args.points)
+    return settings
 
 
 def prepare_output_folder(parser: argparse.ArgumentParser, out) -> Path:

@@ -13,11 +13,12 @@ report, so the output folder can be moved or zipped as a whole. Writing is atomi
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Iterable, List, Optional, Sequence
 
-__all__ = ["Report", "fmt", "fmt_seconds"]
+__all__ = ["Report", "fmt", "fmt_seconds", "write_json"]
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -116,3 +117,24 @@ class Report:
             f.write(self.text())
         os.replace(tmp, path)
         return path
+
+
+def write_json(path, obj, indent: int = 1) -> str:
+    """Save ``obj`` as JSON at ``path`` atomically (a temporary file, then a rename), numpy
+    scalars and arrays as plain numbers and lists; returns the path."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=indent, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

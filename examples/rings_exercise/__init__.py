@@ -1,0 +1,15 @@
+"""The course exercise on the Olympic rings (seeds/001, Sec. 3.3 and 4.3), behind the
+entry point ``examples/rings.py``; one module per job:
+
+* :mod:`.settings` - the run's knobs (:class:`~.settings.Settings`: the exercise's
+  recommended settings and a quick smoke run), the command line and its checks, the
+  fixed choices of the questions (the five points of NF Q5 / FM Q5) and the seeds;
+* :mod:`.backend` - the library calls of a run on numpy arrays, for ``flows_np``
+  (minigrad) or its PyTorch twin ``flows_torch``;
+* :mod:`.training` - train the three models (or load them with ``--reuse``), with
+  progress bars and the histories the loss figures need;
+* :mod:`.questions` - one function per section of the exercise (NF, FM, conditional
+  FM, bonus) plus the held-out likelihoods: the numbers of ``results.json``;
+* :mod:`.figures` - every figure the exercise asks for, one function each;
+* :mod:`.report` - ``report.md`` from the results.
+"""

@@ -1,0 +1,224 @@
+"""``report.md`` of a run of the exercise: every figure with its caption and the numbers of its
+question, in the order of the exercise (Sec. 3.3 normalizing flows Q1-Q5, Sec. 4.3 flow
+matching Q1-Q5, conditional flow matching Q1-Q3, the bonus), after a summary of the
+held-out likelihoods and the timings.
+
+:func:`write_report` needs only the results dictionary of the run (what ``results.json``
+holds) and the output folder where the figures are. Each section of the exercise has its
+own function (:func:`nf_section`, :func:`fm_section`, :func:`conditional_section`,
+:func:`bonus_section`), which writes, question by question, a heading, the figure and the
+numbers that answer it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from examples.report import Report, fmt, fmt_seconds
+from examples.rings_exercise.figures import FIGURES
+from examples.rings_exercise.settings import Q5_INSIDE, Q5_POINTS_LOGO, Settings
+from flows_np.data import RING_COLORS
+
+__all__ = ["write_report", "RingsReport", "nf_section", "fm_section", "conditional_section", "bonus_section"]
+
+
+class RingsReport(Report):
+    """A :class:`examples.report.Report` whose figures live in ``out`` and carry their
+    captions from :data:`~examples.rings_exercise.figures.FIGURES`."""
+
+    def __init__(self, title: str, out: Path):
+        super().__init__(title)
+        self.out = out
+
+    def fig(self, name: str) -> None:
+        self.figure(self.out / name, FIGURES[name], relative_to=str(self.out))
+
+    def question(self, title: str, figure: str) -> None:
+        """A question's heading and its figure (its numbers follow)."""
+        self.heading(title, 3)
+        self.fig(figure)
+
+
+def write_report(r: dict, out) -> str:
+    """Write ``out/report.md`` from the results ``r`` of a run (``results.json``: settings,
+    training, the numbers of every question, timings, the names of the figures written
+    in ``out``); returns its path."""
+    out = Path(out)
+    missing = [name for name in FIGURES if name not in r["figures"]]
+    if missing:
+        raise ValueError(f"the results name no figure {', '.join(missing)}")
+    s = Settings(**r["settings"])
+    rep = RingsReport("Flow models on the Olympic rings: the course exercise (Sec. 3.3 and 4.3)", out)
+    _overview(rep, r, s)
+    _summary(rep, r, s)
+    _timings(rep, r)
+    nf_section(rep, r)
+    fm_section(rep, r, s)
+    conditional_section(rep, r)
+    bonus_section(rep, r)
+    return rep.write(out / "report.md")
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _overview(rep: Report, r: dict, s: Settings) -> None:
+    """The run: backend, seed, settings, coordinates."""
+    run_kind = "quick smoke run (not the exercise's settings)" if r["quick"] else "the exercise's recommended settings"
+    rep.paragraph(
+        f"Backend `{r['backend']}`, seed {r['seed']}, {run_kind}"
+        + ("; models loaded from checkpoints (`--reuse`)." if r["reused_checkpoints"] else ".")
+        + f" Training: {s.points:,} points, {s.epochs} epochs, batch {s.batch_size}, Adam lr {s.lr:g} with cosine"
+        f" annealing. NF: {s.nf_couplings} affine couplings, nets of {s.nf_layers} Linear layers of width "
+        f"{s.nf_hidden} with LeakyReLU. FM: MLP of {s.fm_depth} Linear layers of width {s.fm_hidden} with "
+        f"LeakyReLU, Euler sampling with dt = 1/{s.sample_steps}.")
+    rep.paragraph("Models as trained: " + "; ".join(
+        f"{name} {info.get('points', '?'):,} points, {info.get('epochs', '?')} epochs on {info.get('backend', '?')}"
+        + (" (loaded from its checkpoint)" if "loaded" in info else "")
+        for name, info in r["training"].items()) + ".")
+    rep.paragraph(
+        "Models work in standardised coordinates (each axis of the logo centred and scaled by fixed constants, "
+        "`flows_np.data`); figures are drawn in logo coordinates, where every ring is a circle of radius 1. "
+        "Log-densities, distances and the bonus target (4, 5) are in the standardised (model) coordinates. "
+        "All log-densities are in nats.")
+
+
+def _summary(rep: Report, r: dict, s: Settings) -> None:
+    """Held-out NLL and KL gap of every model, and the headline share of samples on the rings."""
+    lik, nf, fm, cfm, bonus = r["likelihood"], r["nf"], r["fm"], r["cfm"], r["bonus"]
+    rep.heading("Summary")
+    rows = [
+        ["normalizing flow", fmt(nf["final_val"]["nll"]), f"{fmt(lik['nf']['nll'])} ± {fmt(lik['nf']['se'], 2)}",
+         fmt(lik["nf"]["entropy"]), f"{fmt(lik['nf']['kl_gap'])} ± {fmt(lik['nf']['kl_gap_se'], 2)}",
+         f"{fmt(lik['nf']['kl_paired'])} ± {fmt(lik['nf']['kl_paired_se'], 2)}"],
+        ["flow matching", fmt(fm["final_train_loss"]), f"{fmt(lik['fm']['nll'])} ± {fmt(lik['fm']['se'], 2)}",
+         fmt(lik["fm"]["entropy"]), f"{fmt(lik['fm']['kl_gap'])} ± {fmt(lik['fm']['kl_gap_se'], 2)}",
+         f"{fmt(lik['fm']['kl_paired'])} ± {fmt(lik['fm']['kl_paired_se'], 2)}"],
+        ["conditional FM (log p(x|y))", fmt(fm["cfm_final_train_loss"]),
+         f"{fmt(lik['cfm']['nll'])} ± {fmt(lik['cfm']['se'], 2)}", fmt(lik["cfm"]["entropy"]) + " (H(X|Y))",
+         f"{fmt(lik['cfm']['kl_gap'])} ± {fmt(lik['cfm']['kl_gap_se'], 2)}",
+         f"{fmt(lik['cfm']['kl_paired'])} ± {fmt(lik['cfm']['kl_paired_se'], 2)}"],
+    ]
+    rep.table(["model", "final loss", "held-out NLL", "data entropy H", "KL gap NLL - H", "paired KL"], rows)
+    rep.paragraph(
+        f"Final loss: NF validation NLL (Eq. 9) after the last epoch; FM models: mean flow-matching loss (Eq. 16) "
+        f"over the last epoch's batches. Held-out NLL: mean -log q(x) over {lik['test_points']:,} fresh data points "
+        f"(FM models: exact likelihood by the continuous change of variables, {lik['fm_method']} with "
+        f"{lik['fm_steps']} steps). H: the data's entropy (Monte Carlo over {s.entropy_points:,} points with the exact "
+        "density of `flows_np.data`). NLL - H estimates KL(data || model) >= 0; the paired column estimates the "
+        "same KL as mean(log p_data(x) - log q(x)) on the held-out points, with a smaller error. The conditional "
+        "model is scored by its class-conditional density log q(x | y) averaged over the held-out points with "
+        "their true rings, against the exact conditional entropy H(X | Y) = log(ring area) + log-Jacobian of "
+        "the standardisation (the data are uniform on each ring): its KL gap is the average over rings of "
+        "KL(p(.|y) || q(.|y)). Errors are ± one standard error.")
+    rep.bullets([
+        "NF samples on a ring (Q2, per seed): "
+        + ", ".join(f"seed {k}: {_pct(v)}" for k, v in nf["q2_on_ring"].items()),
+        f"FM samples on a ring (dt = 1/{s.sample_steps}): {_pct(fm['samples_on_ring'])}",
+        f"Conditional samples on their own ring (Q3): {_pct(cfm['q3_on_own_ring'])} of {cfm['q3_samples']:,}",
+        f"Bonus landing error |x_1 - (4, 5)|: {_landing(bonus['landing_error'])} (rk4), "
+        f"{_landing(bonus['euler_landing_error'])} (Euler, dt = 1/{bonus['euler_steps']})",
+    ])
+
+
+def _timings(rep: Report, r: dict) -> None:
+    """Wall time of every phase and of every model's training."""
+    rep.heading("Timings")
+    rep.table(["phase", "wall time"], [[k, fmt_seconds(v)] for k, v in r["timings"].items()]
+              + [["total", fmt_seconds(sum(r["timings"].values()))]])
+    rep.table(["model", "training time", "mean time per epoch"],
+              [[name, fmt_seconds(info["train_seconds"]), fmt_seconds(info["seconds_per_epoch"])]
+               for name, info in r["training"].items()])
+    rep.paragraph("Training times of models loaded with `--reuse` are those recorded by the run that trained them.")
+
+
+def nf_section(rep: RingsReport, r: dict) -> None:
+    """Sec. 3.3, normalizing flows, Q1-Q5 (the numbers of :func:`~.questions.nf_questions`)."""
+    lik, nf, fm = r["likelihood"], r["nf"], r["fm"]
+    rep.heading("1. Normalizing flow (Sec. 3.3)")
+    rep.question("Q1: loss", "nf_q1_loss.png")
+    fv = nf["final_val"]
+    rep.paragraph(f"Last epoch: validation loss {fmt(fv['nll'])} = -(log p_z {fmt(fv['log_pz'])} + log det "
+                  f"{fmt(fv['log_det'])}); mean training loss over the last epoch {fmt(nf['final_train_loss'])}.")
+    rep.question("Q2: sampling", "nf_q2_samples.png")
+    rep.question("Q3: sampling over the layers", "nf_q3_layers.png")
+    rep.paragraph("Permutation layers only swap the two axes; states are drawn in the data's axis order, so each "
+                  "panel is the distribution after that many couplings.")
+    rep.question("Q4: sample trajectories", "nf_q4_trajectories.png")
+    rep.question("Q5: probability estimation", "nf_q5_inverse.png")
+    q5_rows = []
+    for i, (p_logo, inside) in enumerate(zip(Q5_POINTS_LOGO, Q5_INSIDE)):
+        q5_rows.append([f"({p_logo[0]:g}, {p_logo[1]:g})", "on a ring" if inside else "off the rings",
+                        fmt(nf["q5"]["log_p"][i]), fmt(fm["q5"]["log_p"][i]), fmt(lik["data_log_p_q5"][i]),
+                        fmt(nf["q5"]["latent_norm"][i], 3), fmt(nf["q5"]["round_trip_error"][i], 2)])
+    rep.table(["point (logo coords)", "where", "log p under NF", "log p under FM (exact)", "true log p_data",
+               "NF |phi^-1(x)|", "NF round trip |phi(phi^-1(x)) - x|"], q5_rows)
+    rep.paragraph("The NF inverts each coupling in closed form (Eq. 4), so its round trip is exact up to "
+                  "float32 rounding, which grows with the size of the latent: a point that the flow sends far "
+                  "out (large |phi^-1(x)|, hence a tiny log p) comes back only to the precision float32 has at "
+                  "that magnitude.")
+
+
+def fm_section(rep: RingsReport, r: dict, s: Settings) -> None:
+    """Sec. 4.3, flow matching, Q1-Q5 (the numbers of :func:`~.questions.fm_questions`)."""
+    nf, fm = r["nf"], r["fm"]
+    rep.heading("2. Flow matching (Sec. 4.3)")
+    rep.question("Q1: loss", "fm_q1_loss.png")
+    rep.paragraph(f"Mean training loss over the last epoch: unconditional {fmt(fm['final_train_loss'])}, "
+                  f"conditional {fmt(fm['cfm_final_train_loss'])}; on the validation points (fixed noise and "
+                  f"times): {fmt(fm['final_val_loss'])} and {fmt(fm['cfm_final_val_loss'])}. The loss stays well "
+                  "above 0 even for a perfect model: at a point x_t many pairs (x_0, x_1) pass, and the target "
+                  "x_1 - x_0 varies among them.")
+    rep.question("Q2: flow progression", "fm_q2_progression.png")
+    rep.question("Q3: point trajectories", "fm_q3_trajectories.png")
+    rep.question("Q4: time quantization", "fm_q4_time_steps.png")
+    rep.table(["dt", "steps", "samples on a ring"],
+              [[f"{float(dt):g}", str(round(1 / float(dt))), _pct(v)] for dt, v in fm["q4_on_ring_by_dt"].items()])
+    rep.question("Q5: reversing the flow", "fm_q5_reverse.png")
+    rows = []
+    for i, p_logo in enumerate(Q5_POINTS_LOGO):
+        rows.append([f"({p_logo[0]:g}, {p_logo[1]:g})", fmt(fm["q5"]["round_trip_error"][i], 3),
+                     fmt(nf["q5"]["round_trip_error"][i], 2), fmt(fm["q5"]["distance_to_nf_latent"][i], 3)])
+    rep.table(["point (logo coords)", "FM round trip |x' - x|", "NF round trip |phi(phi^-1(x)) - x|",
+               "|z_FM - z_NF| (the two inversions)"], rows)
+    rep.paragraph(f"FM backwards then forwards with Euler, dt = 1/{s.sample_steps} (model coordinates): the "
+                  "round trip misses by the Euler discretisation error, since Euler backwards (Eq. 18) is not the "
+                  "exact inverse of Euler forwards (Eq. 17); the NF's inverse is exact up to rounding. The two "
+                  "models invert the points to different noise vectors: they are different maps between the same "
+                  "two distributions.")
+
+
+def conditional_section(rep: RingsReport, r: dict) -> None:
+    """Sec. 4.3, conditional flow matching, Q1-Q3 (:func:`~.questions.conditional_questions`)."""
+    cfm = r["cfm"]
+    rep.heading("3. Conditional flow matching (Sec. 4.3)")
+    rep.question("Q1: the input", "cfm_q1_input.png")
+    rep.paragraph("The class enters the velocity field, v(x_t, t, y) in Eq. 16 (and Alg. 1, 2), through an "
+                  "embedding concatenated to the input of the first Linear layer.")
+    rep.question("Q2: a point from each class", "cfm_q2_trajectories.png")
+    rep.paragraph("Landed on its own ring: " + ", ".join(
+        f"{RING_COLORS[k]} {'yes' if ok else 'no'}" for k, ok in enumerate(cfm["q2_landed"])) + ".")
+    rep.question("Q3: sampling", "cfm_q3_samples.png")
+    rep.table(["ring", "share of its samples on it"],
+              [[f"{k}: {c}", _pct(v)] for k, (c, v) in enumerate(zip(RING_COLORS, cfm["q3_on_own_ring_by_class"]))]
+              + [["all", _pct(cfm["q3_on_own_ring"])]])
+
+
+def bonus_section(rep: RingsReport, r: dict) -> None:
+    """Sec. 4.3, the bonus: sampling (4, 5) (:func:`~.questions.bonus_question`)."""
+    bonus = r["bonus"]
+    rep.heading("4. Bonus: sampling (4, 5)")
+    rep.fig("bonus_trajectory.png")
+    rep.paragraph(
+        f"Integrating the unconditional model backwards from (4, 5) (Eq. 18, {bonus['method']}, {bonus['steps']} "
+        f"steps) gives the noise z = ({bonus['noise'][0]:.3f}, {bonus['noise'][1]:.3f}) with |z| = "
+        f"{bonus['noise_norm']:.2f}; sampling from it with the same solver lands at distance "
+        f"{_landing(bonus['landing_error'])} from (4, 5). With Euler steps of dt = 1/{bonus['euler_steps']} "
+        f"(Eq. 18 backwards, Eq. 17 forwards) the round trip misses by {_landing(bonus['euler_landing_error'])}: "
+        "Euler backwards is not the exact inverse of Euler forwards. The model gives (4, 5) the log-density "
+        f"{fmt(bonus['log_p_target'])} and the noise has |z| = {bonus['noise_norm']:.1f} (a draw from N(0, I) "
+        "has |z| ~ 1.25), so it is (almost) never drawn; the model itself is unchanged.")
+
+
+def _landing(error: float) -> str:
+    return "0 (exact to float32)" if error == 0 else fmt(error, 3)

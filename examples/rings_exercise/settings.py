@@ -1,0 +1,132 @@
+"""Settings of a run of the exercise, its command line, and the fixed choices of its questions.
+
+:data:`EXERCISE` holds the exercise's recommended settings (Sec. 3.3 for the normalizing
+flow, Sec. 4.3 for flow matching); :data:`QUICK` a smoke run. :func:`parse_args` checks
+every argument before any work, :func:`stream_seeds` gives every random choice its own
+stream. The five points of NF Q5 (reused by FM Q5) are chosen here, in logo coordinates.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from examples.cli_checks import override_size, prepare_output_folder, require_non_negative, require_positive
+
+__all__ = ["Settings", "EXERCISE", "QUICK", "CHECKPOINTS", "Q5_POINTS_LOGO", "Q5_INSIDE", "Q5_LABEL_OFFSETS",
+           "q5_points", "STREAMS", "stream_seeds", "build_parser", "parse_args"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a run. The defaults are the exercise's recommended settings."""
+
+    points: int = 250_000        # training points of every model (Sec. 3.3 and 4.3)
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3             # Adam, cosine annealing to 0 over the run
+    nf_couplings: int = 15       # Sec. 3.3: 15 affine couplings ...
+    nf_hidden: int = 8           # ... whose nets have 5 Linear layers of width 8
+    nf_layers: int = 5
+    # Sec. 4.3: 4-5 Linear layers of width >= 64. Width 128 rather than 64, measured with this
+    # recipe (seeds 0 and 1; KL gap = held-out NLL from the exact likelihood, rk4, 5,000 points,
+    # minus the data entropy; Euler dt = 1/1000 samples): KL gap 0.35-0.36 -> 0.28 nats (FM) and
+    # 0.20-0.21 -> 0.14-0.15 (conditional, log q(x|y) vs H(X|Y)); samples on a ring 79-80% ->
+    # 84-85%, on their own ring 92-93% -> 94.5%; for 1.5-2.1x the time per step (numpy, 1 thread:
+    # 0.6-0.8 -> 1.2-1.3 ms). Width 256 goes further (0.23-0.24, 0.11-0.12, 87%, 94.5-95.3%) but
+    # costs 5.5-7.7x; depth 4, Fourier time features and a larger class embedding did not help.
+    # No width reaches a KL gap <= 0.1 or 99% on the own ring within the 20 epochs.
+    fm_hidden: int = 128
+    fm_depth: int = 5
+    sample_steps: int = 1000     # dt = 1/1000 (Alg. 2)
+    val_points: int = 20_000     # NF validation set, evaluated after every epoch (NF Q1)
+    test_points: int = 5_000     # held-out set for the NLL of every model
+    nll_steps: int = 100         # rk4 steps of the exact FM likelihood
+    entropy_points: int = 200_000  # Monte Carlo estimate of the data entropy
+    plot_points: int = 1000      # samples per panel (NF Q2, Q3; FM Q2, Q4)
+    cond_samples: int = 5000     # conditional Q3 asks for at least 3000
+    bonus_steps: int = 1000
+
+
+EXERCISE = Settings()
+QUICK = Settings(points=3000, epochs=2, val_points=500, test_points=200, nll_steps=20, entropy_points=20_000,
+                 sample_steps=100, cond_samples=3000, bonus_steps=100)
+
+CHECKPOINTS = {"nf": "nf.npz", "fm": "fm.npz", "cfm": "cfm.npz"}
+
+#: Five points for NF Q5 / FM Q5 in logo coordinates: three on the rings, two off them.
+Q5_POINTS_LOGO = np.array([
+    [0.0, 1.0],     # top of the blue ring
+    [5.0, 0.0],     # right side of the red ring
+    [3.0, -2.0],    # bottom of the green ring
+    [2.0, 0.0],     # centre of the black ring (in its hole)
+    [-1.5, -2.0],   # below left of the logo
+])
+Q5_INSIDE = np.array([True, True, True, False, False])
+#: Where each Q5 label sits relative to its point (typographic points), so that none overlap.
+Q5_LABEL_OFFSETS = [(-6, 8), (6, 10), (8, -8), (-6, -10), (8, -8)]
+
+
+def q5_points() -> np.ndarray:
+    """The Q5 points in model coordinates (float32)."""
+    from flows_np.data import from_data_coords
+    return from_data_coords(Q5_POINTS_LOGO).astype(np.float32)
+
+
+#: One independent stream per random choice, so that e.g. changing the plots never changes the data.
+STREAMS = ("data_train", "data_val", "data_test", "entropy", "nf_init", "nf_train", "fm_init", "fm_train",
+           "cfm_init", "cfm_train", "figures")
+
+
+def stream_seeds(seed: int) -> dict:
+    """``{stream: int seed}`` derived from ``--seed`` with ``np.random.SeedSequence.spawn``."""
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rings.py",
+        description="Train a normalizing flow and two flow-matching models on the Olympic rings "
+                    "(the course exercise, Sec. 3.3 and 4.3) and write every figure and a report.",
+        epilog="Defaults are the exercise's recommended settings (250,000 points, 20 epochs, batch 128, "
+               "Adam 1e-3 with cosine annealing, dt = 1/1000).",
+    )
+    p.add_argument("--backend", default="numpy", help="numpy (minigrad, default) or torch")
+    p.add_argument("--out", default="outputs/rings", help="output folder (default: outputs/rings)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3000 points, 2 epochs, coarse sampling")
+    p.add_argument("--reuse", action="store_true", help="load nf.npz, fm.npz, cfm.npz from --out instead of training")
+    p.add_argument("--epochs", type=int, default=None, help="override the number of epochs of every model")
+    p.add_argument("--points", type=int, default=None, help="override the number of training points")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars (epoch summaries only)")
+    return p
+
+
+def parse_args(argv=None):
+    """Parse and validate the command line; returns ``(args, settings)``.
+
+    Every check happens here, before any data is drawn or model built: an invalid
+    argument ends the program through ``parser.error`` (a message and exit status 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backend not in ("numpy", "torch"):
+        parser.error(f"--backend must be 'numpy' or 'torch', got {args.backend!r}")
+    require_positive(parser, args, "epochs", "points")
+    require_non_negative(parser, args, "seed")
+    settings = override_size(parser, args, QUICK if args.quick else EXERCISE)
+    if args.backend == "torch":
+        try:
+            importlib.import_module("torch")
+        except ImportError as err:
+            parser.error(f"--backend torch needs PyTorch, which cannot be imported: {err}")
+    out = Path(args.out)
+    if args.reuse:
+        missing = [name for name in CHECKPOINTS.values() if not (out / name).is_file()]
+        if missing:
+            parser.error(f"--reuse: no checkpoint {', '.join(missing)} in {out} (run once without --reuse)")
+    prepare_output_folder(parser, out)  # last: it creates the folder (and proves it writable)
+    return args, settings
