@@ -26,6 +26,7 @@ import torch  # noqa: E402
 import minigrad as mg  # noqa: E402
 from benchmarks.harness import machine_description, markdown_table, time_interleaved, training_step  # noqa: E402
 from minigrad import nn  # noqa: E402
+from minigrad.fused import fused_leaky_mlps  # noqa: E402
 
 BATCH = 128
 LOG_2PI = math.log(2 * math.pi)
@@ -50,7 +51,7 @@ class MgCoupling(nn.Module):
     def inverse(self, y):
         y_l, y_r = y[:, :1], y[:, 1:]
         if self.fused:  # both nets in one node (minigrad.fused)
-            nets = nn.fused_leaky_mlps([self.scale_net, self.shift_net], y_l)
+            nets = fused_leaky_mlps([self.scale_net, self.shift_net], y_l)
             log_s, shift = nets[0], nets[1]
         else:
             log_s, shift = self.scale_net(y_l), self.shift_net(y_l)

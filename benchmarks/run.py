@@ -6,8 +6,9 @@
 
 Rows (torch on one thread, BLAS on one thread, interleaved repeats, medians):
 - one training step (forward, backward, Adam; batch 128) of the exercise's NF
-  (15 couplings, nets 5 x width 8; the whole inverse pass as one node, and the op-by-op
-  graph) and FM models (VelocityMLP 5 layers of width 64, the exercise's, and 128, what
+  (15 couplings, nets 5 x width 8; the whole inverse pass as one node, ``fused_loss`` of
+  flows_np.nf_fast as train_nf uses it, and the op-by-op graph of ``flow.loss``) and
+  FM models (VelocityMLP 5 layers of width 64, the exercise's, and 128, what
   examples/rings.py trains), with the twin's time and the ratio;
 - sampling throughput: points per second of a 1000-step Euler run (Alg. 2);
 - exact-likelihood throughput: points per second of ``likelihood.log_prob`` (rk4);
@@ -31,6 +32,7 @@ import torch  # noqa: E402
 import minigrad as mg  # noqa: E402
 from benchmarks.harness import machine_description, markdown_table, time_interleaved, training_step  # noqa: E402
 from flows_np import fm as np_fm, likelihood as np_lik, nf as np_nf, solvers as np_solvers  # noqa: E402
+from flows_np.nf_fast import fused_loss  # noqa: E402
 from flows_torch import fm as th_fm, likelihood as th_lik, nf as th_nf, solvers as th_solvers  # noqa: E402
 
 BATCH = 128
@@ -49,17 +51,12 @@ def train_steps(seed: int = 0) -> dict:
     t = rng.uniform(size=BATCH).astype(np.float32)
     xt, x0t, tt = torch.from_numpy(x), torch.from_numpy(x0), torch.from_numpy(t)
 
-    flows = {}
-    for name, fused in (("fused", True), ("graph", False)):
-        flow = np_nf.NormalizingFlow(rng=np.random.default_rng(seed))
-        for coupling in flow.couplings:
-            coupling.fused = fused
-        flows[name] = flow
-    torch_flow = _copy_weights(flows["fused"], th_nf.NormalizingFlow())
+    flows = {name: np_nf.NormalizingFlow(rng=np.random.default_rng(seed)) for name in ("fast", "graph")}
+    torch_flow = _copy_weights(flows["fast"], th_nf.NormalizingFlow())
     steps = {
         "NF (15 couplings, nets 5 x 8)": {
-            "minigrad (whole flow as one node)": training_step(lambda: flows["fused"].loss(x)[0],
-                                                      mg.optim.Adam(flows["fused"].parameters(), lr=1e-3)),
+            "minigrad (whole flow as one node)": training_step(lambda: fused_loss(flows["fast"], x)[0],
+                                                      mg.optim.Adam(flows["fast"].parameters(), lr=1e-3)),
             "minigrad (op-by-op graph)": training_step(lambda: flows["graph"].loss(x)[0],
                                               mg.optim.Adam(flows["graph"].parameters(), lr=1e-3)),
             "torch": training_step(lambda: torch_flow.loss(xt)[0], torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),

@@ -33,12 +33,11 @@ rings, the standardised ones of :mod:`flows_np.data`).
 from __future__ import annotations
 
 import contextlib
-import math
-
 import numpy as np
 
 import minigrad as mg
 
+from . import nf
 from .sde import _as_array, _check_points
 from .solvers import check_labels, check_method, check_steps, integrate
 
@@ -46,9 +45,11 @@ __all__ = ["divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
 
 def standard_normal_log_prob(z) -> np.ndarray:
-    """``log N(z; 0, I) = -|z|^2 / 2 - D/2 log(2 pi)`` per row of the (N, D) array z."""
+    """``log N(z; 0, I) = -|z|^2 / 2 - D/2 log(2 pi)`` per row of the (N, D) array z, as an
+    array: the formula's one home is :func:`flows_np.nf.standard_normal_log_prob`, here
+    applied to z as a constant Tensor (integers are read as float64)."""
     z = _as_array(z)
-    return -0.5 * np.sum(z * z, axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+    return nf.standard_normal_log_prob(mg.Tensor(z if z.dtype.kind == "f" else z.astype(np.float64))).data
 
 
 @contextlib.contextmanager

@@ -25,6 +25,11 @@ trajectories run under :class:`minigrad.no_grad` and return numpy arrays.
 The PyTorch twin :mod:`flows_torch.nf` has the same classes, arguments and
 state-dict keys; weights move between the two with ``state_dict()`` /
 ``load_state_dict()``.
+
+Everything here runs one minigrad operation at a time: this file is the exercise, the
+reader's path. Training opts into a faster path by default,
+:mod:`flows_np.nf_fast`, which computes the same inverse pass and loss as ONE graph
+node on these same parameters; the tests hold the two equal in values and gradients.
 """
 from __future__ import annotations
 
@@ -35,17 +40,15 @@ import numpy as np
 
 import minigrad as mg
 from minigrad import nn
-from minigrad.fused import TwinMLP, mlp_backward, mlp_forward
-from minigrad.tensor import make_node as mg_make_node
 
-__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "check_permutation",
-           "default_permutations"]
+__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
+           "check_permutation", "default_permutations", "as_points"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # --------------------------------------------------------------------------- helpers
-def _as_points(x, dim: int, dtype, name: str = "x") -> mg.Tensor:
+def as_points(x, dim: int, dtype, name: str = "x") -> mg.Tensor:
     """`x` (array or Tensor) as a Tensor of shape (N, dim) in `dtype`; ValueError otherwise."""
     data = x.data if isinstance(x, mg.Tensor) else np.asarray(x)
     if data.ndim != 2 or data.shape[1] != dim:
@@ -83,6 +86,15 @@ def standard_normal_log_prob(z: mg.Tensor) -> mg.Tensor:
     return -0.5 * mg.sum(z * z, axis=1) - 0.5 * dim * _LOG_2PI
 
 
+def likelihood_loss(z: mg.Tensor, log_det: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor, mg.Tensor]:
+    """``(nll, log_pz, log_det)`` from the inverse pass's ``z = phi^{-1}(x)`` (N, D) and
+    ``log|det d phi^{-1}/dx|`` (N,): batch means of Eq. 9 and of its two parts,
+    ``nll = -(log_pz + log_det)``. Scalars."""
+    log_pz = mg.mean(standard_normal_log_prob(z))
+    log_det = mg.mean(log_det)
+    return -(log_pz + log_det), log_pz, log_det
+
+
 def _mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: float, rng, dtype) -> nn.Sequential:
     """`n_layers` Linear layers (n_in -> hidden -> ... -> hidden -> n_out) with LeakyReLU
     between them (the exercise's recommendation: 5 layers, hidden 8, Sec. 3.3)."""
@@ -93,6 +105,17 @@ def _mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: floa
             modules.append(nn.LeakyReLU(negative_slope))
         modules.append(nn.Linear(sizes[i], sizes[i + 1], rng=rng, dtype=dtype))
     return nn.Sequential(*modules)
+
+
+def _check_architecture(dim, hidden, n_layers, scale_bound) -> None:
+    if not isinstance(dim, numbers.Integral) or dim < 2:
+        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
+    if not isinstance(hidden, numbers.Integral) or hidden < 1:
+        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    if not isinstance(n_layers, numbers.Integral) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    if not (scale_bound > 0 and math.isfinite(scale_bound)):
+        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
 
 
 def _model_dtype(module: nn.Module):
@@ -159,8 +182,6 @@ class AffineCoupling(nn.Module):
             for net in (self.scale_net, self.shift_net):
                 for p in net[len(net) - 1].parameters():
                     p.data[...] = 0
-        self.fused = True            # training's inverse pass as one node (see _inverse)
-        self._fused_layers = None    # (TwinMLP of the two networks, slope), built on first use
 
     def scale_and_shift(self, z_l: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
         """``(log s, b)`` of Eq. 3 for the conditioning half ``z_l``, each (N, dim - dim//2)."""
@@ -176,107 +197,24 @@ class AffineCoupling(nn.Module):
         return mg.concat([z_l, y_r], axis=1), mg.sum(log_s, axis=1)
 
     def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """Eq. 4 and Eq. 6 (no input checks).
-
-        Training evaluates this on every batch, so it runs as one fused graph node
-        (:meth:`_inverse_fused`) whose backward pass is written out by hand;
-        :meth:`_inverse_graph` is the same computation op by op, and the tests hold the
-        two equal in values and gradients."""
-        return self._inverse_fused(y) if self.fused else self._inverse_graph(y)
-
-    def _inverse_graph(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """Eq. 4 and Eq. 6, one minigrad operation at a time (the readable reference)."""
+        """Eq. 4 and Eq. 6 (no input checks)."""
         y_l, y_r = y[:, :self.split], y[:, self.split:]
         log_s, b = self.scale_and_shift(y_l)
         z_r = (y_r - b) * mg.exp(-log_s)
         return mg.concat([y_l, z_r], axis=1), -mg.sum(log_s, axis=1)
 
-    def _inverse_fused(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """:meth:`_inverse_graph` as a single graph node, for speed (the networks are so
-        small that bookkeeping per operation, not arithmetic, dominates a training step).
-        The node's two halves are :meth:`_inverse_arrays` (forward) and
-        :meth:`_inverse_backward` (backward, written out by hand); it outputs
-        ``[z | log_det]`` side by side and two slices hand them out."""
-        dim = self.dim
-        z, log_det, tape = self._inverse_arrays(y.data)
-        out = np.concatenate([z, log_det[:, None]], axis=1)
-
-        def vjp(g):
-            g_y, grads = self._inverse_backward(tape, g[:, :dim], g[:, dim])
-            return (g_y, *grads)
-
-        node = mg_make_node(out, (y, *self._fused_parameters()), vjp, "affine_coupling_inverse")
-        return node[:, :dim], node[:, dim]
-
-    def _twin(self) -> tuple[TwinMLP, float]:
-        """The scale and shift networks as one block-diagonal network
-        (:class:`minigrad.fused.TwinMLP`) and their LeakyReLU slope (found on first use:
-        the Linear modules never change)."""
-        if self._fused_layers is None:
-            (scale_layers, slope), (shift_layers, _) = [nn.leaky_mlp_layers(self.scale_net),
-                                                         nn.leaky_mlp_layers(self.shift_net)]
-            self._fused_layers = (TwinMLP(scale_layers, shift_layers), slope)
-        return self._fused_layers
-
-    def _fused_parameters(self) -> list:
-        """The networks' parameters in the order :meth:`_inverse_backward` returns their
-        gradients: scale net then shift net, layer by layer, weight then bias."""
-        return self._twin()[0].parameters()
-
-    def _inverse_arrays(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
-        """Eq. 4 and Eq. 6 on arrays: ``(z, log_det, tape)``, the tape holding what
-        :meth:`_inverse_backward` needs. With ``raw = scale_net(y_l)``, ``b = shift_net(y_l)``
-        (both from one pass of the twin network) and bound B::
-
-            log s = B tanh(raw / B),   e = exp(-log s),   z_r = (y_r - b) e,
-            z = (y_l, z_r),            log_det = -sum_k log s_k
-        """
-        twin, slope = self._twin()
-        slope = y.dtype.type(slope)
-        k, bound = self.split, self.scale_bound
-        y_l, y_r = y[:, :k], y[:, k:]
-        layers = twin.layers()
-        both, saved = mlp_forward(y_l, layers, slope)
-        raw, b = both[:, :self.dim - k], both[:, self.dim - k:]
-        th = np.tanh(raw / bound)
-        log_s = bound * th
-        e = np.exp(-log_s)
-        z_r = (y_r - b) * e
-        tape = (slope, layers, saved, th, e, z_r)
-        return np.concatenate([y_l, z_r], axis=1), -np.sum(log_s, axis=1), tape
-
-    def _inverse_backward(self, tape: tuple, g_z: np.ndarray, g_ld: np.ndarray) -> tuple[np.ndarray, list]:
-        """The backward pass of :meth:`_inverse_arrays`: from ``g_z = dL/dz = (g_l, g_r)``
-        (N, dim) and ``g_ld = dL/dlog_det`` (N,), returns ``(dL/dy, parameter gradients)``
-        (in :meth:`_fused_parameters`' order)::
-
-            dL/dy_r    = g_r e
-            dL/db      = -g_r e
-            dL/dlog s  = -g_r z_r - g_ld          (d z_r / d log s = -z_r)
-            dL/draw    = dL/dlog s (1 - tanh^2(raw / B))
-            dL/dy_l    = g_l + (the twin network's backward pass from [dL/draw | dL/db])
-        """
-        slope, layers, saved, th, e, z_r = tape
-        k = self.split
-        g_r = g_z[:, k:]
-        g_yr = g_r * e
-        g_raw = (-g_r * z_r - g_ld[:, None]) * (1 - th * th)
-        g_l, grads = mlp_backward(np.concatenate([g_raw, -g_yr], axis=1), layers, saved, slope)
-        g_y = np.concatenate([g_z[:, :k] + g_l, g_yr], axis=1)
-        return g_y, self._twin()[0].split_gradients(grads)
-
     def forward(self, z) -> mg.Tensor:
         """``y = h(z)`` (Eq. 3): Tensor (N, dim)."""
-        return self._forward(_as_points(z, self.dim, _model_dtype(self), "z"))[0]
+        return self._forward(as_points(z, self.dim, _model_dtype(self), "z"))[0]
 
     def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
         """``(z, log_det)`` with ``z = h^{-1}(y)`` (Eq. 4) and
         ``log_det = log|det d h^{-1}/dy| = -sum log s`` (Eq. 6), shapes (N, dim), (N,)."""
-        return self._inverse(_as_points(y, self.dim, _model_dtype(self), "y"))
+        return self._inverse(as_points(y, self.dim, _model_dtype(self), "y"))
 
     def log_det_forward(self, z) -> mg.Tensor:
         """``log|det d h(z)/dz| = +sum log s(z_l)``, shape (N,): minus Eq. 6 at ``y = h(z)``."""
-        return self._forward(_as_points(z, self.dim, _model_dtype(self), "z"))[1]
+        return self._forward(as_points(z, self.dim, _model_dtype(self), "z"))[1]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, scale_bound={self.scale_bound}"
@@ -312,35 +250,25 @@ class Permutation(nn.Module):
     def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
         return y[:, self.inverse_order], mg.Tensor(np.zeros(y.shape[0], dtype=y.dtype))
 
-    def _dtype(self, x):
+    def _points(self, x, name: str) -> mg.Tensor:
+        """`x` checked as (N, dim) points, in its own float dtype (float32 for integers)."""
         data = x.data if isinstance(x, mg.Tensor) else np.asarray(x)
-        return data.dtype if data.dtype.kind == "f" else np.float32
+        return as_points(x, self.dim, data.dtype if data.dtype.kind == "f" else np.float32, name)
 
     def forward(self, z) -> mg.Tensor:
         """``z[:, perm]``: Tensor (N, dim)."""
-        return self._forward(_as_points(z, self.dim, self._dtype(z), "z"))[0]
+        return self._forward(self._points(z, "z"))[0]
 
     def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
         """``(y[:, argsort(perm)], zeros(N))``."""
-        return self._inverse(_as_points(y, self.dim, self._dtype(y), "y"))
+        return self._inverse(self._points(y, "y"))
 
     def log_det_forward(self, z) -> mg.Tensor:
         """Zeros (N,): a permutation preserves volume."""
-        return self._forward(_as_points(z, self.dim, self._dtype(z), "z"))[1]
+        return self._forward(self._points(z, "z"))[1]
 
     def extra_repr(self) -> str:
         return f"perm={self.perm.tolist()}"
-
-
-def _check_architecture(dim, hidden, n_layers, scale_bound) -> None:
-    if not isinstance(dim, numbers.Integral) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
-    if not isinstance(hidden, numbers.Integral) or hidden < 1:
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-    if not isinstance(n_layers, numbers.Integral) or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
-    if not (scale_bound > 0 and math.isfinite(scale_bound)):
-        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
 
 
 def default_permutations(dim: int, n_couplings: int) -> list:
@@ -413,7 +341,7 @@ class NormalizingFlow(nn.Module):
         return _model_dtype(self)
 
     def _points(self, x, name: str) -> mg.Tensor:
-        return _as_points(x, self.dim, self.dtype, name)
+        return as_points(x, self.dim, self.dtype, name)
 
     # ------------------------------------------------------------ the two directions
     def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
@@ -425,56 +353,7 @@ class NormalizingFlow(nn.Module):
         return z, log_det
 
     def _inverse(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """The density pass, last layer first (Eq. 8). Training runs it on every batch,
-        so when every coupling is ``fused`` (the default) the whole pass is one graph node
-        (:meth:`_inverse_fused`); :meth:`_inverse_graph` is the readable reference."""
-        if all(layer.fused for layer in self.layers if isinstance(layer, AffineCoupling)):
-            return self._inverse_fused(x)
-        return self._inverse_graph(x)
-
-    def _inverse_fused(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """:meth:`_inverse_graph` as ONE graph node (same values and gradients, a
-        handful of graph nodes per step instead of hundreds):
-
-        * forward, last layer first: each coupling runs its array-level half
-          :meth:`AffineCoupling._inverse_arrays` (Eq. 4, 6) and keeps its tape; a
-          permutation is ``h -> h[:, order]`` with ``order = argsort(perm)``; the
-          couplings' log-dets add up (Eq. 7-8);
-        * backward, first layer first: each coupling's :meth:`~AffineCoupling._inverse_backward`;
-          a permutation sends its gradient back as ``g[:, argsort(order)]`` (``= g[:, perm]``);
-          every coupling's log-det receives the same ``dL/dlog_det``, since they are summed.
-        """
-        layers = list(reversed(list(self.layers)))
-        h, log_det, tapes = x.data, None, []
-        for layer in layers:
-            if isinstance(layer, AffineCoupling):
-                h, layer_log_det, tape = layer._inverse_arrays(h)
-                log_det = layer_log_det if log_det is None else log_det + layer_log_det
-            else:
-                order = layer.inverse_order
-                h, tape = h[:, order], order
-            tapes.append(tape)
-        dim = self.dim
-        out = np.concatenate([h, log_det[:, None]], axis=1)
-        couplings = [layer for layer in layers if isinstance(layer, AffineCoupling)]
-
-        def vjp(g):
-            g_h, g_ld = g[:, :dim], g[:, dim]
-            grads = []
-            for layer, tape in zip(reversed(layers), reversed(tapes)):
-                if not isinstance(layer, AffineCoupling):  # the gradient of h[:, order]
-                    g_h = g_h[:, np.argsort(tape)]
-                else:
-                    g_h, layer_grads = layer._inverse_backward(tape, g_h, g_ld)
-                    grads.append(layer_grads)
-            return (g_h, *(g for layer_grads in reversed(grads) for g in layer_grads))
-
-        params = [p for layer in couplings for p in layer._fused_parameters()]
-        node = mg_make_node(out, (x, *params), vjp, "flow_inverse")
-        return node[:, :dim], node[:, dim]
-
-    def _inverse_graph(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """The density pass layer by layer, each layer its own graph node(s)."""
+        """The density pass, last layer first (Eq. 8), each layer its own graph node(s)."""
         log_det = 0.0
         for layer in reversed(list(self.layers)):
             x, layer_log_det = layer._inverse(x)
@@ -506,10 +385,7 @@ class NormalizingFlow(nn.Module):
         """``(nll, log_pz, log_det)``: batch means of Eq. 9 and of its two parts,
         ``nll = -(log_pz + log_det)`` with ``log_pz = log N(phi^{-1}(x); 0, I)`` and
         ``log_det = log|det d phi^{-1}/dx|`` (the components plotted in Q1). Scalars."""
-        z, log_det = self.inverse(x)
-        log_pz = mg.mean(standard_normal_log_prob(z))
-        log_det = mg.mean(log_det)
-        return -(log_pz + log_det), log_pz, log_det
+        return likelihood_loss(*self.inverse(x))
 
     # ------------------------------------------------------------ sampling and analysis
     def sample(self, n: int, rng=None) -> np.ndarray:

@@ -202,10 +202,15 @@ def _flow_points(flow, points, name: str) -> np.ndarray:
     return array.astype(flow.dtype, copy=False)
 
 
-def nf_metrics(flow):
-    """``batch -> {"nll", "log_pz", "log_det"}`` for :func:`evaluate` (Eq. 9 and its parts)."""
+def nf_metrics(flow, fast: bool = False):
+    """``batch -> {"nll", "log_pz", "log_det"}`` for :func:`evaluate` (Eq. 9 and its parts),
+    from ``flow.loss``, or with ``fast`` from :func:`flows_np.nf_fast.fused_loss` (the same
+    numbers up to rounding; :func:`train_nf` scores with the loss it trains on)."""
+    from . import nf_fast  # the fast path is opted into by training, not by the model
+    loss = (lambda x: nf_fast.fused_loss(flow, x)) if fast else flow.loss
+
     def metrics(batch):
-        nll, log_pz, log_det = flow.loss(batch[0])
+        nll, log_pz, log_det = loss(batch[0])
         return {"nll": nll, "log_pz": log_pz, "log_det": log_det}
     return metrics
 
@@ -213,7 +218,7 @@ def nf_metrics(flow):
 def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epochs"],
              batch_size: int = NF_RECIPE["batch_size"], lr: float = NF_RECIPE["lr"], rng=None,
              clip_grad: float | None = None, progress=None, eta_min: float = 0.0, weight_decay: float = 0.0,
-             val_batch_size: int = 8192) -> dict:
+             val_batch_size: int = 8192, fast: bool = True) -> dict:
     """Train a :class:`flows_np.nf.NormalizingFlow` by maximum likelihood (Eq. 2, 9).
 
     Each step minimises the batch mean of ``-log p_z(phi^{-1}(x)) - log|det d phi^{-1}/dx|``
@@ -222,17 +227,22 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
     for the full run). After every epoch the validation points (if given) are scored:
     ``history["val_nll"]``, ``["val_log_pz"]``, ``["val_log_det"]`` (Q1).
 
+    ``fast`` (default True): each step's loss is :func:`flows_np.nf_fast.fused_loss`, the
+    whole inverse pass as one graph node from :mod:`flows_np.nf_fast`, held equal to the
+    op-by-op reader's path by tests; ``fast=False`` trains on ``flow.loss``. Validation
+    scores with the same loss (:func:`nf_metrics`).
+
     Returns the history of :func:`train_loop`.
     """
     train_points = _flow_points(flow, train_points, "train_points")
+    metrics = nf_metrics(flow, fast)
     validate = None
     if val_points is not None:
         val_points = _flow_points(flow, val_points, "val_points")
-        metrics = nf_metrics(flow)
         validate = lambda: evaluate(metrics, val_points, val_batch_size)  # noqa: E731
 
     def batch_loss(batch, rng):
-        return flow.loss(batch[0])[0]
+        return metrics(batch)["nll"]
 
     return train_loop(flow, batch_loss, train_points, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng,
                       clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay, validate=validate,

@@ -11,12 +11,11 @@ every row at once); ``autograd.grad`` never touches the parameters' ``.grad``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from flows_np.solvers import check_method, check_steps
 
+from . import nf
 from .sde import _check_points, check_labels_tensor
 from .solvers import integrate
 
@@ -24,8 +23,9 @@ __all__ = ["divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
 
 def standard_normal_log_prob(z) -> torch.Tensor:
-    """``log N(z; 0, I) = -|z|^2 / 2 - D/2 log(2 pi)`` per row of the (N, D) tensor z."""
-    return -0.5 * torch.sum(z * z, dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+    """``log N(z; 0, I) = -|z|^2 / 2 - D/2 log(2 pi)`` per row of the (N, D) tensor z: the
+    formula's one home is :func:`flows_torch.nf.standard_normal_log_prob`."""
+    return nf.standard_normal_log_prob(z)
 
 
 def divergence(v, x, t, y=None):

@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "check_permutation",
-           "default_permutations"]
+__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
+           "check_permutation", "default_permutations", "as_points"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # --------------------------------------------------------------------------- helpers
-def _as_points(x, dim: int, like: torch.Tensor, name: str = "x") -> torch.Tensor:
+def as_points(x, dim: int, like: torch.Tensor, name: str = "x") -> torch.Tensor:
     """`x` as a (N, dim) tensor with `like`'s dtype and device; ValueError otherwise."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
@@ -64,6 +64,14 @@ def check_permutation(perm, dim: int | None = None) -> torch.Tensor:
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I) = -|z|^2 / 2 - (D/2) log(2 pi)`` per row: shape (N,)."""
     return -0.5 * (z * z).sum(dim=1) - 0.5 * z.shape[1] * _LOG_2PI
+
+
+def likelihood_loss(z: torch.Tensor, log_det: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(nll, log_pz, log_det)`` from the inverse pass's ``z`` and log-det: batch means of
+    Eq. 9 and of its two parts."""
+    log_pz = standard_normal_log_prob(z).mean()
+    log_det = log_det.mean()
+    return -(log_pz + log_det), log_pz, log_det
 
 
 def _mlp(n_in, n_out, hidden, n_layers, negative_slope, generator, dtype, device) -> nn.Sequential:
@@ -144,15 +152,15 @@ class AffineCoupling(nn.Module):
 
     def forward(self, z) -> torch.Tensor:
         """``y = h(z)`` (Eq. 3)."""
-        return self._forward(_as_points(z, self.dim, _reference(self), "z"))[0]
+        return self._forward(as_points(z, self.dim, _reference(self), "z"))[0]
 
     def inverse(self, y) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z, log_det)``: Eq. 4 and Eq. 6."""
-        return self._inverse(_as_points(y, self.dim, _reference(self), "y"))
+        return self._inverse(as_points(y, self.dim, _reference(self), "y"))
 
     def log_det_forward(self, z) -> torch.Tensor:
         """``log|det d h(z)/dz| = +sum log s``, shape (N,)."""
-        return self._forward(_as_points(z, self.dim, _reference(self), "z"))[1]
+        return self._forward(as_points(z, self.dim, _reference(self), "z"))[1]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, scale_bound={self.scale_bound}"
@@ -173,13 +181,18 @@ class Permutation(nn.Module):
     def _forward(self, z):
         return z[:, self.perm], z.new_zeros(z.shape[0])
 
+    @property
+    def inverse_order(self) -> torch.Tensor:
+        """``argsort(perm)``, the inverse permutation: ``z = y[:, inverse_order]``."""
+        return torch.argsort(self.perm)
+
     def _inverse(self, y):
-        return y[:, torch.argsort(self.perm)], y.new_zeros(y.shape[0])
+        return y[:, self.inverse_order], y.new_zeros(y.shape[0])
 
     def _points(self, x, name):
         x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         like = x if x.is_floating_point() else x.float()
-        return _as_points(x, self.dim, like.to(self.perm.device), name)
+        return as_points(x, self.dim, like.to(self.perm.device), name)
 
     def forward(self, z) -> torch.Tensor:
         return self._forward(self._points(z, "z"))[0]
@@ -250,7 +263,7 @@ class NormalizingFlow(nn.Module):
         return _reference(self).device
 
     def _points(self, x, name):
-        return _as_points(x, self.dim, _reference(self), name)
+        return as_points(x, self.dim, _reference(self), name)
 
     def _forward(self, z):
         log_det = 0.0
@@ -287,10 +300,7 @@ class NormalizingFlow(nn.Module):
 
     def loss(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(nll, log_pz, log_det)``: batch means of Eq. 9 and its two parts."""
-        z, log_det = self.inverse(x)
-        log_pz = standard_normal_log_prob(z).mean()
-        log_det = log_det.mean()
-        return -(log_pz + log_det), log_pz, log_det
+        return likelihood_loss(*self.inverse(x))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -10,6 +10,9 @@
 Modules: :mod:`minigrad.tensor` (the Tensor and backward), :mod:`minigrad.ops` (every
 operation with its vector-Jacobian product), :mod:`minigrad.nn` (layers with torch's
 names), :mod:`minigrad.optim` (SGD, Adam, AdamW, cosine schedule), :mod:`minigrad.gradcheck`.
+They build upward: tensor -> ops -> nn -> optim, gradcheck. :mod:`minigrad.fused`
+(whole LeakyReLU networks as one graph node, for speed) is an optional top floor on
+``nn``; nothing below imports it, and ``import minigrad`` does not load it.
 """
 from . import nn, ops, optim
 from .gradcheck import GradcheckError, gradcheck

@@ -300,27 +300,3 @@ class Embedding(Module):
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
-
-def leaky_mlp_layers(net: Sequential) -> tuple[list, float]:
-    """The ``(weight, bias)`` pairs and the LeakyReLU slope of a Sequential that alternates
-    Linear and LeakyReLU layers and ends with a Linear layer (the exercise's nets)."""
-    modules = list(net.children()) if isinstance(net, Sequential) else []
-    linears, activations = modules[0::2], modules[1::2]
-    if (not modules or len(modules) % 2 == 0 or not all(isinstance(m, Linear) for m in linears)
-            or not all(isinstance(m, LeakyReLU) for m in activations)):
-        raise ValueError("expected a Sequential alternating Linear and LeakyReLU layers, ending with Linear")
-    slopes = {m.negative_slope for m in activations}
-    if len(slopes) > 1:
-        raise ValueError(f"all LeakyReLU layers must share one slope, got {sorted(slopes)}")
-    return [(m.weight, m.bias) for m in linears], (slopes.pop() if slopes else 0.01)
-
-
-def fused_leaky_mlps(nets, x) -> Tensor:
-    """``stack([net(x) for net in nets])`` computed as one fused node (see
-    :func:`minigrad.fused.leaky_mlp`): same values, same gradients, far fewer operations."""
-    from .fused import leaky_mlp
-
-    layers, slopes = zip(*(leaky_mlp_layers(net) for net in nets))
-    if len(set(slopes)) > 1:
-        raise ValueError(f"the networks use different LeakyReLU slopes: {slopes}")
-    return leaky_mlp(x, layers, slopes[0])

@@ -25,13 +25,16 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "power", "matmul", "linear",
     "exp", "log", "tanh", "sigmoid", "softplus", "relu", "leaky_relu", "silu", "sqrt", "abs",
     "sum", "mean", "reshape", "transpose", "getitem", "concat", "stack", "split", "where", "astype",
-    "unbroadcast",
+    "unbroadcast", "as_tensor",
 ]
 
 
 # --------------------------------------------------------------------------- helpers
-def _lift(x, like: Tensor | None = None) -> Tensor:
-    """`x` as a Tensor; a python number takes `like`'s dtype."""
+def as_tensor(x, like: Tensor | None = None) -> Tensor:
+    """`x` as a Tensor: a Tensor is returned as it is (same object, graph kept); a python
+    number takes `like`'s dtype (so ``2.0 * float32_tensor`` stays float32); anything else
+    becomes a constant leaf via :func:`minigrad.tensor.as_array`. Every operation here
+    lifts its inputs with it, and so may code built on top (e.g. :mod:`minigrad.fused`)."""
     if isinstance(x, Tensor):
         return x
     if like is not None and isinstance(x, (int, float)) and not isinstance(x, bool):
@@ -41,9 +44,9 @@ def _lift(x, like: Tensor | None = None) -> Tensor:
 
 def _lift_pair(a, b) -> tuple[Tensor, Tensor]:
     if isinstance(a, Tensor):
-        return a, _lift(b, a)
-    b = _lift(b)
-    return _lift(a, b), b
+        return a, as_tensor(b, a)
+    b = as_tensor(b)
+    return as_tensor(a, b), b
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -141,7 +144,7 @@ def div(a, b) -> Tensor:
 
 def neg(a) -> Tensor:
     """``-a``. d/da = -1."""
-    a = _lift(a)
+    a = as_tensor(a)
     return make_node(-a.data, (a,), lambda g: (-g,), "neg")
 
 
@@ -207,14 +210,14 @@ def linear(x, weight, bias=None) -> Tensor:
     dL/dx = g @ W,  dL/dW = g^T x (summed over all leading dims),  dL/db = sum of g.
     """
     if not isinstance(x, Tensor):
-        x = _lift(x, weight if isinstance(weight, Tensor) else None)
-    weight = _lift(weight, x)
+        x = as_tensor(x, weight if isinstance(weight, Tensor) else None)
+    weight = as_tensor(weight, x)
     if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape}")
     data = x.data @ weight.data.T
     parents = (x, weight)
     if bias is not None:
-        bias = _lift(bias, x)
+        bias = as_tensor(bias, x)
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"linear: bias of shape {bias.shape} for a weight of shape {weight.shape}")
         data = np.add(data, bias.data, out=data if data.dtype == np.result_type(data, bias.data) else None)
@@ -236,20 +239,20 @@ def linear(x, weight, bias=None) -> Tensor:
 # --------------------------------------------------------------------------- elementwise
 def exp(a) -> Tensor:
     """``e^a``. d/da = e^a (the output itself)."""
-    a = _lift(a)
+    a = as_tensor(a)
     data = np.exp(a.data)
     return make_node(data, (a,), lambda g: (g * data,), "exp")
 
 
 def log(a) -> Tensor:
     """Natural log. d/da = 1/a."""
-    a = _lift(a)
+    a = as_tensor(a)
     return make_node(np.log(a.data), (a,), lambda g: (g / a.data,), "log")
 
 
 def tanh(a) -> Tensor:
     """``tanh a``. d/da = 1 - tanh(a)^2."""
-    a = _lift(a)
+    a = as_tensor(a)
     data = np.tanh(a.data)
     return make_node(data, (a,), lambda g: (g * (1 - data * data),), "tanh")
 
@@ -262,7 +265,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def sigmoid(a) -> Tensor:
     """``s = 1 / (1 + e^-a)``. d/da = s (1 - s)."""
-    a = _lift(a)
+    a = as_tensor(a)
     data = _sigmoid(a.data)
     return make_node(data, (a,), lambda g: (g * data * (1 - data),), "sigmoid")
 
@@ -271,7 +274,7 @@ def softplus(a, threshold: float = 20.0) -> Tensor:
     """``log(1 + e^a)``, computed as torch does: ``a`` itself above `threshold` (where
     the two agree to double precision) and ``log1p(e^a)`` below, so it never overflows.
     d/da = sigmoid(a) (exactly 1 above the threshold, as in torch)."""
-    a = _lift(a)
+    a = as_tensor(a)
     x = a.data
     above = x > threshold
     data = np.where(above, x, np.log1p(np.exp(np.minimum(x, threshold))))
@@ -284,7 +287,7 @@ def softplus(a, threshold: float = 20.0) -> Tensor:
 
 def relu(a) -> Tensor:
     """``max(a, 0)``. d/da = 1 where a > 0, else 0 (0 at the kink, as torch)."""
-    a = _lift(a)
+    a = as_tensor(a)
     positive = a.data > 0
     return make_node(a.data * positive, (a,), lambda g: (g * positive,), "relu")
 
@@ -294,7 +297,7 @@ def leaky_relu(a, negative_slope: float = 0.01) -> Tensor:
 
     For slopes in [0, 1] this is ``max(a, slope a)``; the derivative is only formed if a
     backward pass asks for it."""
-    a = _lift(a)
+    a = as_tensor(a)
     slope = a.data.dtype.type(negative_slope)
     data = leaky_relu_values(a.data, slope)
     derivative = []  # formed by the first backward pass, reused by later ones (e.g. the D passes of a divergence)
@@ -325,27 +328,27 @@ def leaky_relu_derivative(a: np.ndarray, slope) -> np.ndarray:
 
 def silu(a) -> Tensor:
     """``a * sigmoid(a)``. d/da = s (1 + a (1 - s)) with s = sigmoid(a)."""
-    a = _lift(a)
+    a = as_tensor(a)
     s = _sigmoid(a.data)
     return make_node(a.data * s, (a,), lambda g: (g * s * (1 + a.data * (1 - s)),), "silu")
 
 
 def sqrt(a) -> Tensor:
     """``sqrt a``. d/da = 1 / (2 sqrt a)."""
-    a = _lift(a)
+    a = as_tensor(a)
     data = np.sqrt(a.data)
     return make_node(data, (a,), lambda g: (g / (2 * data),), "sqrt")
 
 
 def abs(a) -> Tensor:  # noqa: A001 - mirrors torch.abs
     """``|a|``. d/da = sign(a) (0 at 0, as torch)."""
-    a = _lift(a)
+    a = as_tensor(a)
     return make_node(np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),), "abs")
 
 
 def astype(a, dtype) -> Tensor:
     """Cast to `dtype`; the gradient is cast back to the input's dtype."""
-    a = _lift(a)
+    a = as_tensor(a)
     return make_node(a.data.astype(dtype), (a,), lambda g: (g.astype(a.data.dtype),), "astype")
 
 
@@ -360,7 +363,7 @@ def _normalize_axis(axis, ndim: int):
 def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors torch.sum
     """Sum over `axis` (all by default). Every summed element gets the upstream ``g``:
     the VJP re-inserts the reduced dimensions and broadcasts ``g`` back to a's shape."""
-    a = _lift(a)
+    a = as_tensor(a)
     axes = _normalize_axis(axis, a.ndim)
     data = np.sum(a.data, axis=axes, keepdims=keepdims)
 
@@ -374,7 +377,7 @@ def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors
 
 def mean(a, axis=None, keepdims: bool = False) -> Tensor:
     """Mean over `axis`: the sum divided by the number n of averaged elements; d/da = 1/n."""
-    a = _lift(a)
+    a = as_tensor(a)
     axes = _normalize_axis(axis, a.ndim)
     count = a.data.size if axes is None else int(np.prod([a.data.shape[ax] for ax in axes]))
     data = np.mean(a.data, axis=axes, keepdims=keepdims)
@@ -390,7 +393,7 @@ def mean(a, axis=None, keepdims: bool = False) -> Tensor:
 # --------------------------------------------------------------------------- shape
 def reshape(a, *shape) -> Tensor:
     """Same elements, new shape; the gradient is reshaped back."""
-    a = _lift(a)
+    a = as_tensor(a)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     try:
@@ -402,7 +405,7 @@ def reshape(a, *shape) -> Tensor:
 
 def transpose(a, axes=None) -> Tensor:
     """Permute dimensions (reverse them by default); the gradient takes the inverse permutation."""
-    a = _lift(a)
+    a = as_tensor(a)
     axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
     inverse = tuple(np.argsort(axes))
     return make_node(a.data.transpose(axes), (a,), lambda g: (g.transpose(inverse),), "transpose")
@@ -420,7 +423,7 @@ def getitem(a, index) -> Tensor:
     picked several times (e.g. an embedding lookup), so the scatter *adds*
     (``np.add.at``); plain slices pick each element once and are simply assigned.
     """
-    a = _lift(a)
+    a = as_tensor(a)
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
@@ -441,7 +444,7 @@ def getitem(a, index) -> Tensor:
 
 def concat(tensors, axis: int = 0) -> Tensor:
     """Join tensors along `axis`; the gradient is cut back into the pieces' sizes."""
-    tensors = [_lift(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("concat: needs at least one tensor")
     try:
@@ -459,7 +462,7 @@ def concat(tensors, axis: int = 0) -> Tensor:
 
 def stack(tensors, axis: int = 0) -> Tensor:
     """Stack same-shaped tensors along a new `axis`; the gradient is unstacked."""
-    tensors = [_lift(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     try:
         data = np.stack([t.data for t in tensors], axis=axis)
     except ValueError:
@@ -475,7 +478,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
 def split(a, split_size_or_sections, axis: int = 0) -> tuple:
     """Cut `a` along `axis`, torch style: an int gives chunks of that size, a list gives
     the chunk sizes. Each chunk is a slice (see :func:`getitem`)."""
-    a = _lift(a)
+    a = as_tensor(a)
     length = a.shape[axis]
     if isinstance(split_size_or_sections, int):
         if split_size_or_sections <= 0:

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import minigrad as mg
 from minigrad import nn
-from minigrad.fused import leaky_mlp
+from minigrad.fused import fused_leaky_mlps, leaky_mlp, leaky_mlp_layers
 
 
 def make_net(sizes, rng, slope=0.01, bias=True):
@@ -32,7 +32,7 @@ def test_values_and_gradients_equal_the_unfused_graph(seed, k, depth, width, n, 
     upstream = rng.standard_normal((k, n, 3))
 
     x = mg.Tensor(x_data.copy(), requires_grad=True)
-    fused = nn.fused_leaky_mlps(nets, x)
+    fused = fused_leaky_mlps(nets, x)
     fused.backward(upstream)
     fused_grads = [p.grad.copy() for net in nets for p in net.parameters()]
     fused_x_grad = x.grad.copy()
@@ -54,7 +54,7 @@ def test_gradcheck_through_the_fused_node():
     nets = [make_net([2, 4, 4, 1], rng, slope=0.2) for _ in range(2)]
     x = mg.Tensor(rng.standard_normal((5, 2)), requires_grad=True)
     params = [p for net in nets for p in net.parameters()]
-    assert mg.gradcheck(lambda x, *ps: nn.fused_leaky_mlps(nets, x), x, *params)
+    assert mg.gradcheck(lambda x, *ps: fused_leaky_mlps(nets, x), x, *params)
 
 
 def test_planted_bug_is_caught():
@@ -62,7 +62,7 @@ def test_planted_bug_is_caught():
     LeakyReLU slope (forward right) is rejected by gradcheck."""
     rng = np.random.default_rng(1)
     net = make_net([2, 5, 5, 1], rng, slope=0.1)
-    layers, _ = nn.leaky_mlp_layers(net)
+    layers, _ = leaky_mlp_layers(net)
     x = mg.Tensor(rng.standard_normal((6, 2)) - 0.5, requires_grad=True)
 
     def wrong_backward(x):
@@ -77,15 +77,15 @@ def test_planted_bug_is_caught():
 def test_float32_stays_float32_and_bad_nets_are_rejected():
     rng = np.random.default_rng(2)
     net = nn.Sequential(nn.Linear(2, 3, rng=rng), nn.LeakyReLU(), nn.Linear(3, 1, rng=rng))
-    out = nn.fused_leaky_mlps([net], np.ones((4, 2), np.float32))
+    out = fused_leaky_mlps([net], np.ones((4, 2), np.float32))
     assert out.dtype == np.float32 and out.shape == (1, 4, 1)
     with pytest.raises(ValueError, match="alternating"):
-        nn.fused_leaky_mlps([nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))], np.ones((4, 2)))
+        fused_leaky_mlps([nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))], np.ones((4, 2)))
     with pytest.raises(ValueError, match="differs in shape"):
-        nn.fused_leaky_mlps([net, nn.Sequential(nn.Linear(2, 4), nn.LeakyReLU(), nn.Linear(4, 1))],
+        fused_leaky_mlps([net, nn.Sequential(nn.Linear(2, 4), nn.LeakyReLU(), nn.Linear(4, 1))],
                             np.ones((4, 2), np.float32))
     with pytest.raises(ValueError, match="does not fit"):
-        nn.fused_leaky_mlps([net], np.ones((4, 3), np.float32))
+        fused_leaky_mlps([net], np.ones((4, 3), np.float32))
 
 
 # --------------------------------------------------------------------------- TwinMLP: two nets as one
@@ -103,7 +103,7 @@ def test_twin_network_equals_the_two_networks(seed, depth, width, n_in, n_out, n
     net_a, net_b = make_net(sizes, rng, slope, bias), make_net(sizes, rng, slope, bias)
     for p in net_a.parameters() + net_b.parameters():
         p.data *= scale
-    twin = TwinMLP(*(nn.leaky_mlp_layers(net)[0] for net in (net_a, net_b)))
+    twin = TwinMLP(*(leaky_mlp_layers(net)[0] for net in (net_a, net_b)))
     x = rng.standard_normal((n, n_in))
     g_a, g_b = rng.standard_normal((n, n_out)), rng.standard_normal((n, n_out))
 
@@ -127,13 +127,13 @@ def test_twin_network_follows_parameter_updates_and_refuses_unequal_networks():
 
     rng = np.random.default_rng(1)
     net_a, net_b = make_net([1, 4, 2], rng), make_net([1, 4, 2], rng)
-    twin = TwinMLP(nn.leaky_mlp_layers(net_a)[0], nn.leaky_mlp_layers(net_b)[0])
+    twin = TwinMLP(leaky_mlp_layers(net_a)[0], leaky_mlp_layers(net_b)[0])
     twin.layers()
     net_b[2].weight.data += 1.0  # an optimiser step changes the values in place
     weight, _ = twin.layers()[1]
     np.testing.assert_array_equal(weight[2:, 4:], net_b[2].weight.data)
     np.testing.assert_array_equal(weight[:2, 4:], 0)
     with pytest.raises(ValueError, match="differ"):
-        TwinMLP(nn.leaky_mlp_layers(net_a)[0], nn.leaky_mlp_layers(make_net([1, 3, 2], rng))[0])
+        TwinMLP(leaky_mlp_layers(net_a)[0], leaky_mlp_layers(make_net([1, 3, 2], rng))[0])
     with pytest.raises(ValueError, match="same number of layers"):
-        TwinMLP(nn.leaky_mlp_layers(net_a)[0], nn.leaky_mlp_layers(make_net([1, 4, 4, 2], rng))[0])
+        TwinMLP(leaky_mlp_layers(net_a)[0], leaky_mlp_layers(make_net([1, 4, 4, 2], rng))[0])

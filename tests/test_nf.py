@@ -31,9 +31,9 @@ def _points(config, n=16):
 class SignFlippedCoupling(AffineCoupling):
     """Planted bug: the inverse log-det has the wrong sign (+sum log s instead of -)."""
 
-    def _inverse_arrays(self, y):
-        z, log_det, tape = super()._inverse_arrays(y)
-        return z, -log_det, tape
+    def _inverse(self, y):
+        z, log_det = super()._inverse(y)
+        return z, -log_det
 
 
 class OffByOnePermutation(Permutation):

@@ -1,4 +1,6 @@
-"""The fused inverse pass of an affine coupling equals the op-by-op graph (Eq. 4, 6)."""
+"""The fast path (flows_np/nf_fast.py) equals the op-by-op reader's path (flows_np/nf.py):
+one coupling's inverse as one node (Eq. 4, 6), the whole inverse pass as one node
+(Eq. 7-8), and the loss that train_nf trains on (Eq. 9)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +8,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minigrad as mg
+from flows_np import nf_fast
+from flows_np.data import olympic_rings
 from flows_np.nf import AffineCoupling, NormalizingFlow
+from flows_np.nf_fast import fused_coupling_inverse, fused_inverse, fused_loss
+from flows_np.train import train_nf
 from tests.nf_cases import flow_configs, make_flow, random_points
 
 
@@ -18,11 +24,17 @@ def coupling(seed, dim, hidden, n_layers, scale, bound):
     return layer
 
 
+def fast(layer):
+    """The coupling's inverse as one node (flows_np.nf_fast)."""
+    return lambda y: fused_coupling_inverse(layer, y)
+
+
 def run(layer, path, y_data, g_z, g_ld):
-    """Values and every gradient of the scalar <g_z, z> + <g_ld, log_det>."""
+    """Values and every gradient of the scalar <g_z, z> + <g_ld, log_det>, for the inverse
+    `path` (``layer.inverse``, op by op, or ``fast(layer)``)."""
     layer.zero_grad()
     y = mg.Tensor(y_data.copy(), requires_grad=True)
-    z, log_det = getattr(layer, path)(y)
+    z, log_det = path(y)
     ((z * g_z).sum() + (log_det * g_ld).sum()).backward()
     return z.data, log_det.data, y.grad, [p.grad.copy() for p in layer.parameters()]
 
@@ -42,7 +54,7 @@ def test_fused_inverse_equals_the_graph(seed, dim, hidden, n_layers, scale, boun
     layer = coupling(seed, dim, hidden, n_layers, scale, bound)
     y = rng.standard_normal((n, dim)) * spread
     g_z, g_ld = rng.standard_normal((n, dim)), rng.standard_normal(n)
-    assert_same(run(layer, "_inverse_fused", y, g_z, g_ld), run(layer, "_inverse_graph", y, g_z, g_ld))
+    assert_same(run(layer, fast(layer), y, g_z, g_ld), run(layer, layer.inverse, y, g_z, g_ld))
 
 
 def test_fused_inverse_passes_gradcheck():
@@ -50,7 +62,7 @@ def test_fused_inverse_passes_gradcheck():
     y = mg.Tensor(np.random.default_rng(1).standard_normal((5, 2)), requires_grad=True)
 
     def both(y, *params):
-        z, log_det = layer._inverse_fused(y)
+        z, log_det = fused_coupling_inverse(layer, y)
         return mg.concat([z, log_det.reshape(-1, 1)], axis=1)
 
     assert mg.gradcheck(both, y, *layer.parameters())
@@ -61,31 +73,42 @@ def test_the_comparison_catches_a_wrong_bound():
     layer = coupling(3, 2, 8, 5, 1.5, 3.0)
     rng = np.random.default_rng(0)
     y, g_z, g_ld = rng.standard_normal((8, 2)) * 3, rng.standard_normal((8, 2)), rng.standard_normal(8)
-    fused = run(layer, "_inverse_fused", y, g_z, g_ld)
+    fused = run(layer, fast(layer), y, g_z, g_ld)
     layer.scale_bound = 3.0 + 1e-6
     with pytest.raises(AssertionError):
-        assert_same(fused, run(layer, "_inverse_graph", y, g_z, g_ld))
+        assert_same(fused, run(layer, layer.inverse, y, g_z, g_ld))
 
 
-def test_training_uses_the_fused_path_and_float32_stays_float32():
+def test_the_fast_node_keeps_float32_and_the_coupling_itself_runs_op_by_op():
     layer = AffineCoupling(2, rng=np.random.default_rng(0))
-    z, log_det = layer.inverse(np.ones((3, 2), np.float32))
+    z, log_det = fused_coupling_inverse(layer, np.ones((3, 2), np.float32))
     assert z.op == "getitem" and z._parents[0].op == "affine_coupling_inverse"
     assert z.dtype == np.float32 and log_det.dtype == np.float32
-    layer.fused = False
     z, _ = layer.inverse(np.ones((3, 2), np.float32))
     assert z.op == "concat"
 
 
 # --------------------------------------------------------------------------- the whole flow as one node
+def coupling_nodes_inverse(flow, x):
+    """The flow's inverse pass with one node per coupling (permutations op by op)."""
+    log_det = 0.0
+    for layer in reversed(list(flow.layers)):
+        if isinstance(layer, AffineCoupling):
+            x, layer_log_det = fused_coupling_inverse(layer, x)
+            log_det = log_det + layer_log_det
+        else:
+            x, _ = layer.inverse(x)
+    return x, log_det
+
+
 def flow_run(flow, mode, x_data, g_z, g_ld):
     """Values and every gradient of <g_z, z> + <g_ld, log_det> for the flow's inverse pass,
     run as one node ("flow"), as one node per coupling ("couplings") or op by op ("graph")."""
-    for layer in flow.couplings:
-        layer.fused = mode != "graph"
+    inverse = {"flow": lambda x: fused_inverse(flow, x), "couplings": lambda x: coupling_nodes_inverse(flow, x),
+               "graph": flow.inverse}[mode]
     flow.zero_grad()
     x = mg.Tensor(x_data.copy(), requires_grad=True)
-    z, log_det = flow._inverse_fused(x) if mode == "flow" else flow._inverse_graph(x)
+    z, log_det = inverse(x)
     ((z * g_z).sum() + (log_det * g_ld).sum()).backward()
     return z.data, log_det.data, x.grad, [p.grad.copy() for p in flow.parameters()]
 
@@ -123,10 +146,83 @@ def graph_ops(tensor) -> set:
     return ops
 
 
-def test_training_runs_the_whole_flow_as_one_node():
+def test_the_fast_loss_runs_the_whole_flow_as_one_node_and_flow_loss_op_by_op():
     flow = NormalizingFlow(rng=np.random.default_rng(0))
-    ops = graph_ops(flow.loss(np.ones((3, 2), np.float32))[0])
+    x = np.ones((3, 2), np.float32)
+    ops = graph_ops(fused_loss(flow, x)[0])
     assert "flow_inverse" in ops and "affine_coupling_inverse" not in ops and "concat" not in ops
+    ops = graph_ops(flow.loss(x)[0])
+    assert "concat" in ops and "flow_inverse" not in ops and "affine_coupling_inverse" not in ops
+
+
+@settings(deadline=None, max_examples=10)
+@given(config=flow_configs(couplings=(1, 6)), n=st.integers(1, 12))
+def test_fused_loss_equals_flow_loss(config, n):
+    """``fused_loss`` is ``flow.loss`` (Eq. 9) with the inverse pass as one node: the same
+    three numbers and the same parameter gradients (scaled tolerance as above)."""
+    flow = make_flow(config)
+    x = random_points(np.random.default_rng(config["seed"] + 3), n, config["dim"])
+    runs = []
+    for loss in (lambda x: fused_loss(flow, x), flow.loss):
+        flow.zero_grad()
+        parts = loss(x)
+        parts[0].backward()
+        runs.append(([float(p.data) for p in parts], [p.grad.copy() for p in flow.parameters()]))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-9, atol=1e-9)
+    for got, want in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * max(1.0, np.abs(want).max()))
+
+
+def test_the_fast_path_reads_the_current_weights():
+    """No stale copies: after an in-place update of every parameter (what an optimiser
+    step does), after ``load_state_dict`` and after ``to(float32)``, the fast path still
+    equals the op-by-op graph of the same flow."""
+    config = dict(dim=3, n_couplings=3, hidden=4, n_layers=3, permutations=[[1, 2, 0], [2, 0, 1]], scale=1.0,
+                  seed=6)
+    flow = make_flow(config)
+    rng = np.random.default_rng(1)
+    x, g_z, g_ld = random_points(rng, 7, 3), rng.standard_normal((7, 3)), rng.standard_normal(7)
+    assert_close_to_scale(flow_run(flow, "flow", x, g_z, g_ld), flow_run(flow, "graph", x, g_z, g_ld), 1e-9)
+    before = flow_run(flow, "flow", x, g_z, g_ld)
+    for p in flow.parameters():
+        p.data -= 0.05 * rng.standard_normal(p.shape)
+    after = flow_run(flow, "flow", x, g_z, g_ld)
+    assert np.abs(after[1] - before[1]).max() > 1e-3  # the update shows in the fast path
+    assert_close_to_scale(after, flow_run(flow, "graph", x, g_z, g_ld), 1e-9)
+    other = make_flow(dict(config, seed=7))
+    flow.load_state_dict(other.state_dict())
+    assert_close_to_scale(flow_run(flow, "flow", x, g_z, g_ld), flow_run(other, "graph", x, g_z, g_ld), 1e-9)
+    flow.to(np.float32)
+    z, log_det = fused_inverse(flow, x)
+    z_ref, log_det_ref = flow.inverse(x)
+    assert z.dtype == np.float32 and log_det.dtype == np.float32
+    np.testing.assert_allclose(z.data, z_ref.data, rtol=1e-4, atol=1e-4 * np.abs(z_ref.data).max())
+    np.testing.assert_allclose(log_det.data, log_det_ref.data, rtol=1e-4, atol=1e-4)
+
+
+def test_train_nf_trains_on_the_fast_loss_unless_told_otherwise(monkeypatch):
+    calls = {"fast": 0, "flow.loss": 0}
+    fused = nf_fast.fused_loss
+
+    def counting_fused_loss(flow, x):
+        calls["fast"] += 1
+        return fused(flow, x)
+
+    monkeypatch.setattr(nf_fast, "fused_loss", counting_fused_loss)
+    points = olympic_rings(256, np.random.default_rng(0))[0]
+    for fast, expected in ((True, {"fast": 4 + 1, "flow.loss": 0}), (False, {"fast": 0, "flow.loss": 4 + 1})):
+        calls.update({"fast": 0, "flow.loss": 0})
+        flow = NormalizingFlow(n_couplings=2, rng=np.random.default_rng(0))
+        loss = flow.loss
+
+        def counting_loss(x, loss=loss):
+            calls["flow.loss"] += 1
+            return loss(x)
+
+        monkeypatch.setattr(flow, "loss", counting_loss)
+        kwargs = {} if fast else {"fast": False}
+        train_nf(flow, points, points[:64], epochs=1, batch_size=64, rng=np.random.default_rng(1), **kwargs)
+        assert calls == expected  # 4 training batches and 1 validation batch
 
 
 def test_the_flow_comparison_catches_a_wrong_permutation_gradient(monkeypatch):
@@ -139,8 +235,8 @@ def test_the_flow_comparison_catches_a_wrong_permutation_gradient(monkeypatch):
     reference = flow_run(flow, "couplings", x, g_z, g_ld)
     flow.zero_grad()
     x_tensor = mg.Tensor(x.copy(), requires_grad=True)
-    z, log_det = flow._inverse_fused(x_tensor)
-    monkeypatch.setattr(np, "argsort", lambda order, *args, **kwargs: np.arange(len(order)))
+    z, log_det = fused_inverse(flow, x_tensor)
+    monkeypatch.setattr(nf_fast, "permutation_inverse_backward", lambda order, g: g)
     ((z * g_z).sum() + (log_det * g_ld).sum()).backward()
     planted = (z.data, log_det.data, x_tensor.grad, [p.grad.copy() for p in flow.parameters()])
     np.testing.assert_array_equal(planted[0], reference[0])  # the forward pass is untouched
