@@ -27,6 +27,7 @@ import numpy as np
 import minigrad as mg
 from minigrad import nn
 
+from .checks import check_labels
 from .paths import LinearPath
 
 __all__ = ["VelocityMLP", "fm_loss", "time_features", "num_time_features"]
@@ -111,15 +112,8 @@ class VelocityMLP(nn.Module):
         if not np.all((t >= 0) & (t <= 1)):
             raise ValueError("t must lie in [0, 1]")
         pieces = [x, time_features(t[:, None], self.time_embedding, self.num_frequencies)]
-        if self.num_classes is None:
-            if y is not None:
-                raise ValueError("this VelocityMLP is unconditional (num_classes=None) but labels y were passed")
-        else:
-            if y is None:
-                raise ValueError(f"this VelocityMLP is class-conditional ({self.num_classes} classes): pass y")
-            y = np.asarray(y.data if isinstance(y, mg.Tensor) else y)
-            if y.shape != (n,):
-                raise ValueError(f"labels y must have shape ({n},), got {y.shape}")
+        y = check_labels(y, n, self.num_classes, name="labels y", strict=True)
+        if y is not None:
             e = self.embedding(y)  # (N, class_dim): the class vector
             pieces.append(e if e.dtype == dtype else e.astype(dtype))
         return mg.concat(pieces, axis=1)

@@ -33,13 +33,14 @@ rings, the standardised ones of :mod:`flows_np.data`).
 from __future__ import annotations
 
 import contextlib
+
 import numpy as np
 
 import minigrad as mg
 
 from . import nf
-from .sde import _as_array, _check_points
-from .solvers import check_labels, check_method, check_steps, integrate
+from .checks import as_array, check_labels, check_points, check_positive_int
+from .solvers import check_method, check_steps, integrate
 
 __all__ = ["divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
@@ -48,7 +49,7 @@ def standard_normal_log_prob(z) -> np.ndarray:
     """``log N(z; 0, I) = -|z|^2 / 2 - D/2 log(2 pi)`` per row of the (N, D) array z, as an
     array: the formula's one home is :func:`flows_np.nf.standard_normal_log_prob`, here
     applied to z as a constant Tensor (integers are read as float64)."""
-    z = _as_array(z)
+    z = as_array(z)
     return nf.standard_normal_log_prob(mg.Tensor(z if z.dtype.kind == "f" else z.astype(np.float64))).data
 
 
@@ -77,7 +78,7 @@ def divergence(v, x, t, y=None):
     (so that it is differentiable in x) and treat the rows of a batch independently.
     Returns ``(velocity (N, D), div (N,))`` as arrays in x's dtype.
     """
-    x = _check_points(x, "x")
+    x = check_points(x, "x")
     n, d = x.shape
     t = np.broadcast_to(np.asarray(t, dtype=x.dtype), (n,))
     with mg.enable_grad(), _frozen_parameters(v):
@@ -110,13 +111,13 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     ``(log_prob, trajectory)``, the trajectory of shape (steps + 1, N, D) running from
     the data (t = 1, index 0) to the noise (t = 0, index -1).
     """
-    x = _check_points(x, "x")
+    x = check_points(x, "x")
     steps, method = check_steps(steps), check_method(method)
     n, d = x.shape
-    y = check_labels(y, n, getattr(v, "num_classes", None))
+    y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
 
     def joint_field(state, t, y=None):
-        state = _as_array(state)
+        state = as_array(state)
         velocity, div = divergence(v, state[:, :d], t, y)
         return np.concatenate([velocity, div[:, None]], axis=1)
 
@@ -137,13 +138,11 @@ def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_siz
     On held-out data this is the cross-entropy ``H(data, model)``; subtracting the
     data's entropy (:func:`flows_np.data.data_entropy`) leaves ``KL(data || model)``.
     """
-    points = _check_points(points, "points")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    points = check_points(points, "points")
+    batch_size = check_positive_int("batch_size", batch_size)
     if len(points) == 0:
         raise ValueError("points is empty: the mean NLL of no points is undefined")
-    if labels is not None and np.shape(labels) != (len(points),):
-        raise ValueError(f"labels must have shape ({len(points)},) to match points, got {np.shape(labels)}")
+    labels = check_labels(labels, len(points), getattr(v, "num_classes", None))
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)

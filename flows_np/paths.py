@@ -51,6 +51,7 @@ import math
 import numpy as np
 
 from .assignment import linear_sum_assignment
+from .checks import check_labels, check_points
 
 __all__ = [
     "AffinePath", "LinearPath", "CosinePath",
@@ -61,14 +62,8 @@ __all__ = [
 
 # --------------------------------------------------------------------------- checks
 def _check_points(name: str, x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
+    """A batch (N, ...) with N >= 1 of finite floating-point values (:func:`flows_np.checks.check_points`)."""
+    return check_points(x, name, ndim=None, nonempty=True)
 
 
 def _check_pair(x0, x1) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +138,20 @@ class AffinePath:
                 raise ValueError(f"noise must have x0's shape {x0.shape}, got {noise.shape}")
             xt = xt + self.sigma * noise
         return xt.astype(x1.dtype, copy=False), ut.astype(x1.dtype, copy=False)
+
+    def draw_noise(self, x1, rng: np.random.Generator):
+        """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``.
+
+        The one place where the CFM rule "draw eps only when sigma > 0" is written:
+        flow matching (:func:`flows_np.train.draw_fm_randomness`) and reflow
+        (:func:`flows_np.reflow.train_on_pairs`) call it. With ``sigma > 0`` it draws
+        ``rng.standard_normal(x1.shape)`` in x1's dtype (one draw from `rng`, the shape of
+        the batch `x1`); with ``sigma == 0`` it draws nothing (the stream is untouched)
+        and returns None, which :meth:`sample` accepts.
+        """
+        if self.sigma > 0:
+            return rng.standard_normal(x1.shape).astype(x1.dtype)
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma})"
@@ -229,9 +238,7 @@ def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:
     With :func:`independent_coupling` (identity) the result is the identity.
     """
     x0, x1 = _check_pair(x0, x1)
-    labels = np.asarray(labels)
-    if labels.shape != (x1.shape[0],):
-        raise ValueError(f"labels must have shape ({x1.shape[0]},), got {labels.shape}")
+    labels = np.asarray(check_labels(labels, x1.shape[0]))
     if coupling is independent_coupling:  # the identity pairs every class with itself already
         return independent_coupling(x0, x1)
     perm = np.arange(x1.shape[0], dtype=np.int64)

@@ -48,10 +48,10 @@ import numpy as np
 
 import minigrad as mg
 
+from .checks import as_array, check_labels, check_points
 from .fm import fm_loss
 from .paths import LinearPath, uniform_t
-from .sde import _as_array, _check_points
-from .solvers import check_labels, integrate
+from .solvers import integrate
 from .train import train_loop
 
 __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance", "rings_support",
@@ -63,7 +63,7 @@ def reflow_pairs(v, noise, steps: int = 100, method: str = "rk4", y=None):
     """The model's own coupling: ``(noise, phi(noise))`` with ``phi`` the flow of `v` from
     t = 0 to 1 (Alg. 2) solved with `steps` steps of `method`; `y`: labels (N,) of a
     class-conditional model (the sample keeps its noise's label)."""
-    noise = _check_points(noise, "noise")
+    noise = check_points(noise, "noise")
     return noise, integrate(v, noise, steps=steps, method=method, y=y)
 
 
@@ -77,7 +77,7 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
     noise). Returns the loop's history.
     """
     path = LinearPath() if path is None else path
-    x0, x1 = _check_points(x0, "x0"), _check_points(x1, "x1")
+    x0, x1 = check_points(x0, "x0"), check_points(x1, "x1")
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}")
     labels = check_labels(labels, len(x0), getattr(model, "num_classes", None))
@@ -90,7 +90,7 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
         b0, b1 = batch[0], batch[1]
         y = batch[2] if len(batch) == 3 else None
         t = np.asarray(time_sampler(len(b1), rng, dtype=b1.dtype))
-        noise = rng.standard_normal(b1.shape).astype(b1.dtype) if path.sigma > 0 else None
+        noise = path.draw_noise(b1, rng)
         return fm_loss(model, b0, b1, t, y, path=path, noise=noise)
 
     return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng,
@@ -129,14 +129,14 @@ def straightness(v, noise, steps: int = 100, method: str = "rk4", y=None) -> dic
     "liu_straightness": int_0^1 E |(x_1 - x_0) - v(x_t, t)|^2 dt}``, both 0 for a
     straight, constant-speed flow.
     """
-    noise = _check_points(noise, "noise")
+    noise = check_points(noise, "noise")
     path = integrate(v, noise, steps=steps, method=method, y=y, trajectory=True)  # (K+1, N, D)
     k, n, d = path.shape
     t = np.linspace(0.0, 1.0, k, dtype=path.dtype)[:, None, None]
     chord = (1 - t) * path[0] + t * path[-1]
     deviation = np.linalg.norm(path - chord, axis=-1)  # (K+1, N)
     with mg.no_grad():
-        velocity = np.stack([_as_array(v(path[i], np.full(n, t[i, 0, 0]), y)) for i in range(k)])
+        velocity = np.stack([as_array(v(path[i], np.full(n, t[i, 0, 0]), y)) for i in range(k)])
     excess = np.sum((path[-1] - path[0] - velocity) ** 2, axis=-1)  # (K+1, N)
     return {"chord_deviation": _trapezoid_mean(deviation), "liu_straightness": _trapezoid_mean(excess)}
 
@@ -156,8 +156,8 @@ def _mean_pairwise_distance(a: np.ndarray, b: np.ndarray, exclude_diagonal: bool
 def energy_distance(samples, reference) -> float:
     """Unbiased estimate of the squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|``
     between the (N, D) `samples` and the (M, D) `reference` (N, M >= 2), in float64."""
-    a = _check_points(samples, "samples").astype(np.float64)
-    b = _check_points(reference, "reference").astype(np.float64)
+    a = check_points(samples, "samples").astype(np.float64)
+    b = check_points(reference, "reference").astype(np.float64)
     if len(a) < 2 or len(b) < 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"energy_distance needs (N, D) and (M, D) with N, M >= 2, got {a.shape} and {b.shape}")
     return (2.0 * _mean_pairwise_distance(a, b, False) - _mean_pairwise_distance(a, a, True)

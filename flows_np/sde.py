@@ -79,7 +79,8 @@ import numpy as np
 
 import minigrad as mg
 
-from .solvers import check_labels, check_steps, time_grid
+from .checks import as_array, check_labels, check_points
+from .solvers import check_steps, time_grid
 
 __all__ = ["score_from_velocity", "sample_sde"]
 
@@ -91,8 +92,8 @@ def score_from_velocity(velocity, x, t, min_gap: float = 1e-5) -> np.ndarray:
     ``1 - t`` is clamped to at least `min_gap` so that ``t = 1`` gives a large but
     finite value instead of a division by zero (the formula itself is 0/0 there).
     """
-    velocity = _as_array(velocity)
-    x = _as_array(x)
+    velocity = as_array(velocity)
+    x = as_array(x)
     t = np.asarray(t, dtype=x.dtype)
     if np.any(np.isnan(t)) or np.any(t < 0) or np.any(t > 1):
         raise ValueError(f"t must lie in [0, 1], got {t}")
@@ -124,11 +125,11 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
 
     Returns the samples at t = 1, (N, D), in x0's dtype (or the trajectory).
     """
-    x = _check_points(x0, "x0")
+    x = check_points(x0, "x0")
     steps = check_steps(steps)
     g_of_t = check_noise_scale(g)
     n, d = x.shape
-    y = check_labels(y, n, getattr(v, "num_classes", None))
+    y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
     deterministic = isinstance(g, numbers.Real) and g == 0
     if noise is not None and rng is not None:
         raise ValueError("pass either rng or noise, not both")
@@ -149,7 +150,7 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
     with mg.no_grad():
         for k in range(steps):
             t, dt = grid[k], grid[k + 1] - grid[k]
-            velocity = _as_array(v(x, np.full(n, t, dtype=x.dtype), y))
+            velocity = as_array(v(x, np.full(n, t, dtype=x.dtype), y))
             if velocity.shape != x.shape:
                 raise ValueError(f"v returned shape {velocity.shape} for x of shape {x.shape}")
             scale = 0.0 if k == steps - 1 else g_of_t(t)  # the last step is an ODE step
@@ -168,21 +169,6 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
 
 
 # --------------------------------------------------------------------------- checks
-def _as_array(value) -> np.ndarray:
-    return value.data if isinstance(value, mg.Tensor) else np.asarray(value)
-
-
-def _check_points(x, name: str) -> np.ndarray:
-    x = _as_array(x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D), got {x.shape}")
-    if x.dtype.kind != "f":
-        raise ValueError(f"{name} must be floating point, got {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
-
-
 def check_noise_scale(g):
     """``g`` (a number or a callable of the float t) as a function of t that checks its
     values (finite, >= 0). Shared with the torch twin."""

@@ -34,6 +34,8 @@ import numpy as np
 
 import minigrad as mg
 
+from .checks import as_array, check_labels, check_points, check_positive_int
+
 __all__ = ["integrate", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid"]
 
 
@@ -81,9 +83,7 @@ def check_method(method) -> str:
 
 
 def check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    return int(steps)
+    return check_positive_int("steps", steps)
 
 
 def check_time_interval(t0, t1) -> tuple[float, float]:
@@ -92,27 +92,6 @@ def check_time_interval(t0, t1) -> tuple[float, float]:
         if not (0.0 <= value <= 1.0):  # also rejects NaN
             raise ValueError(f"{name} must lie in [0, 1], got {value}")
     return t0, t1
-
-
-def check_labels(y, n: int, num_classes):
-    """Labels must be (n,) integers in [0, num_classes) when the model has classes.
-
-    Returns the labels as an integer numpy array (or None). A model without
-    ``num_classes`` gets whatever was passed."""
-    if y is None:
-        if num_classes is not None:
-            raise ValueError(f"the model is class-conditional ({num_classes} classes): pass labels y of shape ({n},)")
-        return None
-    y_np = np.asarray(y)
-    if num_classes is None:
-        return y_np
-    if y_np.shape != (n,):
-        raise ValueError(f"labels y must have shape ({n},), got {y_np.shape}")
-    if y_np.dtype.kind not in "iu":
-        raise ValueError(f"labels y must be integers, got dtype {y_np.dtype}")
-    if n and (y_np.min() < 0 or y_np.max() >= num_classes):
-        raise ValueError(f"labels y must lie in [0, {num_classes}), got range [{y_np.min()}, {y_np.max()}]")
-    return y_np
 
 
 def nfe(method: str, steps: int) -> int:
@@ -128,14 +107,7 @@ def time_grid(t0: float, t1: float, steps: int) -> list:
 
 # --------------------------------------------------------------------------- integrate
 def _as_state(x) -> np.ndarray:
-    x = np.array(x.data if isinstance(x, mg.Tensor) else x, copy=True)
-    if x.dtype.kind != "f":
-        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (N, ...) with N >= 1, got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x contains NaN or inf")
-    return x
+    return check_points(np.array(as_array(x), copy=True), "x", ndim=None, nonempty=True)
 
 
 def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler", y=None,
@@ -156,7 +128,7 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
     t0, t1 = check_time_interval(t0, t1)
     x = _as_state(x)
     n, dtype = x.shape[0], x.dtype
-    y = check_labels(y, n, getattr(v, "num_classes", None))
+    y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
 
     def f(state, t: float) -> np.ndarray:
         out = v(state, np.full(n, t, dtype=dtype), y)

@@ -27,28 +27,25 @@ stepping also behaves sensibly for runs of 1 or 2 epochs, as in tests.)
 
 A non-finite loss or gradient stops training with a :class:`FloatingPointError`
 naming the epoch, batch and global step, rather than silently training on NaN.
+
+The bookkeeping (argument checks, step counts, history, progress events, these errors,
+timing, validation in eval mode) is :class:`flows_np.loop.TrainingRecord`, shared with
+the PyTorch twin's loop; this module keeps the minigrad steps.
 """
 from __future__ import annotations
-
-import math
-import numbers
-import time
 
 import numpy as np
 
 import minigrad as mg
 from minigrad.optim import Adam, CosineAnnealingLR
 
+from .checks import check_labels, check_positive_int
+from .loop import TrainingRecord, validation_metrics
+
 __all__ = ["NF_RECIPE", "train_loop", "evaluate", "train_nf", "nf_metrics", "print_progress", "global_grad_norm"]
 
 #: The exercise's normalizing-flow setting (Sec. 3.3).
 NF_RECIPE = dict(n_points=250_000, epochs=20, batch_size=128, lr=1e-3, n_couplings=15, hidden=8, n_layers=5)
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _as_array_tuple(data, name: str) -> tuple:
@@ -82,7 +79,7 @@ def evaluate(metrics, data, batch_size: int = 8192) -> dict:
     means are weighted by chunk size, so the result is the mean over all points.
     """
     arrays = _as_array_tuple(data, "data")
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
     n = len(arrays[0])
     totals: dict = {}
     with mg.no_grad():
@@ -123,41 +120,23 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     Raises ValueError for bad arguments, FloatingPointError on a non-finite loss/gradient.
     """
     arrays = _as_array_tuple(train_data, "train_data")
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if clip_grad is not None and not (clip_grad > 0):
-        raise ValueError(f"clip_grad must be positive or None, got {clip_grad!r}")
+    record = TrainingRecord(len(arrays[0]), epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
+                            progress=progress)
     rng = np.random.default_rng() if rng is None else rng
     params = model.parameters()
     optimizer = Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
-    n = len(arrays[0])
-    batches_per_epoch = math.ceil(n / batch_size)
-    total_steps = epochs * batches_per_epoch
-    scheduler = CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=eta_min)
-    history = {"loss": [], "lr": [], "grad_norm": [], "epoch": [], "train_loss": [], "epoch_time": []}
+    scheduler = CosineAnnealingLR(optimizer, T_max=record.total_steps, eta_min=eta_min)
 
-    step = 0
     model.train()
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        order = rng.permutation(n)
-        epoch_losses = []
-        for b in range(batches_per_epoch):
-            step += 1
-            index = order[b * batch_size:(b + 1) * batch_size]
-            batch = tuple(a[index] for a in arrays)
-            where = f"epoch {epoch}, batch {b + 1}/{batches_per_epoch} (step {step}/{total_steps})"
+    for _ in record.epoch_numbers():
+        order = rng.permutation(record.n)
+        for rows in record.batches(order):
+            batch = tuple(a[rows] for a in arrays)
             optimizer.zero_grad()
             loss = batch_loss(batch, rng)
-            value = float(loss.data)
-            if not math.isfinite(value):
-                raise FloatingPointError(f"non-finite training loss {value} at {where}; lower lr or set clip_grad")
+            value = record.check_loss(loss.data)
             loss.backward()
-            grad_norm = global_grad_norm(params)
-            if not math.isfinite(grad_norm):
-                raise FloatingPointError(f"non-finite gradient (norm {grad_norm}) at {where}")
+            grad_norm = record.check_grad_norm(global_grad_norm(params))
             if clip_grad is not None and grad_norm > clip_grad:
                 scale = clip_grad / (grad_norm + 1e-6)
                 for p in params:
@@ -166,30 +145,10 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
             current_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
-            history["loss"].append(value)
-            history["lr"].append(current_lr)
-            history["grad_norm"].append(grad_norm)
-            epoch_losses.append(value)
-            if progress is not None:
-                progress(dict(kind="batch", epoch=epoch, batch=b + 1, step=step, steps=total_steps,
-                              loss=value, lr=current_lr, grad_norm=grad_norm))
-        metrics = {}
-        if validate is not None:
-            model.eval()
-            with mg.no_grad():
-                metrics = {name: float(v) for name, v in validate().items()}
-            model.train()
-        elapsed = time.perf_counter() - started
-        history["epoch"].append(epoch)
-        history["train_loss"].append(float(np.mean(epoch_losses)))
-        history["epoch_time"].append(elapsed)
-        for name, value in metrics.items():
-            history.setdefault(f"val_{name}", []).append(value)
-        if progress is not None:
-            progress(dict(kind="epoch", epoch=epoch, epochs=epochs, train_loss=history["train_loss"][-1],
-                          time=elapsed, **{f"val_{k}": v for k, v in metrics.items()}))
+            record.end_batch(value, current_lr, grad_norm)
+        record.end_epoch(validation_metrics(model, validate, mg.no_grad))
     model.eval()
-    return history
+    return record.history
 
 
 def _flow_points(flow, points, name: str) -> np.ndarray:
@@ -251,7 +210,7 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
 
 def print_progress(every: int = 100, print_fn=print):
     """A ``progress`` callback that prints every `every` batches and after every epoch."""
-    every = _check_positive_int("every", every)
+    every = check_positive_int("every", every)
 
     def progress(event):
         if event["kind"] == "batch" and event["step"] % every == 0:
@@ -267,7 +226,7 @@ def print_progress(every: int = 100, print_fn=print):
 # =========================================================================== flow matching (Alg. 1)
 # Added by the flow-matching developer: Alg. 1 plugged into the shared train_loop above.
 from .fm import fm_loss  # noqa: E402
-from .paths import LinearPath, couple_within_classes, independent_coupling, uniform_t  # noqa: E402
+from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t  # noqa: E402
 
 __all__ += ["FM_RECIPE", "train_fm", "draw_fm_randomness", "fm_metrics"]
 
@@ -282,15 +241,16 @@ def draw_fm_randomness(x1, rng, time_sampler=uniform_t, sigma: float = 0.0):
     Drawn from `rng` in this order: ``x0 ~ N(0, I)`` of x1's shape, then
     ``t = time_sampler(n, rng, dtype=x1.dtype)``, then (only when ``sigma > 0``) the path
     noise ``eps ~ N(0, I)`` of x1's shape; ``noise`` is None otherwise. All in x1's dtype.
+    The noise rule is the path's (:meth:`flows_np.paths.AffinePath.draw_noise`); it does not
+    depend on the path's schedule, so `sigma` is all it needs.
     """
     n = x1.shape[0]
     x0 = rng.standard_normal(x1.shape).astype(x1.dtype)
     t = np.asarray(time_sampler(n, rng, dtype=x1.dtype))
-    noise = rng.standard_normal(x1.shape).astype(x1.dtype) if sigma > 0 else None
-    return x0, t, noise
+    return x0, t, AffinePath(sigma).draw_noise(x1, rng)
 
 
-def _fm_data(model, points, labels, name: str):
+def _fm_data(model, points, labels, name: str, label_name: str = "labels"):
     """(points in the model's dtype, labels or None), checked against the model."""
     dtype = model.parameters()[0].data.dtype
     points = np.asarray(points)
@@ -298,18 +258,8 @@ def _fm_data(model, points, labels, name: str):
         raise ValueError(f"{name} must have shape (N, {model.dim}) with N >= 1, got {points.shape}")
     if not np.all(np.isfinite(points)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    num_classes = getattr(model, "num_classes", None)
-    if labels is None:
-        if num_classes is not None:
-            raise ValueError(f"the model is class-conditional ({num_classes} classes): pass labels")
-        return points.astype(dtype, copy=False), None
-    if num_classes is None:
-        raise ValueError("labels were given but the model is unconditional (num_classes=None)")
-    labels = np.asarray(labels)
-    if labels.shape != (points.shape[0],) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers of shape ({points.shape[0]},), got {labels.dtype} {labels.shape}")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
+    labels = check_labels(labels, points.shape[0], getattr(model, "num_classes", None), name=label_name,
+                          strict=True)
     return points.astype(dtype, copy=False), labels
 
 
@@ -378,7 +328,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
 
     validate = None
     if val_points is not None:
-        val_points, val_labels = _fm_data(model, val_points, val_labels, "val_points")
+        val_points, val_labels = _fm_data(model, val_points, val_labels, "val_points", "val_labels")
         val_x0, val_t, val_noise = draw_fm_randomness(val_points, rng.spawn(1)[0], time_sampler, path.sigma)
         metrics = fm_metrics(model, path, val_x0, val_t, val_noise)
         rows = np.arange(len(val_points))

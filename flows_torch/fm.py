@@ -16,6 +16,7 @@ import torch.nn as nn
 from flows_np.fm import check_architecture, layer_widths, num_time_features
 
 from .paths import LinearPath
+from .solvers import check_labels_tensor
 
 __all__ = ["VelocityMLP", "fm_loss", "time_features"]
 
@@ -81,17 +82,8 @@ class VelocityMLP(nn.Module):
         if not bool(((t >= 0) & (t <= 1)).all()):
             raise ValueError("t must lie in [0, 1]")
         pieces = [x, time_features(t[:, None], self.time_embedding, self.num_frequencies)]
-        if self.num_classes is None:
-            if y is not None:
-                raise ValueError("this VelocityMLP is unconditional (num_classes=None) but labels y were passed")
-        else:
-            if y is None:
-                raise ValueError(f"this VelocityMLP is class-conditional ({self.num_classes} classes): pass y")
-            y = torch.as_tensor(y, device=x.device)
-            if y.shape != (n,):
-                raise ValueError(f"labels y must have shape ({n},), got {tuple(y.shape)}")
-            if y.is_floating_point() or bool(((y < 0) | (y >= self.num_classes)).any()):
-                raise ValueError(f"labels y must be integers in [0, {self.num_classes})")
+        y = check_labels_tensor(y, x, self.num_classes, name="labels y", strict=True)
+        if y is not None:
             pieces.append(self.embedding(y).to(x.dtype))
         return torch.cat(pieces, dim=1)
 

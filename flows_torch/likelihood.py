@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from flows_np.checks import check_positive_int
 from flows_np.solvers import check_method, check_steps
 
 from . import nf
-from .sde import _check_points, check_labels_tensor
-from .solvers import integrate
+from .solvers import check_labels_tensor, check_points, integrate
 
 __all__ = ["divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
@@ -34,7 +34,7 @@ def divergence(v, x, t, y=None):
     D calls of ``torch.autograd.grad`` on one graph; `v` must be differentiable in x and
     treat the rows of a batch independently. Both results are detached.
     """
-    x = _check_points(x, "x")
+    x = check_points(x, "x")
     n, d = x.shape
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(n)
     with torch.enable_grad():
@@ -61,7 +61,7 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     ``return_trajectory=True`` returns ``(log_prob, trajectory)``, the trajectory
     (steps + 1, N, D) running from the data (t = 1) to the noise (t = 0).
     """
-    x = _check_points(x, "x")
+    x = check_points(x, "x")
     steps, method = check_steps(steps), check_method(method)
     n, d = x.shape
     y = check_labels_tensor(y, x, getattr(v, "num_classes", None))
@@ -83,13 +83,11 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
 def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_size: int = 1024) -> float:
     """Mean negative log-likelihood in nats over `points`, in batches (see
     :func:`flows_np.likelihood.nll`)."""
-    points = _check_points(points, "points")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    points = check_points(points, "points")
+    batch_size = check_positive_int("batch_size", batch_size)
     if len(points) == 0:
         raise ValueError("points is empty: the mean NLL of no points is undefined")
-    if labels is not None and tuple(labels.shape) != (len(points),):
-        raise ValueError(f"labels must have shape ({len(points)},) to match points, got {tuple(labels.shape)}")
+    labels = check_labels_tensor(labels, points, getattr(v, "num_classes", None), name="labels")
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)

@@ -307,7 +307,8 @@ def flow_matching_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Calla
     Draws, in this order from ``generator``: x0 ~ N(0, I) of x1's shape, paired
     to x1 by ``coupling`` inside each class (``x0[perm]`` goes with ``x1``, labels stay
     with x1; see :func:`flows_torch.paths.couple_within_classes`);
-    t ~ U[0, 1) of shape (N,); the path noise (when ``path.sigma > 0``); and the
+    t ~ U[0, 1) of shape (N,); the path noise (:meth:`~flows_torch.paths.AffinePath.draw_noise`:
+    only when ``path.sigma > 0``, on the generator's device); and the
     label-dropout coins.  Returns ``(x_t, t, y_in, u_t)`` where ``y_in`` is ``y``
     with each label replaced by ``null_label`` with probability ``p_uncond``.
     """
@@ -315,7 +316,7 @@ def flow_matching_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Calla
     x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
     x0 = x0[couple_within_classes(coupling, x0, x1, y)]
     t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
-    noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype) if path.sigma > 0 else None
+    noise = path.draw_noise(x1, generator)  # eps ~ N(0, I) only when path.sigma > 0
     xt, ut = path.sample(x0, x1, t, noise=noise)
     drop = torch.rand(n, generator=generator, device=x1.device) < p_uncond
     y_in = torch.where(drop, torch.full_like(y, null_label), y)

@@ -20,6 +20,8 @@ import torch
 from flows_np.assignment import linear_sum_assignment
 from flows_np.paths import check_mean_std, check_n, check_sigma
 
+from .solvers import check_labels_tensor, check_points
+
 __all__ = [
     "AffinePath", "LinearPath", "CosinePath",
     "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
@@ -29,15 +31,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------- checks
 def _check_points(name: str, x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
+    """A tensor (N, ...) with N >= 1 of finite floating-point values, not detached
+    (:func:`flows_torch.solvers.check_points`)."""
+    return check_points(x, name, ndim=None, nonempty=True, detach=False)
 
 
 def _check_pair(x0, x1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +95,22 @@ class AffinePath:
                 raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
             xt = xt + self.sigma * noise
         return xt, ut
+
+    def draw_noise(self, x1, generator: torch.Generator):
+        """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``.
+
+        The one place where the CFM rule "draw eps only when sigma > 0" is written in torch
+        (twin of :meth:`flows_np.paths.AffinePath.draw_noise`): flow matching
+        (:func:`flows_torch.train.draw_fm_randomness`), reflow
+        (:func:`flows_torch.reflow.train_on_pairs`) and MNIST
+        (:func:`flows_torch.mnist_train.flow_matching_batch`) call it. With ``sigma > 0``
+        it draws ``torch.randn(x1.shape)`` in x1's dtype from `generator`, on the
+        generator's device, then moves it to x1's; with ``sigma == 0`` it draws nothing
+        (the generator's stream is untouched) and returns None.
+        """
+        if self.sigma > 0:
+            return torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=generator.device).to(x1.device)
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma})"
@@ -170,9 +182,7 @@ def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
     :func:`flows_np.paths.couple_within_classes` (the noise meeting class y stays N(0, I)).
     LongTensor ``perm`` (N,) on x1's device."""
     x0, x1 = _check_pair(x0, x1)
-    labels = torch.as_tensor(labels, device=x1.device)
-    if labels.shape != (x1.shape[0],):
-        raise ValueError(f"labels must have shape ({x1.shape[0]},), got {tuple(labels.shape)}")
+    labels = check_labels_tensor(labels, x1, None, name="labels")
     if coupling is independent_coupling:  # the identity, with no per-class pass (nor GPU syncs)
         return independent_coupling(x0, x1)
     perm = torch.arange(x1.shape[0], device=x1.device)

@@ -16,8 +16,7 @@ from flows_np.data import ring_membership
 
 from .fm import fm_loss
 from .paths import LinearPath, uniform_t
-from .sde import _check_points, check_labels_tensor
-from .solvers import integrate
+from .solvers import check_labels_tensor, check_points, integrate
 from .train import train_loop
 
 __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance", "rings_support",
@@ -27,7 +26,7 @@ __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_d
 # --------------------------------------------------------------------------- pairs and training
 def reflow_pairs(v, noise, steps: int = 100, method: str = "rk4", y=None):
     """``(noise, phi(noise))``: the teacher's own coupling, ``phi`` its flow from t = 0 to 1."""
-    noise = _check_points(noise, "noise")
+    noise = check_points(noise, "noise")
     return noise, integrate(v, noise, steps=steps, method=method, y=y)
 
 
@@ -39,10 +38,10 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
     Adam with a per-batch cosine learning rate (:func:`flows_torch.train.train_loop`).
     Returns the loop's history."""
     path = LinearPath() if path is None else path
-    x0, x1 = _check_points(x0, "x0"), _check_points(x1, "x1")
+    x0, x1 = check_points(x0, "x0"), check_points(x1, "x1")
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-    labels = check_labels_tensor(labels, x0, getattr(model, "num_classes", None))
+    labels = check_labels_tensor(labels, x0, getattr(model, "num_classes", None), name="labels")
     reference = next(model.parameters())
     data = (x0.to(reference), x1.to(reference))
     if labels is not None:
@@ -51,11 +50,8 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
     def batch_loss(batch, generator):
         b0, b1 = batch[0], batch[1]
         y = batch[2] if len(batch) == 3 else None
-        where = generator.device
-        t = time_sampler(len(b1), generator, dtype=b1.dtype, device=where).to(b1.device)
-        noise = None
-        if path.sigma > 0:
-            noise = torch.randn(b1.shape, generator=generator, dtype=b1.dtype, device=where).to(b1.device)
+        t = time_sampler(len(b1), generator, dtype=b1.dtype, device=generator.device).to(b1.device)
+        noise = path.draw_noise(b1, generator)
         return fm_loss(model, b0, b1, t, y, path=path, noise=noise)
 
     return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
@@ -84,7 +80,7 @@ def _trapezoid_mean(values: torch.Tensor) -> float:
 def straightness(v, noise, steps: int = 100, method: str = "rk4", y=None) -> dict:
     """``{"chord_deviation", "liu_straightness"}`` of the flow of `v` from `noise` (see
     :func:`flows_np.reflow.straightness`)."""
-    noise = _check_points(noise, "noise")
+    noise = check_points(noise, "noise")
     path = integrate(v, noise, steps=steps, method=method, y=y, trajectory=True)  # (K+1, N, D)
     k, n, _ = path.shape
     t = torch.linspace(0.0, 1.0, k, dtype=path.dtype, device=path.device)[:, None, None]
@@ -109,8 +105,8 @@ def _mean_pairwise_distance(a: torch.Tensor, b: torch.Tensor, exclude_diagonal: 
 def energy_distance(samples, reference) -> float:
     """Unbiased squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` in float64 (see
     :func:`flows_np.reflow.energy_distance`)."""
-    a = _check_points(samples, "samples").double()
-    b = _check_points(reference, "reference").to(a)
+    a = check_points(samples, "samples").double()
+    b = check_points(reference, "reference").to(a)
     if len(a) < 2 or len(b) < 2 or a.shape[1] != b.shape[1]:
         raise ValueError(
             f"energy_distance needs (N, D) and (M, D) with N, M >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")

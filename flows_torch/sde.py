@@ -19,7 +19,9 @@ import numbers
 import torch
 
 from flows_np.sde import check_noise_scale
-from flows_np.solvers import check_labels, check_steps, time_grid
+from flows_np.solvers import check_steps, time_grid
+
+from .solvers import check_labels_tensor, check_points
 
 __all__ = ["score_from_velocity", "sample_sde"]
 
@@ -45,7 +47,7 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=No
     (steps, N, D). ``g = 0`` is the Euler ODE sampler (Alg. 2). Returns (N, D) samples
     at t = 1, or the (steps + 1, N, D) trajectory.
     """
-    x = _check_points(x0, "x0")
+    x = check_points(x0, "x0")
     steps = check_steps(steps)
     g_of_t = check_noise_scale(g)
     n, d = x.shape
@@ -87,26 +89,3 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=No
             if trajectory:
                 states.append(x)
     return torch.stack(states) if trajectory else x
-
-
-# --------------------------------------------------------------------------- checks
-def _check_points(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return x.detach()
-
-
-def check_labels_tensor(y, x: torch.Tensor, num_classes):
-    """Labels checked by :func:`flows_np.solvers.check_labels`, returned as a tensor on x's device."""
-    if y is None:
-        check_labels(None, x.shape[0], num_classes)
-        return None
-    y = torch.as_tensor(y, device=x.device)
-    check_labels(y.detach().cpu().numpy(), x.shape[0], num_classes)
-    return y

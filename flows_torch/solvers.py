@@ -10,31 +10,39 @@ from __future__ import annotations
 
 import torch
 
-from flows_np.solvers import METHODS, ORDERS, STEPPERS, check_labels, check_method, check_steps, \
-    check_time_interval, nfe, time_grid
+from flows_np.checks import check_labels, check_point_facts
+from flows_np.solvers import METHODS, ORDERS, STEPPERS, check_method, check_steps, check_time_interval, nfe, \
+    time_grid
 
-__all__ = ["integrate", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid"]
+__all__ = ["integrate", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid", "check_points", "check_labels_tensor"]
+
+
+# --------------------------------------------------------------------------- checks (rules: flows_np.checks)
+def check_points(x, name: str, *, ndim: int | None = 2, nonempty: bool = False, detach: bool = True) -> torch.Tensor:
+    """A tensor of points checked by the rule of :func:`flows_np.checks.check_point_facts`
+    (``ndim=2``: shape (N, D); ``ndim=None``: (N, ...); floating point; finite), detached
+    unless ``detach=False``. Anything but a ``torch.Tensor`` is refused."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_point_facts(name, x.shape, x.dtype, x.is_floating_point(), lambda: bool(torch.isfinite(x).all()),
+                      ndim=ndim, nonempty=nonempty)
+    return x.detach() if detach else x
+
+
+def check_labels_tensor(y, x: torch.Tensor, num_classes, *, name: str = "labels y", strict: bool = False):
+    """Labels checked by :func:`flows_np.checks.check_labels` for the rows of `x`, returned
+    as a tensor on x's device (None stays None). A tensor's values are copied to numpy for
+    the check only when they are read (a model with ``num_classes``): once per call."""
+    n = x.shape[0]
+    if y is None:
+        return check_labels(None, n, num_classes, name=name, strict=strict)
+    y = torch.as_tensor(y, device=x.device)
+    check_labels(y if num_classes is None else y.detach().cpu().numpy(), n, num_classes, name=name, strict=strict)
+    return y
 
 
 def _as_state(x) -> torch.Tensor:
-    x = torch.as_tensor(x)
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf")
-    return x.detach()
-
-
-def _check_labels(y, x: torch.Tensor, num_classes):
-    """Labels as a tensor on x's device, checked like the numpy side (once per run)."""
-    if isinstance(y, torch.Tensor):
-        if num_classes is not None:
-            check_labels(y.detach().cpu().numpy(), x.shape[0], num_classes)
-        return y.to(x.device)
-    checked = check_labels(y, x.shape[0], num_classes)
-    return None if checked is None else torch.as_tensor(checked, device=x.device)
+    return check_points(torch.as_tensor(x), "x", ndim=None, nonempty=True)
 
 
 @torch.no_grad()
@@ -55,7 +63,7 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
     t0, t1 = check_time_interval(t0, t1)
     x = _as_state(x)
     n = x.shape[0]
-    y = _check_labels(y, x, getattr(v, "num_classes", None))
+    y = check_labels_tensor(y, x, getattr(v, "num_classes", None))
 
     def f(state: torch.Tensor, t: float) -> torch.Tensor:
         out = v(state, torch.full((n,), t, dtype=state.dtype, device=state.device), y)

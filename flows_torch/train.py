@@ -16,9 +16,11 @@ Same functions, arguments, defaults and history as the numpy module, step for st
 The history is the numpy one: a dict of lists of plain python numbers (``"loss"``,
 ``"lr"``, ``"grad_norm"`` per batch; ``"epoch"``, ``"train_loss"``, ``"epoch_time"``
 and ``"val_<name>"`` per epoch), so examples and reports work unchanged on either
-backend. The recipes (:data:`NF_RECIPE`, :data:`FM_RECIPE`), the positive-integer check
-and :func:`print_progress` (it only formats events) are imported from the numpy module,
-not copied.
+backend. The recipes (:data:`NF_RECIPE`, :data:`FM_RECIPE`) and :func:`print_progress`
+(it only formats events) are imported from the numpy module, the argument checks from
+:mod:`flows_np.checks`, and the loop's bookkeeping (step counts, history, progress
+events, non-finite loss/gradient errors, timing, validation in eval mode) from
+:class:`flows_np.loop.TrainingRecord`: not copied.
 
 Differences that are only idiom:
 
@@ -35,30 +37,22 @@ checks every parameter and every batch loss after 50 steps.
 """
 from __future__ import annotations
 
-import math
-import time
-
 import numpy as np
 import torch
 
-from flows_np.solvers import check_labels
-from flows_np.train import FM_RECIPE, NF_RECIPE, _check_positive_int, print_progress
+from flows_np.checks import check_positive_int
+from flows_np.loop import TrainingRecord, validation_metrics
+from flows_np.train import FM_RECIPE, NF_RECIPE, print_progress
 
 from .fm import fm_loss
-from .paths import LinearPath, couple_within_classes, independent_coupling, uniform_t
+from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t
+from .solvers import check_labels_tensor
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "train_fm", "nf_metrics", "fm_metrics",
            "draw_fm_randomness", "print_progress", "global_grad_norm"]
 
 
 # --------------------------------------------------------------------------- checks and helpers
-def _check_rates(lr, clip_grad) -> None:
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if clip_grad is not None and not (clip_grad > 0):
-        raise ValueError(f"clip_grad must be positive or None, got {clip_grad!r}")
-
-
 def _check_generator(generator) -> torch.Generator:
     """`generator`, or a fresh one seeded from OS entropy when None (as np.random.default_rng())."""
     if generator is None:
@@ -111,16 +105,12 @@ def _model_points(model, points, name: str) -> torch.Tensor:
     return x.detach().to(device=reference.device, dtype=reference.dtype)
 
 
-def _model_labels(model, labels, n: int, name: str):
-    """Labels as an int64 tensor on the model's device (None for an unconditional model);
-    the checks are :func:`flows_np.solvers.check_labels`'."""
-    num_classes = getattr(model, "num_classes", None)
-    if labels is not None and num_classes is None:
-        raise ValueError(f"{name} were given but the model is unconditional (num_classes=None)")
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    checked = check_labels(labels, n, num_classes)
-    return None if checked is None else torch.as_tensor(checked, dtype=torch.long, device=_reference(model).device)
+def _model_labels(model, labels, points: torch.Tensor, name: str):
+    """Labels as an int64 tensor on the model's device (None for an unconditional model),
+    checked by :func:`flows_np.checks.check_labels` (strict: labels for an unconditional
+    model are refused) for the rows of `points` (already on the model's device)."""
+    checked = check_labels_tensor(labels, points, getattr(model, "num_classes", None), name=name, strict=True)
+    return None if checked is None else checked.long()
 
 
 def global_grad_norm(params) -> float:
@@ -155,7 +145,7 @@ def evaluate(metrics, data, batch_size: int = 8192) -> dict:
     the mean over all points.
     """
     tensors = _as_tensor_tuple(data, "data")
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
     n = tensors[0].shape[0]
     totals: dict = {}
     with torch.no_grad():
@@ -193,67 +183,32 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     Raises ValueError for bad arguments, FloatingPointError on a non-finite loss/gradient.
     """
     tensors = _as_tensor_tuple(train_data, "train_data")
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    _check_rates(lr, clip_grad)
+    record = TrainingRecord(tensors[0].shape[0], epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
+                            progress=progress)
     generator = _check_generator(generator)
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    n = tensors[0].shape[0]
-    batches_per_epoch = math.ceil(n / batch_size)
-    total_steps = epochs * batches_per_epoch
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=eta_min)
-    history = {"loss": [], "lr": [], "grad_norm": [], "epoch": [], "train_loss": [], "epoch_time": []}
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=record.total_steps, eta_min=eta_min)
 
-    step = 0
     model.train()
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        order = torch.randperm(n, generator=generator, device=generator.device)
-        epoch_losses = []
-        for b in range(batches_per_epoch):
-            step += 1
-            index = order[b * batch_size:(b + 1) * batch_size]
-            batch = tuple(a[index.to(a.device)] for a in tensors)
-            where = f"epoch {epoch}, batch {b + 1}/{batches_per_epoch} (step {step}/{total_steps})"
+    for _ in record.epoch_numbers():
+        order = torch.randperm(record.n, generator=generator, device=generator.device)
+        for rows in record.batches(order):
+            batch = tuple(a[rows.to(a.device)] for a in tensors)
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(batch, generator)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"non-finite training loss {value} at {where}; lower lr or set clip_grad")
+            value = record.check_loss(loss.detach())
             loss.backward()
-            grad_norm = global_grad_norm(params)
-            if not math.isfinite(grad_norm):
-                raise FloatingPointError(f"non-finite gradient (norm {grad_norm}) at {where}")
+            grad_norm = record.check_grad_norm(global_grad_norm(params))
             if clip_grad is not None:
                 _clip_gradients(params, grad_norm, clip_grad)
             current_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
-            history["loss"].append(value)
-            history["lr"].append(float(current_lr))
-            history["grad_norm"].append(grad_norm)
-            epoch_losses.append(value)
-            if progress is not None:
-                progress(dict(kind="batch", epoch=epoch, batch=b + 1, step=step, steps=total_steps,
-                              loss=value, lr=float(current_lr), grad_norm=grad_norm))
-        metrics = {}
-        if validate is not None:
-            model.eval()
-            with torch.no_grad():
-                metrics = {name: float(v) for name, v in validate().items()}
-            model.train()
-        elapsed = time.perf_counter() - started
-        history["epoch"].append(epoch)
-        history["train_loss"].append(float(np.mean(epoch_losses)))
-        history["epoch_time"].append(elapsed)
-        for name, value in metrics.items():
-            history.setdefault(f"val_{name}", []).append(value)
-        if progress is not None:
-            progress(dict(kind="epoch", epoch=epoch, epochs=epochs, train_loss=history["train_loss"][-1],
-                          time=elapsed, **{f"val_{k}": v for k, v in metrics.items()}))
+            record.end_batch(value, current_lr, grad_norm)
+        record.end_epoch(validation_metrics(model, validate, torch.no_grad))
     model.eval()
-    return history
+    return record.history
 
 
 # =========================================================================== normalizing flow (Eq. 9)
@@ -299,15 +254,12 @@ def draw_fm_randomness(x1, generator, time_sampler=uniform_t, sigma: float = 0.0
     Drawn from `generator` (on its device, then moved to x1's) in the numpy twin's order:
     ``x0 ~ N(0, I)`` of x1's shape, ``t = time_sampler(n, generator, dtype=..., device=...)``,
     then (only when ``sigma > 0``) the path noise ``eps ~ N(0, I)``; ``noise`` is None
-    otherwise. All in x1's dtype.
+    otherwise (the rule of :meth:`flows_torch.paths.AffinePath.draw_noise`). All in x1's dtype.
     """
     n, device = x1.shape[0], generator.device
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=device).to(x1.device)
     t = time_sampler(n, generator, dtype=x1.dtype, device=device).to(x1.device)
-    noise = None
-    if sigma > 0:
-        noise = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=device).to(x1.device)
-    return x0, t, noise
+    return x0, t, AffinePath(sigma).draw_noise(x1, generator)
 
 
 def _as_draws(draws, x1: torch.Tensor):
@@ -354,7 +306,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
     untouched): ``history["val_loss"]``.
     """
     points = _model_points(model, points, "points")
-    labels = _model_labels(model, labels, points.shape[0], "labels")
+    labels = _model_labels(model, labels, points, "labels")
     path = LinearPath() if path is None else path
     generator = _check_generator(generator)
     if not callable(coupling) or not callable(time_sampler) or (draw is not None and not callable(draw)):
@@ -373,7 +325,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
     validate = None
     if val_points is not None:
         val_points = _model_points(model, val_points, "val_points")
-        val_labels = _model_labels(model, val_labels, val_points.shape[0], "val_labels")
+        val_labels = _model_labels(model, val_labels, val_points, "val_labels")
         val_x0, val_t, val_noise = draw_fm_randomness(val_points, _spawn(generator), time_sampler, path.sigma)
         metrics = fm_metrics(model, path, val_x0, val_t, val_noise)
         rows = torch.arange(val_points.shape[0], device=val_points.device)
