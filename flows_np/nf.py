@@ -309,6 +309,11 @@ class NormalizingFlow(nn.Module):
         scale_bound, negative_slope, zero_init: see :class:`AffineCoupling`.
         rng: ``np.random.Generator`` for the initial weights.
         dtype: parameter dtype (float32 by default; float64 for property tests).
+        coupling: ``None`` (affine couplings, the exercise) or a function
+            ``coupling(rng, dtype) -> layer`` that builds one coupling of another kind,
+            e.g. :class:`flows_np.splines.RationalQuadraticCoupling`: any module with the
+            ``_forward(z) -> (y, log|det dy/dz|)`` and ``_inverse(y) -> (z, log|det dz/dy|)``
+            pair (``hidden``, ``n_layers``, ``scale_bound`` and friends are then unused).
 
     Differentiable methods return minigrad Tensors; ``sample`` and the trajectories
     return numpy arrays (computed without a graph).
@@ -316,7 +321,7 @@ class NormalizingFlow(nn.Module):
 
     def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
                  permutations=None, rng=None, dtype=np.float32, *, scale_bound: float = 3.0,
-                 negative_slope: float = 0.01, zero_init: bool = True):
+                 negative_slope: float = 0.01, zero_init: bool = True, coupling=None):
         _check_architecture(dim, hidden, n_layers, scale_bound)
         if not isinstance(n_couplings, numbers.Integral) or n_couplings < 1:
             raise ValueError(f"n_couplings must be a positive integer, got {n_couplings!r}")
@@ -327,14 +332,15 @@ class NormalizingFlow(nn.Module):
         for i in range(n_couplings):
             if i > 0:
                 layers.append(Permutation(permutations[i - 1]))
-            layers.append(AffineCoupling(dim, hidden, n_layers, rng=rng, dtype=dtype, scale_bound=scale_bound,
+            layers.append(coupling(rng, dtype) if coupling is not None else
+                          AffineCoupling(dim, hidden, n_layers, rng=rng, dtype=dtype, scale_bound=scale_bound,
                                          negative_slope=negative_slope, zero_init=zero_init))
         self.layers = nn.ModuleList(layers)
 
     @property
     def couplings(self) -> list:
-        """The affine coupling layers, in forward order."""
-        return [layer for layer in self.layers if isinstance(layer, AffineCoupling)]
+        """The coupling layers (every layer but the permutations), in forward order."""
+        return [layer for layer in self.layers if not isinstance(layer, Permutation)]
 
     @property
     def dtype(self):
@@ -348,8 +354,7 @@ class NormalizingFlow(nn.Module):
         log_det = 0.0
         for layer in self.layers:
             z, layer_log_det = layer._forward(z)
-            if isinstance(layer, AffineCoupling):
-                log_det = log_det + layer_log_det
+            log_det = log_det + layer_log_det
         return z, log_det
 
     def _inverse(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
@@ -357,8 +362,7 @@ class NormalizingFlow(nn.Module):
         log_det = 0.0
         for layer in reversed(list(self.layers)):
             x, layer_log_det = layer._inverse(x)
-            if isinstance(layer, AffineCoupling):  # permutations add log|det| = 0 (Sec. 3.1.5)
-                log_det = log_det + layer_log_det
+            log_det = log_det + layer_log_det  # a permutation's is 0 (Sec. 3.1.5)
         return x, log_det
 
     def forward(self, z) -> mg.Tensor:
@@ -402,7 +406,7 @@ class NormalizingFlow(nn.Module):
             states = [x.data]
             for layer in layers:
                 x = step(layer, x)
-                if include_permutations or isinstance(layer, AffineCoupling):
+                if include_permutations or not isinstance(layer, Permutation):
                     states.append(x.data)
         return np.stack(states)
 

@@ -229,12 +229,15 @@ class NormalizingFlow(nn.Module):
     ``layers`` is an ``nn.ModuleList`` ``[coupling, permutation, ..., coupling]``; see
     :class:`flows_np.nf.NormalizingFlow` for the arguments. ``generator`` (a
     ``torch.Generator`` on the CPU) draws the initial weights; ``dtype``/``device``
-    place the parameters, and inputs follow the model.
+    place the parameters, and inputs follow the model. ``coupling``, when given, is
+    ``coupling(generator, dtype, device) -> layer`` (e.g. a
+    :class:`flows_torch.splines.RationalQuadraticCoupling`) in place of the affine coupling.
     """
 
     def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
                  permutations=None, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                 device=None, *, scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True):
+                 device=None, *, scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True,
+                 coupling=None):
         super().__init__()
         _check_architecture(dim, hidden, n_layers, scale_bound)
         if not isinstance(n_couplings, numbers.Integral) or n_couplings < 1:
@@ -245,14 +248,15 @@ class NormalizingFlow(nn.Module):
         for i in range(n_couplings):
             if i > 0:
                 layers.append(Permutation(permutations[i - 1]).to(device))
-            layers.append(AffineCoupling(dim, hidden, n_layers, generator=generator, dtype=dtype, device=device,
+            layers.append(coupling(generator, dtype, device) if coupling is not None else
+                          AffineCoupling(dim, hidden, n_layers, generator=generator, dtype=dtype, device=device,
                                          scale_bound=scale_bound, negative_slope=negative_slope,
                                          zero_init=zero_init))
         self.layers = nn.ModuleList(layers)
 
     @property
     def couplings(self) -> list:
-        return [layer for layer in self.layers if isinstance(layer, AffineCoupling)]
+        return [layer for layer in self.layers if not isinstance(layer, Permutation)]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -269,16 +273,14 @@ class NormalizingFlow(nn.Module):
         log_det = 0.0
         for layer in self.layers:
             z, layer_log_det = layer._forward(z)
-            if isinstance(layer, AffineCoupling):
-                log_det = log_det + layer_log_det
+            log_det = log_det + layer_log_det
         return z, log_det
 
     def _inverse(self, x):
         log_det = 0.0
         for layer in list(self.layers)[::-1]:
             x, layer_log_det = layer._inverse(x)
-            if isinstance(layer, AffineCoupling):
-                log_det = log_det + layer_log_det
+            log_det = log_det + layer_log_det  # a permutation's is 0
         return x, log_det
 
     def forward(self, z) -> torch.Tensor:
@@ -315,7 +317,7 @@ class NormalizingFlow(nn.Module):
         states = [x]
         for layer in layers:
             x = step(layer, x)
-            if include_permutations or isinstance(layer, AffineCoupling):
+            if include_permutations or not isinstance(layer, Permutation):
                 states.append(x)
         return torch.stack(states)
 

@@ -19,11 +19,12 @@ from .gradcheck import GradcheckError, gradcheck
 from .ops import (abs, add, astype, concat, div, exp, getitem, leaky_relu, linear, log, matmul, mean, mul, neg,
                   power, relu, reshape, sigmoid, silu, softplus, split, sqrt, stack, sub, sum, tanh, transpose,
                   where)
+from .ops import cumsum, searchsorted, softmax, take_along_axis
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad
 
 __all__ = [
     "Tensor", "no_grad", "enable_grad", "is_grad_enabled", "nn", "optim", "ops", "gradcheck", "GradcheckError",
     "add", "sub", "mul", "div", "neg", "power", "matmul", "linear", "exp", "log", "tanh", "sigmoid", "softplus",
     "relu", "leaky_relu", "silu", "sqrt", "abs", "sum", "mean", "reshape", "transpose", "getitem", "concat",
-    "stack", "split", "where", "astype",
+    "stack", "split", "where", "astype", "softmax", "cumsum", "take_along_axis", "searchsorted",
 ]

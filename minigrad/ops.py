@@ -25,7 +25,7 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "power", "matmul", "linear",
     "exp", "log", "tanh", "sigmoid", "softplus", "relu", "leaky_relu", "silu", "sqrt", "abs",
     "sum", "mean", "reshape", "transpose", "getitem", "concat", "stack", "split", "where", "astype",
-    "unbroadcast", "as_tensor",
+    "unbroadcast", "as_tensor", "softmax", "cumsum", "take_along_axis", "searchsorted",
 ]
 
 
@@ -516,6 +516,82 @@ def where(condition, a, b) -> Tensor:
         return ga, gb
 
     return make_node(data, (a, b), vjp, "where")
+
+
+# --------------------------------------------------------------------------- along an axis
+def softmax(a, axis: int = -1) -> Tensor:
+    """``s_i = e^{a_i} / sum_j e^{a_j}`` along `axis` (the maximum is subtracted first,
+    which changes nothing but keeps ``e^.`` from overflowing).
+
+    d s_i / d a_j = s_i (delta_ij - s_j), so the VJP is ``s * (g - sum_j g_j s_j)``."""
+    a = as_tensor(a)
+    shifted = np.exp(a.data - np.max(a.data, axis=axis, keepdims=True))
+    data = shifted / np.sum(shifted, axis=axis, keepdims=True)
+
+    def vjp(g):
+        return (data * (g - np.sum(g * data, axis=axis, keepdims=True)),)
+
+    return make_node(data, (a,), vjp, "softmax")
+
+
+def cumsum(a, axis: int = -1) -> Tensor:
+    """Running sums along `axis`: ``c_i = a_0 + ... + a_i``.
+
+    ``a_j`` enters every ``c_i`` with ``i >= j``, so ``dL/da_j = g_j + g_{j+1} + ...``:
+    the running sum of ``g`` taken from the far end (flip, cumsum, flip back)."""
+    a = as_tensor(a)
+
+    def vjp(g):
+        return (np.flip(np.cumsum(np.flip(g, axis=axis), axis=axis), axis=axis),)
+
+    return make_node(np.cumsum(a.data, axis=axis), (a,), vjp, "cumsum")
+
+
+def take_along_axis(a, indices, axis: int) -> Tensor:
+    """``np.take_along_axis(a, indices, axis)`` (torch's ``gather``): along `axis`, pick
+    ``a[..., indices[..., i, ...], ...]``; `indices` (integers, no gradient) has a's
+    number of dimensions and broadcasts against a in the others.
+
+    The VJP scatters ``g`` back to the picked places, *adding* where an entry was
+    picked more than once (``np.add.at``, as :func:`getitem` does)."""
+    a = as_tensor(a)
+    indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if indices.dtype.kind not in "iu" or indices.ndim != a.ndim:
+        raise ValueError(f"take_along_axis: indices must be integers with a's {a.ndim} dimensions, "
+                         f"got dtype {indices.dtype} and shape {indices.shape}")
+    axis = axis % a.ndim
+    shape = tuple(n if d == axis else max(n, m) for d, (n, m) in enumerate(zip(indices.shape, a.shape)))
+    indices = np.broadcast_to(indices, shape)
+    data = np.take_along_axis(a.data, indices, axis=axis)
+
+    def vjp(g):
+        grad = np.zeros_like(a.data)
+        index = list(np.indices(shape, sparse=True))  # position along every other axis
+        index[axis] = indices
+        np.add.at(grad, tuple(index), g)
+        return (grad,)
+
+    return make_node(data, (a,), vjp, "take_along_axis")
+
+
+def searchsorted(sorted_sequence, values, right: bool = False) -> np.ndarray:
+    """Where `values` would be inserted into `sorted_sequence` to keep it sorted, as
+    torch's ``searchsorted``: a 1-D sequence serves every value; an (..., M) sequence
+    holds one sorted row per leading index, searched by the (..., V) values of the same
+    leading shape. Left side (the first slot ``i`` with ``values <= seq[i]``) by
+    default; with ``right=True`` the slot after every entry equal to the value (the
+    count of entries ``<= value``).
+
+    Returns an int64 numpy array of values' shape, not a Tensor: an index is piecewise
+    constant, so no gradient flows through it (use it with :func:`take_along_axis`)."""
+    seq = np.asarray(sorted_sequence.data if isinstance(sorted_sequence, Tensor) else sorted_sequence)
+    vals = np.asarray(values.data if isinstance(values, Tensor) else values)
+    if seq.ndim == 1:
+        return np.searchsorted(seq, vals, side="right" if right else "left").astype(np.int64)
+    if seq.shape[:-1] != vals.shape[:-1]:
+        raise ValueError(f"searchsorted: sequence {seq.shape} and values {vals.shape} must share leading dims")
+    before = seq[..., None, :] <= vals[..., :, None] if right else seq[..., None, :] < vals[..., :, None]
+    return np.sum(before, axis=-1, dtype=np.int64)  # sorted rows: entries before the slot
 
 
 # --------------------------------------------------------------------------- operators
