@@ -32,7 +32,6 @@ import hashlib
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +45,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from flows_np.files import atomic_path  # noqa: E402  (standard library only: no torch yet)
 
 # Settings of each preset; any option given on the command line wins.
 PRESETS = {
@@ -184,18 +185,8 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 # ----------------------------------------------------------------------------- figures
 def _atomic_savefig(fig, path: Path):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _tile(images, rows: int, cols: int, pad: int = 2):

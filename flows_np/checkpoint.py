@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from .files import atomic_path
 
 FORMAT = "flowmodels-checkpoint"
 VERSION = 1
@@ -46,17 +47,8 @@ def write_archive(path, state: dict, model_name: str, config: dict, extra: dict 
         raise FileNotFoundError(f"cannot write checkpoint {path}: folder {folder} does not exist")
     arrays = {f"state/{k}": np.ascontiguousarray(v) for k, v in state.items()}
     arrays["__meta__"] = np.array(meta_json)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def read_archive(path) -> tuple[dict, dict]:

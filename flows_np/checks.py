@@ -5,6 +5,7 @@ same arguments and must refuse the same bad ones with the same words. The rules 
 here, written once in plain numpy (no torch), and both packages import them:
 
 * :func:`check_positive_int` (epochs, batch sizes, step counts, ...);
+* :func:`check_coupling_architecture` (the normalizing flow's coupling layers);
 * :func:`check_learning_rate`, :func:`check_clip_grad` (the training loops);
 * :func:`check_labels`: class labels of a batch of ``n`` points against a model's
   ``num_classes`` (shape ``(n,)``, integers in ``[0, num_classes)``);
@@ -25,7 +26,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_array", "check_positive_int", "check_learning_rate", "check_clip_grad", "check_labels",
+__all__ = ["as_array", "check_positive_int", "check_coupling_architecture", "check_learning_rate", "check_clip_grad", "check_labels",
            "check_point_facts", "check_points"]
 
 
@@ -45,6 +46,18 @@ def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_coupling_architecture(dim, hidden, n_layers, scale_bound) -> None:
+    """The shape of a coupling layer (:class:`flows_np.nf.AffineCoupling` and its twin):
+    ``dim >= 2`` (a coupling needs two halves), positive integer ``hidden`` and
+    ``n_layers``, and a positive finite ``scale_bound``; ValueError naming the first that is not."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2:
+        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
+    check_positive_int("hidden", hidden)
+    check_positive_int("n_layers", n_layers)
+    if not (scale_bound > 0 and math.isfinite(scale_bound)):
+        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
 
 
 def check_learning_rate(lr, name: str = "lr"):

@@ -34,12 +34,12 @@ node on these same parameters; the tests hold the two equal in values and gradie
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 import minigrad as mg
 from minigrad import nn
+from .checks import check_coupling_architecture, check_positive_int
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
            "check_permutation", "default_permutations", "as_points"]
@@ -107,17 +107,6 @@ def _mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: floa
     return nn.Sequential(*modules)
 
 
-def _check_architecture(dim, hidden, n_layers, scale_bound) -> None:
-    if not isinstance(dim, numbers.Integral) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
-    if not isinstance(hidden, numbers.Integral) or hidden < 1:
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-    if not isinstance(n_layers, numbers.Integral) or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
-    if not (scale_bound > 0 and math.isfinite(scale_bound)):
-        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
-
-
 def _model_dtype(module: nn.Module):
     """dtype of the module's first parameter (found lazily: no walk over all 300)."""
     for _, parameter in module.named_parameters():
@@ -171,7 +160,7 @@ class AffineCoupling(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, rng=None, dtype=np.float32, *,
                  scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True):
-        _check_architecture(dim, hidden, n_layers, scale_bound)
+        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
         rng = np.random.default_rng() if rng is None else rng
         self.dim = int(dim)
         self.split = self.dim // 2
@@ -322,9 +311,8 @@ class NormalizingFlow(nn.Module):
     def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
                  permutations=None, rng=None, dtype=np.float32, *, scale_bound: float = 3.0,
                  negative_slope: float = 0.01, zero_init: bool = True, coupling=None):
-        _check_architecture(dim, hidden, n_layers, scale_bound)
-        if not isinstance(n_couplings, numbers.Integral) or n_couplings < 1:
-            raise ValueError(f"n_couplings must be a positive integer, got {n_couplings!r}")
+        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
+        check_positive_int("n_couplings", n_couplings)
         rng = np.random.default_rng() if rng is None else rng
         permutations = _check_permutations(permutations, dim, n_couplings)
         self.dim = int(dim)
@@ -394,8 +382,7 @@ class NormalizingFlow(nn.Module):
     # ------------------------------------------------------------ sampling and analysis
     def sample(self, n: int, rng=None) -> np.ndarray:
         """``n`` draws ``x = phi(z)``, ``z ~ N(0, I)`` from `rng` (Eq. 1): array (n, dim)."""
-        if not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = check_positive_int("n", n)
         rng = np.random.default_rng() if rng is None else rng
         z = rng.standard_normal((int(n), self.dim)).astype(self.dtype)
         with mg.no_grad():

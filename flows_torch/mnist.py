@@ -35,13 +35,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from flows_np.files import atomic_path
 
 __all__ = [
     "FILES", "MD5", "MIRRORS", "ENV_VAR", "SPLITS",
@@ -236,22 +237,10 @@ def download_mnist(
             if got != MD5[name]:
                 errors.setdefault(name, []).append(f"{url}: MD5 mismatch (got {got}, expected {MD5[name]})")
                 continue
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if md5sum(Path(tmp).read_bytes()) != MD5[name]:  # what landed on disk
+            with atomic_path(folder / name, suffix=".part") as tmp:
+                tmp.write_bytes(data)
+                if md5sum(tmp.read_bytes()) != MD5[name]:  # what landed on disk
                     raise OSError(f"written file {tmp} does not match MD5 {MD5[name]}")
-                mask = os.umask(0)
-                os.umask(mask)
-                os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
-                os.replace(tmp, folder / name)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
             if verbose:
                 print(f"downloaded {url} -> {folder / name}")
             errors.pop(name, None)

@@ -38,7 +38,6 @@ import copy
 import dataclasses
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
+
+from flows_np.files import atomic_path
 
 from .image_mlp import ImageMLP
 from .paths import couple_within_classes
@@ -238,24 +239,9 @@ def save_checkpoint(path: Union[str, os.PathLike], state: dict) -> Path:
     """torch.save to a temporary file in the same folder, then os.replace (atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
-
-
-def _default_mode(path) -> None:
-    """mkstemp creates files 0600; give them the usual 0666 & ~umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> dict:

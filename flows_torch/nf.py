@@ -18,11 +18,12 @@ tensors on the model's device, computed under ``torch.no_grad()``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from flows_np.checks import check_coupling_architecture, check_positive_int
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
            "check_permutation", "default_permutations", "as_points"]
@@ -91,17 +92,6 @@ def _mlp(n_in, n_out, hidden, n_layers, negative_slope, generator, dtype, device
     return nn.Sequential(*modules)
 
 
-def _check_architecture(dim, hidden, n_layers, scale_bound) -> None:
-    if not isinstance(dim, numbers.Integral) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
-    if not isinstance(hidden, numbers.Integral) or hidden < 1:
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-    if not isinstance(n_layers, numbers.Integral) or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
-    if not (scale_bound > 0 and math.isfinite(scale_bound)):
-        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
-
-
 def _reference(module: nn.Module) -> torch.Tensor:
     """A parameter or buffer whose device (and, for parameters, dtype) the module follows."""
     return next(module.parameters())
@@ -122,7 +112,7 @@ class AffineCoupling(nn.Module):
                  dtype: torch.dtype = torch.float32, device=None, *, scale_bound: float = 3.0,
                  negative_slope: float = 0.01, zero_init: bool = True):
         super().__init__()
-        _check_architecture(dim, hidden, n_layers, scale_bound)
+        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
         self.dim = int(dim)
         self.split = self.dim // 2
         self.scale_bound = float(scale_bound)
@@ -239,9 +229,8 @@ class NormalizingFlow(nn.Module):
                  device=None, *, scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True,
                  coupling=None):
         super().__init__()
-        _check_architecture(dim, hidden, n_layers, scale_bound)
-        if not isinstance(n_couplings, numbers.Integral) or n_couplings < 1:
-            raise ValueError(f"n_couplings must be a positive integer, got {n_couplings!r}")
+        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
+        check_positive_int("n_couplings", n_couplings)
         permutations = _check_permutations(permutations, dim, n_couplings)
         self.dim = int(dim)
         layers = []
@@ -307,8 +296,7 @@ class NormalizingFlow(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` draws ``phi(z)``, ``z ~ N(0, I)`` from `generator` (on the model's device)."""
-        if not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = check_positive_int("n", n)
         z = torch.randn(int(n), self.dim, generator=generator, dtype=self.dtype, device=self.device)
         return self._forward(z)[0]
 
