@@ -4,6 +4,7 @@
     python examples/rings.py --backend torch    # the same run on the PyTorch twin
     python examples/rings.py --quick            # a smoke run (small data, 2 epochs)
     python examples/rings.py --reuse            # redraw figures from saved checkpoints
+    python examples/rings.py --report-only      # rebuild the three reports of a finished run
 
 It trains the three models of the exercise with its recommended settings
 
@@ -18,9 +19,11 @@ It trains the three models of the exercise with its recommended settings
 each on 250,000 points for 20 epochs of batches of 128, Adam at lr 1e-3 with cosine
 annealing, then writes every figure the exercise asks for (``nf_q1_*.png`` ...
 ``bonus_*.png``), the numbers its questions need (``results.json``) and a report that
-embeds both (``report.md``), all in ``--out`` (default ``outputs/rings``). Checkpoints
-(``nf.npz``, ``fm.npz``, ``cfm.npz``) are saved there too; ``--reuse`` loads them
-instead of training.
+quotes every question and answers it in words from those numbers, with every figure, in
+three formats (``report.md``, a self-contained ``report.html`` and an A4 ``report.pdf`` of
+at most 12 pages), all in ``--out`` (default ``outputs/rings``). Checkpoints (``nf.npz``,
+``fm.npz``, ``cfm.npz``) are saved there too; ``--reuse`` loads them instead of training,
+and ``--report-only`` rebuilds the three reports from ``results.json`` and the figures.
 
 Coordinates. The models live in the standardised coordinates of
 :mod:`flows_np.data` (each axis centred and scaled by fixed constants). Figures are
@@ -60,7 +63,7 @@ from examples.report import write_json  # noqa: E402
 from examples.rings_exercise import questions  # noqa: E402
 from examples.rings_exercise.backend import make_backend  # noqa: E402
 from examples.rings_exercise.figures import FIGURES, data_box  # noqa: E402
-from examples.rings_exercise.report import write_report  # noqa: E402
+from examples.rings_exercise.report import ReportInputError, rebuild_reports, write_report  # noqa: E402
 from examples.rings_exercise.settings import Settings, parse_args, q5_points, stream_seeds  # noqa: E402
 from examples.rings_exercise.training import train_all  # noqa: E402
 from flows_np.data import data_entropy, olympic_rings  # noqa: E402
@@ -155,10 +158,18 @@ class Run:
 
 def main(argv=None) -> int:
     args, settings = parse_args(argv)
+    if args.report_only:
+        try:
+            written = rebuild_reports(args.out)
+        except ReportInputError as err:
+            print(f"rings.py: error: {err}", file=sys.stderr)
+            return 2
+        print(f"[rings] rebuilt {', '.join(written)} in {args.out}", flush=True)
+        return 0
     results = Run(args, settings).run()
     total = sum(results["timings"].values())
-    print(f"[rings] wrote {len(results['figures'])} figures, report.md and results.json to {args.out} "
-          f"in {total:.0f} s", flush=True)
+    print(f"[rings] wrote {len(results['figures'])} figures, report.md, report.html, report.pdf and results.json "
+          f"to {args.out} in {total:.0f} s", flush=True)
     return 0
 
 

@@ -27,9 +27,10 @@ EXPECTED_FIGURES = [
     "fm_q1_loss.png", "fm_q2_progression.png", "fm_q3_trajectories.png", "fm_q4_time_steps.png",
     "fm_q5_reverse.png",
     "cfm_q1_input.png", "cfm_q2_trajectories.png", "cfm_q3_samples.png",
-    "bonus_trajectory.png",
+    "bonus_trajectory.png", "bonus_approaches.png",
 ]
-EXPECTED_FILES = EXPECTED_FIGURES + ["report.md", "results.json", "nf.npz", "fm.npz", "cfm.npz"]
+EXPECTED_FILES = EXPECTED_FIGURES + ["report.md", "report.html", "report.pdf", "results.json", "nf.npz", "fm.npz",
+                                     "cfm.npz"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # a blank 100-dpi figure is ~3 kB; every real figure here is larger
 

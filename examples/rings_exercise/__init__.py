@@ -10,6 +10,10 @@ entry point ``examples/rings.py``; one module per job:
   progress bars and the histories the loss figures need;
 * :mod:`.questions` - one function per section of the exercise (NF, FM, conditional
   FM, bonus) plus the held-out likelihoods: the numbers of ``results.json``;
+* :mod:`.bonus` - the bonus's approaches beyond backwards integration (best of N,
+  endpoint guidance, a sixth class fine-tuned into a copy of the conditional model);
 * :mod:`.figures` - every figure the exercise asks for, one function each;
-* :mod:`.report` - ``report.md`` from the results.
+* :mod:`.answers` - every question quoted and answered in words from the numbers;
+* :mod:`.report` - ``report.md``, ``report.html`` and ``report.pdf`` from the results
+  (also alone, ``--report-only``).
 """

@@ -19,8 +19,9 @@ from examples.rings_exercise.settings import Q5_INSIDE, Q5_LABEL_OFFSETS
 from flows_np.data import RING_COLORS, to_data_coords
 
 __all__ = ["FIGURES", "logo", "data_box", "box_with_noise", "fig_nf_q1", "fig_nf_q2", "fig_nf_q3", "fig_nf_q4",
-           "fig_nf_q5", "fig_fm_q1", "fig_fm_q2", "fig_fm_q3", "fig_fm_q4", "fig_fm_q5", "fig_cfm_q1", "fig_cfm_q2",
-           "fig_cfm_q3", "fig_bonus"]
+           "fig_nf_q5", "fifths", "FM_Q2_TIMES", "fig_fm_q1", "fig_fm_q2", "fig_fm_q3", "fig_fm_q4", "fig_fm_q5", "fig_cfm_q1", "fig_cfm_q2",
+           "fig_cfm_q3", "fig_bonus",
+           "fig_bonus_approaches"]
 
 #: Every figure, in the order of the exercise: file name -> caption (the question it answers).
 FIGURES = {
@@ -45,6 +46,9 @@ FIGURES = {
     "cfm_q3_samples.png": "Conditional Q3: samples of the conditional model coloured by the class asked for.",
     "bonus_trajectory.png": "Bonus: a noise point whose FM trajectory lands on (4, 5) (model coordinates): "
                             "backwards from (4, 5) to noise, then forwards again.",
+    "bonus_approaches.png": "Bonus, the other approaches (star: (4, 5)): the best of N ordinary samples and its "
+                            "path; endpoint guidance with four schedules from the same noise; a sixth class "
+                            "fine-tuned into a copy of the conditional model, sampled from ordinary noise.",
 }
 
 
@@ -85,9 +89,15 @@ def fig_nf_q2(path, samples_by_seed: dict, box):
     return P.save(fig, path)
 
 
-def fig_nf_q3(path, states: np.ndarray, depth: np.ndarray, n_couplings: int):
+def fifths(depth: np.ndarray, n_couplings: int) -> list:
+    """Indices of the states after 0, 1/5, ..., 5/5 of the couplings (NF Q3's six panels)."""
     picks = [int(round(i * n_couplings / 5)) for i in range(6)]
-    index = [int(np.flatnonzero(depth == d)[0]) for d in picks]
+    return [int(np.flatnonzero(depth == d)[0]) for d in picks]
+
+
+def fig_nf_q3(path, states: np.ndarray, depth: np.ndarray, n_couplings: int):
+    index = fifths(depth, n_couplings)
+    picks = [int(depth[i]) for i in index]
     snaps = [logo(states[i]) for i in index]
     titles = ["input z ~ N(0, I)"] + [f"after coupling {d} of {n_couplings}" for d in picks[1:]]
     fig, _ = P.panels(snaps, titles, ncols=3, suptitle="NF Q3: the distribution through the layers")
@@ -182,8 +192,12 @@ def fig_fm_q1(path, histories: dict):
     return P.save(fig, path)
 
 
+#: The times of FM Q2's panels.
+FM_Q2_TIMES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
 def fig_fm_q2(path, traj: np.ndarray, steps: int, box):
-    times = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    times = FM_Q2_TIMES
     snaps = [logo(traj[int(round(t * steps))]) for t in times]
     fig, _ = P.panels(snaps, [f"t = {t:.1f}" for t in times], ncols=3, box=box,
                       suptitle=f"FM Q2: {traj.shape[1]} samples along the flow (Euler, dt = 1/{steps})")
@@ -274,5 +288,51 @@ def fig_bonus(path, result: dict, background):
         P.annotate(ax, logo(target), ["(4, 5)"])
     fig.suptitle("Bonus: the FM model outputs (4, 5) (model coordinates; drawn in logo coordinates)",
                  fontsize=10)
+    fig.tight_layout()
+    return P.save(fig, path)
+
+
+#: Colours of the guidance schedules (bonus figure), in the order of ``GUIDANCE_WEIGHTS``.
+GUIDANCE_COLORS = ("tab:orange", "tab:brown", "tab:cyan", "tab:red")
+
+
+def fig_bonus_approaches(path, best: dict, guide: dict, sixth: dict, background, backward_miss: float,
+                         reached: float):
+    """Three panels of paths (best of N, guidance, sixth class) and a bar chart of every approach's miss."""
+    target = np.array([[4.0, 5.0]])
+    paths = list(guide["paths"].values())
+    box = P.extent(logo(background), logo(target), logo(best["paths"]), *[logo(p) for p in paths],
+                   logo(sixth["paths"]), margin=0.06)
+    fig, axes = P.panel_grid(4, ncols=2, size=4.6, aspect=P.box_aspect(box))
+    for ax in axes[:3]:
+        _faint(ax, background)
+    P.scatter(axes[0], logo(best["cloud"]), s=1.5, alpha=0.3, box=box,
+              title=f"1. best of N = {best['n']:,}: nearest misses by {best['best_distance']:.2f}")
+    P.trajectories(axes[0], logo(best["paths"]), colors=["tab:red"], linewidth=1.4, box=box)
+    for (name, traj), color, row in zip(guide["paths"].items(), GUIDANCE_COLORS, guide["by_weight"]):
+        P.trajectories(axes[1], logo(traj), colors=[color] * traj.shape[1], linewidth=1.0, box=box)
+        axes[1].plot([], [], color=color, label=f"{name}: median miss {row['median_distance']:.2g}")
+    axes[1].set_title("3. endpoint guidance, the same noise for every schedule", fontsize=9)
+    P.class_legend(axes[1], markerscale=1.0, loc="lower right")
+    colors = list(RING_COLORS) + ["tab:purple"]
+    P.scatter(axes[2], logo(sixth["cloud"]), labels=sixth["labels"], colors=colors, s=2.0, box=box,
+              title=f"4. sixth class (purple) after a fine-tune: median miss {sixth['median_distance']:.2g}")
+    P.trajectories(axes[2], logo(sixth["paths"]), colors=["tab:purple"] * sixth["paths"].shape[1], box=box)
+    for ax in axes[:3]:
+        P.annotate(ax, logo(target), ["(4, 5)"])
+    bars = {"1. best of N\n(best)": best["best_distance"], "2. backwards\n(rk4)": backward_miss}
+    bars.update({f"3. {name}": row["median_distance"] for name, row in zip(guide["paths"], guide["by_weight"])})
+    bars["4. sixth\nclass"] = sixth["median_distance"]
+    ax = axes[3]
+    ax.bar(range(len(bars)), [max(v, 1e-7) for v in bars.values()],
+           color=["0.5", "tab:green", *GUIDANCE_COLORS[:len(guide["paths"])], "tab:purple"])
+    ax.axhline(reached, color="crimson", linestyle="--", linewidth=1, label=f"reached: within {reached:g}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(bars)), list(bars), fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("median miss |x_1 - (4, 5)| (0 drawn at 1e-7)", fontsize=8)
+    ax.set_title("every approach's miss (model coordinates)", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    fig.suptitle("Bonus: making the FM models output (4, 5) (misses in model coordinates)", fontsize=10)
     fig.tight_layout()
     return P.save(fig, path)

@@ -14,7 +14,9 @@ returns the numbers that answer it (a part of ``results.json``).
   coloured by class; Q2 one trajectory per class; Q3 at least 3000 samples coloured by
   the class asked for, and the share on their own ring.
 * :func:`bonus_question` - Sec. 4.3, bonus: a noise point that the FM model sends to
-  (4, 5), found by integrating backwards from it (Eq. 18), and its round trip.
+  (4, 5), found by integrating backwards from it (Eq. 18), and its round trip; and the
+  other approaches of :mod:`examples.rings_exercise.bonus` (best of N, guidance, a sixth
+  class), each measured.
 * :func:`held_out_likelihoods` - the measure of sample quality behind the report's
   summary: held-out NLL of every model, its gap to the data's entropy and the paired
   KL estimate (:func:`examples.kl_gap.paired_kl`).
@@ -32,17 +34,37 @@ import numpy as np
 
 from examples import plotting as P
 from examples.kl_gap import paired_kl
+from examples.rings_exercise import bonus
 from examples.rings_exercise import figures as F
 from flows_np.data import (RING_AREA, RINGS_LOG_JACOBIAN, olympic_rings_log_prob, on_ring,
                            ring_membership)
 
 __all__ = ["nf_questions", "fm_questions", "conditional_questions", "bonus_question", "held_out_likelihoods",
-           "nf_coupling_states", "on_any_ring", "kl_summary"]
+           "nf_coupling_states", "on_any_ring", "stage_stats", "path_stats", "kl_summary"]
 
 
 def on_any_ring(x) -> float:
     """Share of (model-coordinate) points that lie on some ring."""
     return float(ring_membership(np.asarray(x, dtype=np.float64)).any(axis=1).mean())
+
+
+def stage_stats(x) -> dict:
+    """A snapshot of a flow in numbers: share on a ring, RMS distance from the origin."""
+    x = np.asarray(x, dtype=np.float64)
+    return {"on_ring": on_any_ring(x), "rms": float(np.sqrt((x ** 2).sum(axis=1).mean()))}
+
+
+def path_stats(paths) -> dict:
+    """How straight and how even the paths (T, N, 2) are: the median over paths of
+    ``length / |end - start|`` (1 for a straight path) and of the coefficient of variation
+    (std / mean) of the T - 1 step lengths (0 when every step moves as far)."""
+    p = np.asarray(paths, dtype=np.float64)
+    steps = np.linalg.norm(np.diff(p, axis=0), axis=2)  # (T - 1, N)
+    length = steps.sum(axis=0)
+    chord = np.maximum(np.linalg.norm(p[-1] - p[0], axis=1), 1e-12)
+    cv = steps.std(axis=0) / np.maximum(steps.mean(axis=0), 1e-12)
+    return {"length_ratio": float(np.median(length / chord)), "step_cv": float(np.median(cv)),
+            "mean_length": float(length.mean())}
 
 
 def nf_coupling_states(backend, flow, states: np.ndarray, inverse: bool = False):
@@ -85,7 +107,8 @@ def nf_questions(run) -> dict:
     b, s, flow = run.backend, run.s, run.models["nf"]
     hist = run.histories["nf"]
     res = {"final_val": {k: hist["val"][k][-1] for k in ("nll", "log_pz", "log_det")},
-           "final_train_loss": hist["epoch_loss"][-1]}
+           "final_train_loss": hist["epoch_loss"][-1],
+           "val_by_epoch": {k: hist["val"][k] for k in ("epoch", "nll", "log_pz", "log_det")}}
     run.save_figure("nf_q1_loss.png", F.fig_nf_q1, hist)
     # Q2: three seeds
     samples = {run.args.seed + i: b.nf_sample(flow, s.plot_points, run.args.seed + i) for i in range(3)}
@@ -95,7 +118,9 @@ def nf_questions(run) -> dict:
     z = run.plot_rng.standard_normal((s.plot_points, 2)).astype(np.float32)
     states, depth = nf_coupling_states(b, flow, b.nf_forward_trajectory(flow, z))
     run.save_figure("nf_q3_layers.png", F.fig_nf_q3, states, depth, s.nf_couplings)
+    res["q3_stages"] = [{"couplings": int(depth[i]), **stage_stats(states[i])} for i in F.fifths(depth, s.nf_couplings)]
     run.save_figure("nf_q4_trajectories.png", F.fig_nf_q4, states[:, :10], depth, run.background)
+    res["q4_paths"] = path_stats(states[:, :10])
     # Q5: inverse pass of 3 points on the rings and 2 off them
     raw = b.nf_inverse_trajectory(flow, run.q5_points)
     inv_states, inv_depth = nf_coupling_states(b, flow, raw, inverse=True)
@@ -121,6 +146,7 @@ def fm_questions(run) -> dict:
     b, s, v = run.backend, run.s, run.models["fm"]
     res = {"final_train_loss": run.histories["fm"]["epoch_loss"][-1],
            "cfm_final_train_loss": run.histories["cfm"]["epoch_loss"][-1],
+           "epoch_loss": run.histories["fm"]["epoch_loss"], "cfm_epoch_loss": run.histories["cfm"]["epoch_loss"],
            "final_val_loss": _last(run.histories["fm"], "loss"),
            "cfm_final_val_loss": _last(run.histories["cfm"], "loss")}
     run.save_figure("fm_q1_loss.png", F.fig_fm_q1, {"unconditional FM": run.histories["fm"],
@@ -130,11 +156,18 @@ def fm_questions(run) -> dict:
     traj = b.integrate(v, z, 0.0, 1.0, steps=s.sample_steps, trajectory=True)
     res["samples_on_ring"] = on_any_ring(traj[-1])
     run.save_figure("fm_q2_progression.png", F.fig_fm_q2, traj, s.sample_steps, F.box_with_noise(traj))
+    res["q2_stages"] = [{"t": t, **stage_stats(traj[int(round(t * s.sample_steps))])} for t in F.FM_Q2_TIMES]
     run.save_figure("fm_q3_trajectories.png", F.fig_fm_q3, traj[:, :10], run.background)
+    # the paths seen at as many times as the NF has couplings, to compare step sizes with NF Q4
+    grid = np.round(np.linspace(0, s.sample_steps, s.nf_couplings + 1)).astype(int)
+    res["q3_paths"] = path_stats(traj[grid, :10])
     # Q4: coarser time steps, same noise
     by_dt = {dt: b.integrate(v, z, 0.0, 1.0, steps=int(round(1 / dt))) for dt in (0.002, 0.02, 0.05, 0.1, 0.2)}
     shares = {dt: on_any_ring(x) for dt, x in by_dt.items()}
     res["q4_on_ring_by_dt"] = {str(dt): sh for dt, sh in shares.items()}
+    finest = by_dt[0.002].astype(np.float64)
+    res["q4_shift_from_finest"] = {str(dt): float(np.linalg.norm(x - finest, axis=1).mean()) for dt, x in by_dt.items()}
+    res["q4_rms_by_dt"] = {str(dt): stage_stats(x)["rms"] for dt, x in by_dt.items()}
     run.save_figure("fm_q4_time_steps.png", F.fig_fm_q4, by_dt, shares, run.box)
     # Q5: the NF Q5 points backwards (Eq. 18), then forwards again
     pts = run.q5_points
@@ -173,19 +206,33 @@ def conditional_questions(run) -> dict:
 
 
 def bonus_question(run) -> dict:
-    """Sec. 4.3, bonus: the noise whose FM trajectory lands on (4, 5), with rk4 and with Euler."""
+    """Sec. 4.3, bonus: (4, 5) from the FM models, four ways (:mod:`examples.rings_exercise.bonus`):
+    best of N ordinary samples, the noise found backwards (rk4, and Euler), endpoint guidance,
+    and a sixth class fine-tuned into a copy of the conditional model."""
     b, s, v = run.backend, run.s, run.models["fm"]
     result = b.bonus_trajectory(v, steps=s.bonus_steps)
     target = np.array([[4.0, 5.0]], dtype=np.float32)
     run.save_figure("bonus_trajectory.png", F.fig_bonus, result, run.background)
     euler = b.bonus_trajectory(v, steps=s.sample_steps, method="euler")
-    return {"target": [4.0, 5.0], "steps": s.bonus_steps, "method": "rk4",
-            "noise": np.asarray(result["noise"]).tolist(),
-            "noise_norm": float(result["noise_norm"]),
-            "landing_error": float(result["landing_error"]),
-            "euler_steps": s.sample_steps, "euler_noise": np.asarray(euler["noise"]).tolist(),
-            "euler_landing_error": float(euler["landing_error"]),
-            "log_p_target": float(b.fm_log_prob(v, target, steps=s.nll_steps)[0])}
+    res = {"target": [4.0, 5.0], "steps": s.bonus_steps, "method": "rk4",
+           "noise": np.asarray(result["noise"]).tolist(),
+           "noise_norm": float(result["noise_norm"]),
+           "landing_error": float(result["landing_error"]),
+           "euler_steps": s.sample_steps, "euler_noise": np.asarray(euler["noise"]).tolist(),
+           "euler_landing_error": float(euler["landing_error"]),
+           "log_p_target": float(b.fm_log_prob(v, target, steps=s.nll_steps)[0]), "reached_radius": bonus.REACHED}
+    rng = run.rng("bonus")
+    best = bonus.best_of_n(b, v, s.bonus_best_of, s.bonus_best_of_steps, s.sample_steps, rng)
+    guide = bonus.guided(b, v, s.bonus_guided, s.sample_steps, rng)
+    seeds = [int(k) for k in rng.integers(0, 2 ** 31, size=2)]
+    sixth = bonus.sixth_class(b, run.models["cfm"], s, run.train_x, run.train_y, rng, seeds, s.bonus_tune_points,
+                              s.bonus_tune_epochs, s.bonus_tune_samples)
+    run.save_figure("bonus_approaches.png", F.fig_bonus_approaches, best, guide, sixth, run.background,
+                    res["landing_error"], bonus.REACHED)
+    drop = ("paths", "cloud", "labels")
+    res["best_of_n"], res["guidance"], res["sixth_class"] = (
+        {k: val for k, val in part.items() if k not in drop} for part in (best, guide, sixth))
+    return res
 
 
 def kl_summary(model_logp: np.ndarray, data_logp: np.ndarray, entropy: tuple) -> dict:

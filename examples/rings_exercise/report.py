@@ -1,24 +1,42 @@
-"""``report.md`` of a run of the exercise: every figure with its caption and the numbers of its
-question, in the order of the exercise (Sec. 3.3 normalizing flows Q1-Q5, Sec. 4.3 flow
-matching Q1-Q5, conditional flow matching Q1-Q3, the bonus), after a summary of the
-held-out likelihoods and the timings.
+"""The report of a run of the exercise, in three formats from the same content: ``report.md``,
+``report.html`` (self-contained) and ``report.pdf`` (A4, at most 12 pages, the course's
+deliverable). In the order of the exercise (Sec. 3.3 normalizing flows Q1-Q5, Sec. 4.3 flow
+matching Q1-Q5, conditional flow matching Q1-Q3, the bonus), after a summary of the held-out
+likelihoods and the timings, every question is quoted, shown (its figure and numbers) and
+answered in words (:mod:`examples.rings_exercise.answers`, generated from the numbers).
 
 :func:`write_report` needs only the results dictionary of the run (what ``results.json``
-holds) and the output folder where the figures are. Each section of the exercise has its
-own function (:func:`nf_section`, :func:`fm_section`, :func:`conditional_section`,
-:func:`bonus_section`), which writes, question by question, a heading, the figure and the
-numbers that answer it.
+holds) and the output folder where the figures are; :func:`build_report` makes the content
+(a :class:`RingsReport`) without writing anything. :func:`load_finished_run` reads and checks
+a finished run's folder for ``--report-only``. Each section of the exercise has its own
+function (:func:`nf_section`, :func:`fm_section`, :func:`conditional_section`,
+:func:`bonus_section`).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from examples.report import Report, fmt, fmt_seconds
+from examples.report import Report, fmt, fmt_seconds, write_atomic
+from examples.report_pdf import pdf_bytes
+from examples.rings_exercise.answers import ANSWERS, QUESTIONS, quick_note
+from examples.rings_exercise.bonus import schedule_name
 from examples.rings_exercise.figures import FIGURES
 from examples.rings_exercise.settings import Q5_INSIDE, Q5_POINTS_LOGO, Settings
 from flows_np.data import RING_COLORS
 
-__all__ = ["write_report", "RingsReport", "nf_section", "fm_section", "conditional_section", "bonus_section"]
+__all__ = ["write_report", "build_report", "render", "rebuild_reports", "load_finished_run", "ReportInputError", "REPORTS",
+           "RESULT_KEYS", "RingsReport", "nf_section", "fm_section", "conditional_section", "bonus_section"]
+
+#: The three reports a run writes.
+REPORTS = ("report.md", "report.html", "report.pdf")
+#: The top-level keys of ``results.json`` the report reads.
+RESULT_KEYS = ("settings", "backend", "seed", "quick", "reused_checkpoints", "training", "nf", "fm", "cfm", "bonus",
+               "likelihood", "timings", "figures")
+
+
+class ReportInputError(ValueError):
+    """A run's folder cannot be reported on (missing or incomplete results or figures)."""
 
 
 class RingsReport(Report):
@@ -32,16 +50,22 @@ class RingsReport(Report):
     def fig(self, name: str) -> None:
         self.figure(self.out / name, FIGURES[name], relative_to=str(self.out))
 
-    def question(self, title: str, figure: str) -> None:
-        """A question's heading and its figure (its numbers follow)."""
-        self.heading(title, 3)
-        self.fig(figure)
+    def ask(self, label: str, title: str, *figures: str) -> None:
+        """A question's heading, its wording quoted, and its figures (its numbers and answer follow)."""
+        self.heading(f"{label}: {title}", 3)
+        self.question(label, QUESTIONS[label])
+        for figure in figures:
+            self.fig(figure)
+
+    def reply(self, label: str, r: dict) -> None:
+        """The answer to ``label``, generated from the results ``r``."""
+        self.answer(label, ANSWERS[label](r))
 
 
-def write_report(r: dict, out) -> str:
-    """Write ``out/report.md`` from the results ``r`` of a run (``results.json``: settings,
-    training, the numbers of every question, timings, the names of the figures written
-    in ``out``); returns its path."""
+def build_report(r: dict, out) -> RingsReport:
+    """The report's content from the results ``r`` of a run (``results.json``: settings,
+    training, the numbers of every question, timings, the names of the figures written in
+    ``out``); writes nothing."""
     out = Path(out)
     missing = [name for name in FIGURES if name not in r["figures"]]
     if missing:
@@ -55,8 +79,61 @@ def write_report(r: dict, out) -> str:
     fm_section(rep, r, s)
     conditional_section(rep, r)
     bonus_section(rep, r)
-    return rep.write(out / "report.md")
+    return rep
 
+
+def render(rep: Report) -> dict:
+    """``{file name: content}`` of the three formats (:data:`REPORTS`), all made before any is written."""
+    return {"report.md": rep.text(), "report.html": rep.html(), "report.pdf": pdf_bytes(rep, max_pages=12)}
+
+
+def write_report(r: dict, out) -> str:
+    """Write ``report.md``, ``report.html`` and ``report.pdf`` in ``out`` from the results ``r``
+    of a run (:func:`build_report`); nothing is written unless all three could be made.
+    Returns the path of ``report.md``."""
+    out = Path(out)
+    files = render(build_report(r, out))
+    for name, content in files.items():
+        write_atomic(out / name, content)
+    return str(out / "report.md")
+
+
+def load_finished_run(out) -> dict:
+    """The results of the finished run in ``out``, checked for ``--report-only``: the folder,
+    ``results.json`` with every key the report reads, and every figure file. Raises
+    :class:`ReportInputError` naming what is missing."""
+    out = Path(out)
+    hint = f"run `python3 examples/rings.py --out {out}` first"
+    if not out.is_dir():
+        raise ReportInputError(f"--report-only: {out} is not a folder ({hint})")
+    path = out / "results.json"
+    if not path.is_file():
+        raise ReportInputError(f"--report-only: no results.json in {out} ({hint})")
+    try:
+        r = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ReportInputError(f"--report-only: {path} is not valid JSON ({err})") from None
+    missing = [k for k in RESULT_KEYS if not isinstance(r, dict) or k not in r]
+    if missing:
+        raise ReportInputError(f"--report-only: {path} is incomplete, it has no {', '.join(missing)} "
+                               f"(an interrupted or older run? {hint})")
+    figures = [name for name in FIGURES if not (out / name).is_file()]
+    if figures:
+        raise ReportInputError(f"--report-only: figures missing in {out}: {', '.join(figures)} ({hint})")
+    return r
+
+
+def rebuild_reports(out) -> dict:
+    """``--report-only``: the three reports of the finished run in ``out``, remade from its
+    results and figures without training; nothing is written when anything is missing.
+    Returns ``{file name: path}``."""
+    r = load_finished_run(out)
+    try:
+        files = render(build_report(r, out))
+    except (KeyError, TypeError, IndexError) as err:
+        raise ReportInputError(f"--report-only: {Path(out) / 'results.json'} is incomplete or from another "
+                               f"version: {type(err).__name__} {err}") from None
+    return {name: write_atomic(Path(out) / name, content) for name, content in files.items()}
 
 def _pct(x) -> str:
     return f"{100 * x:.1f}%"
@@ -81,6 +158,9 @@ def _overview(rep: Report, r: dict, s: Settings) -> None:
         "`flows_np.data`); figures are drawn in logo coordinates, where every ring is a circle of radius 1. "
         "Log-densities, distances and the bonus target (4, 5) are in the standardised (model) coordinates. "
         "All log-densities are in nats.")
+    rep.paragraph("How to read it: every question of the exercise has a heading, its wording quoted (*Question*), "
+                  "its figure and numbers, and an answer in words (*Answer*) generated from this run's numbers."
+                  + (" " + quick_note(r) if r["quick"] else ""))
 
 
 def _summary(rep: Report, r: dict, s: Settings) -> None:
@@ -136,16 +216,20 @@ def nf_section(rep: RingsReport, r: dict) -> None:
     """Sec. 3.3, normalizing flows, Q1-Q5 (the numbers of :func:`~.questions.nf_questions`)."""
     lik, nf, fm = r["likelihood"], r["nf"], r["fm"]
     rep.heading("1. Normalizing flow (Sec. 3.3)")
-    rep.question("Q1: loss", "nf_q1_loss.png")
+    rep.ask("NF Q1", "loss", "nf_q1_loss.png")
     fv = nf["final_val"]
     rep.paragraph(f"Last epoch: validation loss {fmt(fv['nll'])} = -(log p_z {fmt(fv['log_pz'])} + log det "
                   f"{fmt(fv['log_det'])}); mean training loss over the last epoch {fmt(nf['final_train_loss'])}.")
-    rep.question("Q2: sampling", "nf_q2_samples.png")
-    rep.question("Q3: sampling over the layers", "nf_q3_layers.png")
+    rep.reply("NF Q1", r)
+    rep.ask("NF Q2", "sampling", "nf_q2_samples.png")
+    rep.reply("NF Q2", r)
+    rep.ask("NF Q3", "sampling over the layers", "nf_q3_layers.png")
     rep.paragraph("Permutation layers only swap the two axes; states are drawn in the data's axis order, so each "
                   "panel is the distribution after that many couplings.")
-    rep.question("Q4: sample trajectories", "nf_q4_trajectories.png")
-    rep.question("Q5: probability estimation", "nf_q5_inverse.png")
+    rep.reply("NF Q3", r)
+    rep.ask("NF Q4", "sample trajectories", "nf_q4_trajectories.png")
+    rep.reply("NF Q4", r)
+    rep.ask("NF Q5", "probability estimation", "nf_q5_inverse.png")
     q5_rows = []
     for i, (p_logo, inside) in enumerate(zip(Q5_POINTS_LOGO, Q5_INSIDE)):
         q5_rows.append([f"({p_logo[0]:g}, {p_logo[1]:g})", "on a ring" if inside else "off the rings",
@@ -157,24 +241,29 @@ def nf_section(rep: RingsReport, r: dict) -> None:
                   "float32 rounding, which grows with the size of the latent: a point that the flow sends far "
                   "out (large |phi^-1(x)|, hence a tiny log p) comes back only to the precision float32 has at "
                   "that magnitude.")
+    rep.reply("NF Q5", r)
 
 
 def fm_section(rep: RingsReport, r: dict, s: Settings) -> None:
     """Sec. 4.3, flow matching, Q1-Q5 (the numbers of :func:`~.questions.fm_questions`)."""
     nf, fm = r["nf"], r["fm"]
     rep.heading("2. Flow matching (Sec. 4.3)")
-    rep.question("Q1: loss", "fm_q1_loss.png")
+    rep.ask("FM Q1", "loss", "fm_q1_loss.png")
     rep.paragraph(f"Mean training loss over the last epoch: unconditional {fmt(fm['final_train_loss'])}, "
                   f"conditional {fmt(fm['cfm_final_train_loss'])}; on the validation points (fixed noise and "
                   f"times): {fmt(fm['final_val_loss'])} and {fmt(fm['cfm_final_val_loss'])}. The loss stays well "
                   "above 0 even for a perfect model: at a point x_t many pairs (x_0, x_1) pass, and the target "
                   "x_1 - x_0 varies among them.")
-    rep.question("Q2: flow progression", "fm_q2_progression.png")
-    rep.question("Q3: point trajectories", "fm_q3_trajectories.png")
-    rep.question("Q4: time quantization", "fm_q4_time_steps.png")
+    rep.reply("FM Q1", r)
+    rep.ask("FM Q2", "flow progression", "fm_q2_progression.png")
+    rep.reply("FM Q2", r)
+    rep.ask("FM Q3", "point trajectories", "fm_q3_trajectories.png")
+    rep.reply("FM Q3", r)
+    rep.ask("FM Q4", "time quantization", "fm_q4_time_steps.png")
     rep.table(["dt", "steps", "samples on a ring"],
               [[f"{float(dt):g}", str(round(1 / float(dt))), _pct(v)] for dt, v in fm["q4_on_ring_by_dt"].items()])
-    rep.question("Q5: reversing the flow", "fm_q5_reverse.png")
+    rep.reply("FM Q4", r)
+    rep.ask("FM Q5", "reversing the flow", "fm_q5_reverse.png")
     rows = []
     for i, p_logo in enumerate(Q5_POINTS_LOGO):
         rows.append([f"({p_logo[0]:g}, {p_logo[1]:g})", fmt(fm["q5"]["round_trip_error"][i], 3),
@@ -186,38 +275,44 @@ def fm_section(rep: RingsReport, r: dict, s: Settings) -> None:
                   "exact inverse of Euler forwards (Eq. 17); the NF's inverse is exact up to rounding. The two "
                   "models invert the points to different noise vectors: they are different maps between the same "
                   "two distributions.")
+    rep.reply("FM Q5", r)
 
 
 def conditional_section(rep: RingsReport, r: dict) -> None:
     """Sec. 4.3, conditional flow matching, Q1-Q3 (:func:`~.questions.conditional_questions`)."""
     cfm = r["cfm"]
     rep.heading("3. Conditional flow matching (Sec. 4.3)")
-    rep.question("Q1: the input", "cfm_q1_input.png")
-    rep.paragraph("The class enters the velocity field, v(x_t, t, y) in Eq. 16 (and Alg. 1, 2), through an "
-                  "embedding concatenated to the input of the first Linear layer.")
-    rep.question("Q2: a point from each class", "cfm_q2_trajectories.png")
+    rep.ask("Conditional Q1", "the input", "cfm_q1_input.png")
+    rep.reply("Conditional Q1", r)
+    rep.ask("Conditional Q2", "a point from each class", "cfm_q2_trajectories.png")
     rep.paragraph("Landed on its own ring: " + ", ".join(
         f"{RING_COLORS[k]} {'yes' if ok else 'no'}" for k, ok in enumerate(cfm["q2_landed"])) + ".")
-    rep.question("Q3: sampling", "cfm_q3_samples.png")
+    rep.reply("Conditional Q2", r)
+    rep.ask("Conditional Q3", "sampling", "cfm_q3_samples.png")
     rep.table(["ring", "share of its samples on it"],
               [[f"{k}: {c}", _pct(v)] for k, (c, v) in enumerate(zip(RING_COLORS, cfm["q3_on_own_ring_by_class"]))]
               + [["all", _pct(cfm["q3_on_own_ring"])]])
+    rep.reply("Conditional Q3", r)
 
 
 def bonus_section(rep: RingsReport, r: dict) -> None:
-    """Sec. 4.3, the bonus: sampling (4, 5) (:func:`~.questions.bonus_question`)."""
+    """Sec. 4.3, the bonus: sampling (4, 5) four ways (:func:`~.questions.bonus_question`)."""
     bonus = r["bonus"]
     rep.heading("4. Bonus: sampling (4, 5)")
-    rep.fig("bonus_trajectory.png")
-    rep.paragraph(
-        f"Integrating the unconditional model backwards from (4, 5) (Eq. 18, {bonus['method']}, {bonus['steps']} "
-        f"steps) gives the noise z = ({bonus['noise'][0]:.3f}, {bonus['noise'][1]:.3f}) with |z| = "
-        f"{bonus['noise_norm']:.2f}; sampling from it with the same solver lands at distance "
-        f"{_landing(bonus['landing_error'])} from (4, 5). With Euler steps of dt = 1/{bonus['euler_steps']} "
-        f"(Eq. 18 backwards, Eq. 17 forwards) the round trip misses by {_landing(bonus['euler_landing_error'])}: "
-        "Euler backwards is not the exact inverse of Euler forwards. The model gives (4, 5) the log-density "
-        f"{fmt(bonus['log_p_target'])} and the noise has |z| = {bonus['noise_norm']:.1f} (a draw from N(0, I) "
-        "has |z| ~ 1.25), so it is (almost) never drawn; the model itself is unchanged.")
+    rep.ask("Bonus", "making a flow-matching model output (4, 5)", "bonus_trajectory.png", "bonus_approaches.png")
+    best, guide, sixth = bonus["best_of_n"], bonus["guidance"], bonus["sixth_class"]
+    rows = [["1. best of N", f"N = {best['n']:,}, Euler {best['steps']} steps", fmt(best["best_distance"], 3),
+             fmt(best["median_distance"], 3), "-"],
+            ["2. backwards (rk4)", f"|z| = {bonus['noise_norm']:.2f}, {bonus['steps']} steps",
+             _landing(bonus["landing_error"]), "-", "-"],
+            ["2. backwards (Euler)", f"dt = 1/{bonus['euler_steps']}", _landing(bonus["euler_landing_error"]), "-", "-"]]
+    rows += [[f"3. guidance {schedule_name(g['w'], g['power'])}", f"{guide['n']} draws, Euler {guide['steps']} steps",
+              fmt(g["min_distance"], 3), fmt(g["median_distance"], 3), _pct(g["share_reached"])]
+             for g in guide["by_weight"]]
+    rows.append(["4. sixth class", f"fine-tune {sixth['points']:,} points x {sixth['epochs']} epochs",
+                 fmt(sixth["min_distance"], 3), fmt(sixth["median_distance"], 3), _pct(sixth["share_reached"])])
+    rep.table(["approach", "setting", "best miss", "median miss", f"within {bonus['reached_radius']:g}"], rows)
+    rep.reply("Bonus", r)
 
 
 def _landing(error: float) -> str:

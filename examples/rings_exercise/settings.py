@@ -49,11 +49,18 @@ class Settings:
     plot_points: int = 1000      # samples per panel (NF Q2, Q3; FM Q2, Q4)
     cond_samples: int = 5000     # conditional Q3 asks for at least 3000
     bonus_steps: int = 1000
+    bonus_best_of: int = 40_000       # bonus, best of N: ordinary samples drawn ...
+    bonus_best_of_steps: int = 20     # ... with this many Euler steps (FM Q4: coarse steps barely matter)
+    bonus_guided: int = 200           # bonus, guidance: samples per schedule
+    bonus_tune_points: int = 60_000   # bonus, sixth class: fine-tune points (one sixth at (4, 5)) ...
+    bonus_tune_epochs: int = 2        # ... and epochs
+    bonus_tune_samples: int = 1200    # ... and samples drawn after it (all six classes)
 
 
 EXERCISE = Settings()
 QUICK = Settings(points=3000, epochs=2, val_points=500, test_points=200, nll_steps=20, entropy_points=20_000,
-                 sample_steps=100, cond_samples=3000, bonus_steps=100)
+                 sample_steps=100, cond_samples=3000, bonus_steps=100, bonus_best_of=4000, bonus_best_of_steps=10,
+                 bonus_guided=100, bonus_tune_points=3000, bonus_tune_samples=600)
 
 CHECKPOINTS = {"nf": "nf.npz", "fm": "fm.npz", "cfm": "cfm.npz"}
 
@@ -78,7 +85,7 @@ def q5_points() -> np.ndarray:
 
 #: One independent stream per random choice, so that e.g. changing the plots never changes the data.
 STREAMS = ("data_train", "data_val", "data_test", "entropy", "nf_init", "nf_train", "fm_init", "fm_train",
-           "cfm_init", "cfm_train", "figures")
+           "cfm_init", "cfm_train", "figures", "bonus")
 
 
 def stream_seeds(seed: int) -> dict:
@@ -103,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs of every model")
     p.add_argument("--points", type=int, default=None, help="override the number of training points")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars (epoch summaries only)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild report.md, report.html and report.pdf in --out from a finished run's results.json "
+                        "and figures, without training")
     return p
 
 
@@ -110,7 +120,8 @@ def parse_args(argv=None):
     """Parse and validate the command line; returns ``(args, settings)``.
 
     Every check happens here, before any data is drawn or model built: an invalid
-    argument ends the program through ``parser.error`` (a message and exit status 2)."""
+    argument ends the program through ``parser.error`` (a message and exit status 2).
+    With ``--report-only`` the output folder is not created (it must hold a finished run)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.backend not in ("numpy", "torch"):
@@ -118,6 +129,11 @@ def parse_args(argv=None):
     require_positive(parser, args, "epochs", "points")
     require_non_negative(parser, args, "seed")
     settings = override_size(parser, args, QUICK if args.quick else EXERCISE)
+    if args.report_only:
+        clash = [f"--{name}" for name in ("reuse", "quick", "epochs", "points") if getattr(args, name) not in (None, False)]
+        if clash or args.backend != "numpy" or args.seed != 0:
+            parser.error("--report-only reads the run's own settings from results.json; it takes only --out")
+        return args, settings  # the folder must already hold a finished run: nothing is created
     if args.backend == "torch":
         try:
             importlib.import_module("torch")
