@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 __all__ = ["Report", "fmt", "fmt_seconds", "write_json", "write_atomic", "inline_spans"]
@@ -240,17 +241,15 @@ class Report:
 
 
 def write_atomic(path, content) -> str:
-    """Write ``content`` (str: UTF-8 text, bytes: as is) to ``path`` through a temporary file
-    and a rename, creating the folder; returns the path."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(content.encode("utf-8") if isinstance(content, str) else content)
-    os.replace(tmp, path)
-    return path
+    """Write ``content`` (str: UTF-8 text, bytes: as is) to ``path`` whole or not at all
+    (:func:`flows_np.files.atomic_path`), creating the folder; returns the path."""
+    from flows_np.files import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return str(path)
 
 
 def write_json(path, obj, indent: int = 1) -> str:
