@@ -62,9 +62,9 @@ import minigrad as mg
 from minigrad.fused import TwinMLP, leaky_mlp_layers, mlp_backward, mlp_forward
 from minigrad.tensor import make_node
 
-from .nf import AffineCoupling, as_points, likelihood_loss
+from .nf import AffineCoupling, Permutation, as_points, likelihood_loss
 
-__all__ = ["fused_loss", "fused_inverse", "fused_coupling_inverse", "twin_network", "coupling_parameters",
+__all__ = ["supports", "fused_loss", "fused_inverse", "fused_coupling_inverse", "twin_network", "coupling_parameters",
            "coupling_inverse_arrays", "coupling_inverse_backward", "permutation_inverse_arrays",
            "permutation_inverse_backward"]
 
@@ -157,10 +157,23 @@ def permutation_inverse_backward(order: np.ndarray, g: np.ndarray) -> np.ndarray
 
 
 # --------------------------------------------------------------------------- the whole flow
+def supports(flow) -> bool:
+    """Whether :func:`fused_inverse` knows every layer of `flow`: affine couplings and
+    permutations (the exercise's flow). Other couplings, e.g. the splines of
+    :mod:`flows_np.splines`, have no fused pass and train on ``flow.loss``."""
+    return all(isinstance(layer, (AffineCoupling, Permutation)) for layer in flow.layers)
+
+
 def fused_inverse(flow, x) -> tuple[mg.Tensor, mg.Tensor]:
     """``flow.inverse(x)`` (Eq. 7-8) as ONE graph node: ``(z, log_det)``, Tensors (N, dim)
     and (N,); `x` an array or Tensor of shape (N, dim), checked and cast to the flow's
-    dtype as ``flow.inverse`` does. Passes in the module docstring."""
+    dtype as ``flow.inverse`` does. Passes in the module docstring. ValueError for a flow
+    with other layers than affine couplings and permutations (see :func:`supports`)."""
+    if not supports(flow):
+        others = sorted({type(layer).__name__ for layer in flow.layers
+                         if not isinstance(layer, (AffineCoupling, Permutation))})
+        raise ValueError(f"the fused inverse pass knows AffineCoupling and Permutation layers only, "
+                         f"this flow has {', '.join(others)}: use flow.inverse / flow.loss")
     x = as_points(x, flow.dim, flow.dtype, "x")
     layers = list(reversed(list(flow.layers)))
     h, log_det, tapes = x.data, None, []

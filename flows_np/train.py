@@ -39,10 +39,14 @@ import numpy as np
 import minigrad as mg
 from minigrad.optim import Adam, CosineAnnealingLR
 
+from . import nf_fast
 from .checks import check_labels, check_positive_int
+from .fm import fm_loss
 from .loop import TrainingRecord, validation_metrics
+from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t
 
-__all__ = ["NF_RECIPE", "train_loop", "evaluate", "train_nf", "nf_metrics", "print_progress", "global_grad_norm"]
+__all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "nf_metrics", "train_fm",
+           "draw_fm_randomness", "fm_metrics", "print_progress", "global_grad_norm"]
 
 #: The exercise's normalizing-flow setting (Sec. 3.3).
 NF_RECIPE = dict(n_points=250_000, epochs=20, batch_size=128, lr=1e-3, n_couplings=15, hidden=8, n_layers=5)
@@ -165,7 +169,6 @@ def nf_metrics(flow, fast: bool = False):
     """``batch -> {"nll", "log_pz", "log_det"}`` for :func:`evaluate` (Eq. 9 and its parts),
     from ``flow.loss``, or with ``fast`` from :func:`flows_np.nf_fast.fused_loss` (the same
     numbers up to rounding; :func:`train_nf` scores with the loss it trains on)."""
-    from . import nf_fast  # the fast path is opted into by training, not by the model
     loss = (lambda x: nf_fast.fused_loss(flow, x)) if fast else flow.loss
 
     def metrics(batch):
@@ -188,13 +191,15 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
 
     ``fast`` (default True): each step's loss is :func:`flows_np.nf_fast.fused_loss`, the
     whole inverse pass as one graph node from :mod:`flows_np.nf_fast`, held equal to the
-    op-by-op reader's path by tests; ``fast=False`` trains on ``flow.loss``. Validation
-    scores with the same loss (:func:`nf_metrics`).
+    op-by-op reader's path by tests; ``fast=False``, or a flow whose layers the fast path
+    does not know (e.g. the spline couplings of :mod:`flows_np.splines`, see
+    :func:`flows_np.nf_fast.supports`), trains on ``flow.loss``. Validation scores with
+    the same loss (:func:`nf_metrics`).
 
     Returns the history of :func:`train_loop`.
     """
     train_points = _flow_points(flow, train_points, "train_points")
-    metrics = nf_metrics(flow, fast)
+    metrics = nf_metrics(flow, fast and nf_fast.supports(flow))
     validate = None
     if val_points is not None:
         val_points = _flow_points(flow, val_points, "val_points")
@@ -224,11 +229,6 @@ def print_progress(every: int = 100, print_fn=print):
 
 
 # =========================================================================== flow matching (Alg. 1)
-# Added by the flow-matching developer: Alg. 1 plugged into the shared train_loop above.
-from .fm import fm_loss  # noqa: E402
-from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t  # noqa: E402
-
-__all__ += ["FM_RECIPE", "train_fm", "draw_fm_randomness", "fm_metrics"]
 
 #: The exercise's flow-matching setting (Sec. 4.3): Adam, lr 1e-3, batch 128, 20 epochs,
 #: cosine annealing, 250,000 points, an MLP of 5 Linear layers of width 64, dt = 1/1000.

@@ -242,3 +242,16 @@ def test_the_flow_comparison_catches_a_wrong_permutation_gradient(monkeypatch):
     np.testing.assert_array_equal(planted[0], reference[0])  # the forward pass is untouched
     with pytest.raises(AssertionError):
         assert_close_to_scale(planted, reference, 1e-9)
+
+
+def test_flows_with_other_couplings_are_refused_by_the_fast_path_and_train_on_flow_loss():
+    from flows_np.splines import SplineFlow
+    flow = SplineFlow(n_couplings=2, hidden=8, n_blocks=1, n_bins=4, rng=np.random.default_rng(0))
+    assert not nf_fast.supports(flow)
+    assert nf_fast.supports(NormalizingFlow(n_couplings=2, rng=np.random.default_rng(0)))
+    points = olympic_rings(128, np.random.default_rng(0))[0]
+    with pytest.raises(ValueError, match="RationalQuadraticCoupling"):
+        fused_inverse(flow, points)
+    before = flow.loss(points)[0].item()
+    history = train_nf(flow, points, epochs=2, batch_size=64, lr=1e-2, rng=np.random.default_rng(1))  # fast=True
+    assert len(history["loss"]) == 4 and flow.loss(points)[0].item() < before
