@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Installs the project and its test tools into the current Python environment.
+# Installs the project and its test tools into this project's environment, and says
+# which one that is (see scripts/setup_env.py for how it is chosen). scripts/run.sh does
+# the same before every command, so running this first is optional.
 #
-# PyTorch: an already-installed torch (for example a CUDA build on a GPU machine)
-# is kept as it is. Where none is installed we ask for torch==2.13.0 explicitly:
-# on the course machines that resolves to a local CPU build, whereas an unpinned
-# requirement would pull the newest release with gigabytes of CUDA packages.
+#     bash scripts/install.sh             # install what is missing
+#     bash scripts/install.sh --dry-run   # only say what would be done
+#
+# torch: an installed torch (e.g. a CUDA build on a GPU machine) is kept; where none is
+# installed we ask for torch==$TORCH_VERSION (default 2.13.0): on the course machines that
+# resolves to a local CPU build, whereas an unpinned torch pulls gigabytes of CUDA packages.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
-    "$PY" -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+start="${FLOWS_PYTHON:-python3}"
+if ! command -v "$start" >/dev/null 2>&1; then
+    echo "[setup] error: $start not found; install Python >= 3.10 (Debian/Ubuntu: sudo apt-get install python3 python3-venv)" >&2
+    exit 127
 fi
-"$PY" -m pip install --quiet -e ".[test]"
+if [ "${1:-}" = "--dry-run" ]; then
+    exec "$start" "$here/setup_env.py" "$@"
+fi
+py="$("$start" "$here/setup_env.py" "$@")"
+echo "[setup] ready: $py"
+case "$py" in
+    */.venv/bin/python) echo "[setup] run commands with 'bash scripts/run.sh ARGS' or after 'source .venv/bin/activate'" ;;
+esac
