@@ -4,9 +4,12 @@ made with fpdf2 (https://py-pdf.github.io/fpdf2/), installed with the project.
 Layout: DejaVu Sans (shipped with matplotlib, so every Unicode character of the text
 renders), headings as PDF bookmarks, each question quoted in a blue box and its answer
 in a green box headed "Answer (<question>)", figures centred at their aspect ratio.
-:func:`pdf_bytes` lays the document out with the largest figure height that keeps it
-within ``max_pages`` pages (the course's deliverable allows 12), trying smaller figures
-and then a smaller font until it fits; :func:`write_pdf` saves it atomically.
+Every figure is printed at the same share of its own size (its pixels at its saved dpi),
+so the figures' text comes out at one legible size, unless the page width or
+:data:`MAX_FIGURE_HEIGHT` caps it. :func:`pdf_bytes` lays the document out at the largest
+share that keeps it within ``max_pages`` pages (the course's deliverable allows 12),
+trying smaller figures and a smaller font until it fits; :func:`write_pdf` saves it
+atomically.
 """
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ import os
 
 from examples.report import Report, inline_spans, write_atomic
 
-__all__ = ["LAYOUTS", "pdf_bytes", "write_pdf", "PageLimitError"]
+__all__ = ["LAYOUTS", "MAX_FIGURE_HEIGHT", "pdf_bytes", "write_pdf", "PageLimitError"]
 
-#: (figure height limit in mm, body font size in pt), tried in order until the PDF fits.
-LAYOUTS = ((92, 9.5), (84, 9.0), (76, 9.0), (68, 8.5), (60, 8.0), (52, 7.5))
+#: (share of a figure's own size it is printed at, body font size in pt), tried in order until the PDF fits.
+LAYOUTS = ((0.8, 9.5), (0.74, 9.0), (0.68, 9.0), (0.62, 8.5), (0.56, 8.0), (0.5, 7.5), (0.42, 7.0))
+#: No figure is printed taller than this (mm).
+MAX_FIGURE_HEIGHT = 160.0
 _FONT = "DejaVu"
 _MARKERS = ("**", "__", "~~", "--")
 
@@ -73,8 +78,8 @@ def _numbered_pdf():
 class _Layout:
     """One rendering of a report's blocks at a figure height limit and a font size."""
 
-    def __init__(self, report: Report, fig_height: float, size: float):
-        self.fig_height, self.size = fig_height, size
+    def __init__(self, report: Report, fig_scale: float, size: float):
+        self.fig_scale, self.size = fig_scale, size
         pdf = self.pdf = _numbered_pdf()
         pdf.set_margins(14, 12, 14)
         pdf.set_auto_page_break(True, margin=12)
@@ -136,7 +141,9 @@ class _Layout:
         pdf = self.pdf
         with Image.open(path) as im:
             aspect = im.height / im.width
-        width = min(pdf.epw, self.fig_height / aspect)
+            dpi = float(im.info.get("dpi", (100, 100))[0]) or 100.0
+            natural = im.width / dpi * 25.4  # mm at the figure's own size
+        width = min(pdf.epw, self.fig_scale * natural, MAX_FIGURE_HEIGHT / aspect)
         height = width * aspect
         if pdf.will_page_break(height + 8):
             pdf.add_page()
@@ -161,8 +168,8 @@ def pdf_bytes(report: Report, max_pages: int = 12) -> bytes:
     """The report as A4 PDF bytes, in the first layout of :data:`LAYOUTS` that fits within
     ``max_pages`` pages; :class:`PageLimitError` when none does."""
     pages = []
-    for fig_height, size in LAYOUTS:
-        layout = _Layout(report, fig_height, size)
+    for fig_scale, size in LAYOUTS:
+        layout = _Layout(report, fig_scale, size)
         data = bytes(layout.pdf.output())
         pages.append(layout.pdf.pages_count)
         if layout.pdf.pages_count <= max_pages:

@@ -212,13 +212,13 @@ def fig_fm_q3(path, traj: np.ndarray, background):
 def fig_fm_q4(path, samples_by_dt: dict, shares: dict, box):
     snaps = [logo(x) for x in samples_by_dt.values()]
     titles = [f"dt = {dt:g} ({round(1 / dt)} steps), {100 * shares[dt]:.0f}% on a ring" for dt in samples_by_dt]
-    fig, _ = P.panels(snaps, titles, box=box, ncols=5, suptitle="FM Q4: time quantization")
+    fig, _ = P.panels(snaps, titles, box=box, ncols=3, suptitle="FM Q4: time quantization")
     return P.save(fig, path)
 
 
 def fig_fm_q5(path, back: np.ndarray, fwd: np.ndarray, nf_states, nf_depth, fm_logp, nf_logp, background):
     box = _q5_box(background, back, fwd, nf_states)
-    fig, axes = P.panel_grid(3, size=4.6, aspect=P.box_aspect(box))
+    fig, axes = P.panel_grid(3, size=3.8, aspect=P.box_aspect(box))
     for ax in axes:
         _faint(ax, background)
     P.trajectories(axes[0], logo(back), times=np.linspace(1.0, 0.0, back.shape[0]), label="t", box=box,
@@ -303,7 +303,7 @@ def fig_bonus_approaches(path, best: dict, guide: dict, sixth: dict, background,
     paths = list(guide["paths"].values())
     box = P.extent(logo(background), logo(target), logo(best["paths"]), *[logo(p) for p in paths],
                    logo(sixth["paths"]), margin=0.06)
-    fig, axes = P.panel_grid(4, ncols=2, size=4.6, aspect=P.box_aspect(box))
+    fig, axes = P.panel_grid(4, ncols=2, size=4.0, aspect=P.box_aspect(box))
     for ax in axes[:3]:
         _faint(ax, background)
     P.scatter(axes[0], logo(best["cloud"]), s=1.5, alpha=0.3, box=box,

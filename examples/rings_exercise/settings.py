@@ -53,7 +53,7 @@ class Settings:
     bonus_best_of_steps: int = 20     # ... with this many Euler steps (FM Q4: coarse steps barely matter)
     bonus_guided: int = 200           # bonus, guidance: samples per schedule
     bonus_tune_points: int = 60_000   # bonus, sixth class: fine-tune points (one sixth at (4, 5)) ...
-    bonus_tune_epochs: int = 2        # ... and epochs
+    bonus_tune_epochs: int = 4        # ... and epochs
     bonus_tune_samples: int = 1200    # ... and samples drawn after it (all six classes)
 
 
