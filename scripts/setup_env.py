@@ -270,9 +270,11 @@ def _project_problems(meta, project):
     return []
 
 
-def run_probe(python):
+def run_probe(python, fresh=False):
+    """probe() in `python`; in this process where that is this interpreter, unless `fresh`
+    (after pip ran: this process's import machinery still holds the old install's paths)."""
     # Not realpath: a venv's python is a symlink to its base interpreter.
-    if os.path.abspath(python) == os.path.abspath(sys.executable):
+    if not fresh and os.path.abspath(python) == os.path.abspath(sys.executable):
         return probe()
     done = subprocess.run([python, os.path.abspath(__file__), "--probe"],
                           stdout=subprocess.PIPE, universal_newlines=True)
@@ -356,7 +358,7 @@ def ensure_installed(python, torch_version):
     else:
         log("keeping the installed torch %s" % state["torch"])
     pip_install(python, ["-e", REPO + "[test]"], "the project (editable) with its test tools")
-    state = run_probe(python)
+    state = run_probe(python, fresh=True)
     if state["problems"]:
         raise SetupError("still missing after pip install: " + "; ".join(state["problems"]))
     return state
