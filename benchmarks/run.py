@@ -10,6 +10,10 @@ Rows (torch on one thread, BLAS on one thread, interleaved repeats, medians):
   flows_np.nf_fast as train_nf uses it, and the op-by-op graph of ``flow.loss``) and
   FM models (VelocityMLP 5 layers of width 64, the exercise's, and 128, what
   examples/rings.py trains), with the twin's time and the ratio;
+- the pairing's cost (issue 16): an FM step (MLP 5 x 128, batch 128, rings data against
+  N(0, I) noise, the coupling inside the step as in ``train_fm``) with exact minibatch OT
+  (``ot_coupling``, solved by ``flows_np.assignment_fast``) against independent pairing,
+  interleaved in one run; target: the OT step at most 2x the independent step;
 - sampling throughput: points per second of a 1000-step Euler run (Alg. 2);
 - exact-likelihood throughput: points per second of ``likelihood.log_prob`` (rk4);
 - with ``--rings``: the end-to-end wall time of an ``examples/rings.py`` run by phase,
@@ -23,6 +27,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS thread
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
@@ -31,9 +36,11 @@ import torch  # noqa: E402
 
 import minigrad as mg  # noqa: E402
 from benchmarks.harness import machine_description, markdown_table, time_interleaved, training_step  # noqa: E402
-from flows_np import fm as np_fm, likelihood as np_lik, nf as np_nf, solvers as np_solvers  # noqa: E402
+from flows_np import fm as np_fm, likelihood as np_lik, nf as np_nf, paths as np_paths, solvers as np_solvers  # noqa: E402
+from flows_np.assignment_fast import solver_name  # noqa: E402
+from flows_np.data import olympic_rings  # noqa: E402
 from flows_np.nf_fast import fused_loss  # noqa: E402
-from flows_torch import fm as th_fm, likelihood as th_lik, nf as th_nf, solvers as th_solvers  # noqa: E402
+from flows_torch import fm as th_fm, likelihood as th_lik, nf as th_nf, paths as th_paths, solvers as th_solvers  # noqa: E402
 
 BATCH = 128
 
@@ -72,6 +79,42 @@ def train_steps(seed: int = 0) -> dict:
                                    torch.optim.Adam(torch_mlp.parameters(), lr=1e-3)),
         }
     return steps
+
+
+def pairing_steps(seed: int = 0, width: int = 128, batches: int = 16) -> dict:
+    """FM training steps with the pairing inside (as ``train_fm`` does it): independent vs exact
+    OT, minigrad and torch. The steps cycle through `batches` fixed (x0, x1, t) batches of
+    rings data and N(0, I) noise, so the OT time is an average over problems, not one."""
+    rng = np.random.default_rng(seed)
+    data = [(rng.standard_normal((BATCH, 2)).astype(np.float32), olympic_rings(BATCH, rng)[0].astype(np.float32),
+             rng.uniform(size=BATCH).astype(np.float32)) for _ in range(batches)]
+    torch_data = [tuple(torch.from_numpy(a) for a in batch) for batch in data]
+    steps = {}
+    for pairing, np_coupling, th_coupling in (
+            ("independent", np_paths.independent_coupling, th_paths.independent_coupling),
+            ("exact OT", np_paths.ot_coupling, th_paths.ot_coupling)):
+        mlp = np_fm.VelocityMLP(hidden=width, rng=np.random.default_rng(seed))
+        torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP(hidden=width))
+        for engine, model, feed, coupling, loss, optim in (
+                ("minigrad", mlp, itertools.cycle(data), np_coupling, np_fm.fm_loss, mg.optim.Adam),
+                ("torch", torch_mlp, itertools.cycle(torch_data), th_coupling, th_fm.fm_loss, torch.optim.Adam)):
+            def pair_and_loss(model=model, feed=feed, coupling=coupling, loss=loss):
+                x0, x1, t = next(feed)
+                return loss(model, x0[coupling(x0, x1)], x1, t)
+            steps[f"{engine}, {pairing}"] = training_step(pair_and_loss, optim(model.parameters(), lr=1e-3))
+    return steps
+
+
+def pairing_rows(repeats: int, inner: int) -> list:
+    """Two rows: the OT step in each engine, and OT / independent per engine (one interleaved run)."""
+    result = time_interleaved(pairing_steps(), repeats=repeats, inner=inner)
+    ms = {name: timing["median"] * 1e3 for name, timing in result.items()}
+    what = f"FM (MLP 5 x 128) train step, batch {BATCH}, rings data"
+    ratios = [f"{ms[f'{e}, exact OT'] / ms[f'{e}, independent']:.2f}x "
+              f"({ms[f'{e}, exact OT']:.2f} / {ms[f'{e}, independent']:.2f} ms)" for e in ("minigrad", "torch")]
+    return [[f"{what}, exact OT pairing (solver: {solver_name()})", f"{ms['minigrad, exact OT']:.2f} ms",
+             f"{ms['torch, exact OT']:.2f} ms", f"{ms['minigrad, exact OT'] / ms['torch, exact OT']:.2f}x"],
+            [f"{what}: exact OT / independent pairing (target <= 2x)", *ratios, ""]]
 
 
 def throughput_rows(points: int, steps: int, lik_steps: int, repeats: int) -> list:
@@ -136,6 +179,7 @@ def main() -> None:
                 ours = result[name]["median"]
                 rows.append([f"{model} train step, batch {BATCH}, {name}", f"{ours * 1e3:.2f} ms",
                              f"{theirs * 1e3:.2f} ms", f"{ours / theirs:.2f}x"])
+    rows += pairing_rows(args.repeats, args.inner)
     rows += throughput_rows(args.points, args.steps, args.lik_steps, max(1, args.repeats // 3))
     for path in args.rings:
         rows += rings_rows(path)

@@ -12,6 +12,12 @@ cross and the learnt paths are straighter. Picking that pairing is the assignmen
 problem below, solved exactly on every training step (batch 128), so it has to be
 fast as well as right.
 
+This module is the readable reference. Training reaches it through
+:func:`flows_np.assignment_fast.fast_assignment` (what ``ot_coupling`` calls in both
+backends), which hands the same problem to scipy's compiled solver where scipy is
+installed and to :func:`linear_sum_assignment` below where it is not; the tests hold
+the two to the same optimal cost.
+
 The problem and its dual
 ------------------------
 Given an ``n x n`` cost matrix ``C``, find a permutation ``perm`` minimising
@@ -63,7 +69,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["linear_sum_assignment", "assignment_cost"]
+__all__ = ["linear_sum_assignment", "assignment_cost", "check_cost"]
 
 # Costs are rescaled (exactly, by a power of two) to at most this magnitude.
 _MAX_ABS_COST = 2.0**500
@@ -73,7 +79,8 @@ _MAX_ABS_COST = 2.0**500
 _AUCTION_ROUNDS = 20
 
 
-def _check_cost(cost) -> np.ndarray:
+def check_cost(cost) -> np.ndarray:
+    """A private float64 copy of `cost`; ValueError unless it is a square 2D array of finite reals."""
     try:
         c = np.asarray(cost)
     except Exception as err:  # ragged nested lists and the like
@@ -261,7 +268,7 @@ def linear_sum_assignment(cost, return_duals: bool = False):
     The algorithm is Jonker-Volgenant's shortest augmenting path method (module
     docstring), with the inner Dijkstra loop vectorised over columns.
     """
-    c = _check_cost(cost)
+    c = check_cost(cost)
     n = c.shape[0]
     if n == 0:
         perm = np.zeros(0, dtype=np.int64)

@@ -32,8 +32,10 @@ Couplings
 A coupling returns a permutation ``perm`` such that ``x0[perm][i]`` is paired with
 ``x1[i]``; labels belong to ``x1`` and stay where they are. The exact minibatch
 optimal-transport coupling minimises ``sum_i |x1_i - x0_perm[i]|^2``, which straightens
-the learnt paths (fewer crossings); it is solved by
-:func:`flows_np.assignment.linear_sum_assignment`.
+the learnt paths (fewer crossings); it is solved exactly by
+:func:`flows_np.assignment_fast.fast_assignment`: scipy's compiled solver where
+installed (by default), else the readable reference
+:func:`flows_np.assignment.linear_sum_assignment`, the same optimum either way.
 
 Time samplers
 -------------
@@ -50,7 +52,7 @@ import math
 
 import numpy as np
 
-from .assignment import linear_sum_assignment
+from .assignment_fast import fast_assignment
 from .checks import check_labels, check_points
 
 __all__ = [
@@ -210,20 +212,24 @@ def independent_coupling(x0, x1, rng: np.random.Generator | None = None) -> np.n
 
 def pairwise_sq_dists(x1, x0) -> np.ndarray:
     """``cost[i, j] = |x1_i - x0_j|^2`` over the flattened trailing dimensions, (N, N) float64."""
-    a = x1.reshape(x1.shape[0], -1)
-    b = x0.reshape(x0.shape[0], -1)
-    diff = a[:, None, :] - b[None, :, :]
-    return np.sum(diff * diff, axis=-1, dtype=np.float64)
+    # Coordinates first, (D, N): the sum over them is then D additions of whole (N, N)
+    # arrays, some 20x faster at N = 128 in 2D than numpy's sum over a trailing axis of length 2.
+    a = np.ascontiguousarray(x1.reshape(x1.shape[0], -1).T)
+    b = np.ascontiguousarray(x0.reshape(x0.shape[0], -1).T)
+    diff = a[:, :, None] - b[:, None, :]  # (D, N, N)
+    return np.sum(diff * diff, axis=0, dtype=np.float64)
 
 
 def ot_coupling(x0, x1) -> np.ndarray:
     """Exact minibatch optimal transport: the permutation minimising
     ``sum_i |x1_i - x0_perm[i]|^2`` (squared Euclidean cost on flattened points), so
     that ``x0[perm]`` goes with ``x1``. Solved exactly by
-    :func:`flows_np.assignment.linear_sum_assignment`; returns int64 of shape (N,).
+    :func:`flows_np.assignment_fast.fast_assignment` (scipy's compiled solver by default,
+    the reference :func:`flows_np.assignment.linear_sum_assignment` without scipy);
+    returns int64 of shape (N,).
     """
     x0, x1 = _check_pair(x0, x1)
-    return linear_sum_assignment(pairwise_sq_dists(x1, x0)).astype(np.int64)
+    return fast_assignment(pairwise_sq_dists(x1, x0))
 
 
 def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:

@@ -8,8 +8,9 @@ dtype and device follow the inputs. Randomness enters through ``generator``
 (a ``torch.Generator``), never global seeding.
 
 ``ot_coupling`` computes the squared-distance cost in torch and solves the assignment
-with the same exact solver as the numpy side (:func:`flows_np.assignment.linear_sum_assignment`,
-on the CPU), so both backends return the same permutation.
+with the same exact solver as the numpy side (:func:`flows_np.assignment_fast.fast_assignment`,
+on the CPU: scipy's compiled solver where installed, else the reference), so both backends
+make the same choice and return the same permutation.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import math
 
 import torch
 
-from flows_np.assignment import linear_sum_assignment
+from flows_np.assignment_fast import fast_assignment
 from flows_np.paths import check_mean_std, check_n, check_sigma
 
 from .solvers import check_labels_tensor, check_points
@@ -160,21 +161,22 @@ def independent_coupling(x0, x1, generator: torch.Generator | None = None) -> to
 
 
 def pairwise_sq_dists(x1, x0) -> torch.Tensor:
-    """``cost[i, j] = |x1_i - x0_j|^2`` over flattened trailing dimensions, (N, N)."""
-    a = x1.reshape(x1.shape[0], -1)
-    b = x0.reshape(x0.shape[0], -1)
-    diff = a[:, None, :] - b[None, :, :]
-    return (diff * diff).sum(dim=-1)
+    """``cost[i, j] = |x1_i - x0_j|^2`` over flattened trailing dimensions, (N, N).
+    Coordinates first, (D, N), as in :func:`flows_np.paths.pairwise_sq_dists` (and as fast)."""
+    a = x1.reshape(x1.shape[0], -1).T.contiguous()
+    b = x0.reshape(x0.shape[0], -1).T.contiguous()
+    diff = a[:, :, None] - b[:, None, :]  # (D, N, N)
+    return (diff * diff).sum(dim=0)
 
 
 def ot_coupling(x0, x1) -> torch.Tensor:
     """Exact minibatch optimal transport (squared Euclidean cost): LongTensor ``perm`` on x1's
     device minimising ``sum_i |x1_i - x0_perm[i]|^2``. The cost is computed in torch and
-    solved on the CPU by :func:`flows_np.assignment.linear_sum_assignment`."""
+    solved on the CPU by :func:`flows_np.assignment_fast.fast_assignment`, as on the numpy side."""
     x0, x1 = _check_pair(x0, x1)
     with torch.no_grad():
         cost = pairwise_sq_dists(x1, x0).detach().to("cpu", torch.float64).numpy()
-    return torch.from_numpy(linear_sum_assignment(cost)).to(x1.device)
+    return torch.from_numpy(fast_assignment(cost)).to(x1.device)
 
 
 def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:

@@ -4,11 +4,18 @@ The reference is brute force over all n! permutations for n <= 7; larger problem
 are checked through the LP dual certificate (no scipy needed) and, where scipy is
 installed, against scipy.optimize.linear_sum_assignment. The last section shows
 that the checkers do reject wrong answers (a greedy matcher, a non-permutation).
+
+The last section holds flows_np.assignment_fast.fast_assignment (what ot_coupling
+calls: scipy's compiled solver where installed, else the reference) to the same
+optimum: brute force for n <= 7, the reference at batch size 128 on random and tied
+costs, and the reference itself where scipy is missing; a planted non-optimal solver
+(the identity, an optimum with two partners swapped) is caught by those checks.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from flows_np.assignment import assignment_cost, linear_sum_assignment
+from flows_np.assignment_fast import compiled_solver, fast_assignment, solver_name
 
 FAST = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 MEDIUM = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
@@ -263,20 +271,20 @@ def test_accepts_lists_and_integers_and_does_not_modify_input():
     assert linear_sum_assignment(big).tolist() == [1, 0]
 
 
-@pytest.mark.parametrize(
-    ("bad", "words"),
-    [
-        (np.zeros((2, 3)), "square"),
-        (np.zeros(4), "2D"),
-        (np.zeros((2, 2, 2)), "2D"),
-        (np.array([[0.0, np.nan], [1.0, 2.0]]), "finite"),
-        (np.array([[0.0, 1.0], [np.inf, 2.0]]), "finite"),
-        (np.array([[0.0, 1.0], [2.0, -np.inf]]), "finite"),
-        (np.array([[1j, 0], [0, 0]]), "real"),
-        (np.array([["a", "b"], ["c", "d"]]), "real"),
-        ([[1.0, 2.0], [3.0]], "square"),
-    ],
-)
+BAD_COSTS = [
+    (np.zeros((2, 3)), "square"),
+    (np.zeros(4), "2D"),
+    (np.zeros((2, 2, 2)), "2D"),
+    (np.array([[0.0, np.nan], [1.0, 2.0]]), "finite"),
+    (np.array([[0.0, 1.0], [np.inf, 2.0]]), "finite"),
+    (np.array([[0.0, 1.0], [2.0, -np.inf]]), "finite"),
+    (np.array([[1j, 0], [0, 0]]), "real"),
+    (np.array([["a", "b"], ["c", "d"]]), "real"),
+    ([[1.0, 2.0], [3.0]], "square"),
+]
+
+
+@pytest.mark.parametrize(("bad", "words"), BAD_COSTS)
 def test_bad_input_raises_value_error(bad, words):
     with pytest.raises(ValueError, match=words):
         linear_sum_assignment(bad)
@@ -320,3 +328,122 @@ def test_checkers_reject_non_permutations_and_bad_certificates():
         check_dual_certificate(cost, perm, u + 1.0, v)
     with pytest.raises(AssertionError, match="tight"):
         check_dual_certificate(cost, np.array([1, 0]), u, v)
+
+
+# ---------------------------------------------------------------------------
+# The fast solver (flows_np.assignment_fast): the reference's optimum, sooner
+# ---------------------------------------------------------------------------
+
+
+def check_same_optimum_as_reference(cost: np.ndarray, perm) -> None:
+    """AssertionError unless perm is a permutation as cheap as the reference solver's.
+
+    On tied costs the two may pick different permutations; their costs must agree.
+    """
+    check_is_permutation(perm, cost.shape[0])
+    got = assignment_cost(cost, perm)
+    best = assignment_cost(cost, linear_sum_assignment(cost))
+    assert abs(got - best) <= _tol(cost), f"cost {got} but the reference's optimum is {best}"
+
+
+def batch_cost(seed: int, kind: str, n: int = 128) -> np.ndarray:
+    """A training-batch-sized problem: random, tied or duplicated (many optimal permutations)."""
+    rng = np.random.default_rng(seed)
+    if kind == "binary":  # integer costs in {0, 1}: ties everywhere
+        return rng.integers(0, 2, size=(n, n)).astype(np.float64)
+    if kind == "duplicates":  # OT between 8 distinct points and 8 others, each repeated n / 8 times
+        a, b = (np.repeat(rng.normal(size=(8, 2)), n // 8, axis=0) for _ in range(2))
+        return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return _matrix_from_seed(n, seed, kind)
+
+
+@FAST
+@given(cost=any_small)
+def test_fast_solver_equals_brute_force(cost):
+    perm = fast_assignment(cost)
+    assert perm.dtype == np.int64
+    check_optimal_brute_force(cost, perm)
+
+
+@MEDIUM
+@given(seed=st.integers(0, 2**32 - 1),
+       kind=st.sampled_from(["normal", "sqeuclid", "int", "ties", "binary", "duplicates"]))
+def test_fast_solver_equals_reference_at_batch_size(seed, kind):
+    cost = batch_cost(seed, kind)
+    check_same_optimum_as_reference(cost, fast_assignment(cost))
+
+
+def test_fast_solver_on_known_optima_with_ties():
+    n = 128
+    assert assignment_cost(np.zeros((n, n)), fast_assignment(np.zeros((n, n)))) == 0.0  # every pairing ties
+    check_is_permutation(fast_assignment(np.zeros((n, n))), n)
+    idx = np.arange(n, dtype=np.float64)  # C[i, j] = i * j: the anti-diagonal (rearrangement inequality)
+    assert assignment_cost(np.outer(idx, idx), fast_assignment(np.outer(idx, idx))) == float(np.sum(idx * idx[::-1]))
+
+
+def test_fast_solver_small_and_odd_inputs():
+    perm = fast_assignment(np.zeros((0, 0)))
+    assert perm.shape == (0,) and perm.dtype == np.int64
+    perm = fast_assignment([[-3.5]])
+    assert perm.tolist() == [0] and perm.dtype == np.int64
+    cost = np.array([[4, 1, 3], [2, 0, 5], [3, 2, 2]], dtype=np.int64)
+    before = cost.copy()
+    assert assignment_cost(cost, fast_assignment(cost.tolist())) == 5.0
+    assert np.array_equal(cost, before)
+    # Costs near the float64 limit go to the reference, which rescales them exactly.
+    assert fast_assignment(np.array([[1e308, 1e308], [-1e308, 1e308]])).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(("bad", "words"), BAD_COSTS)
+def test_fast_solver_bad_input_raises_the_same_value_error(bad, words):
+    with pytest.raises(ValueError, match=words):
+        fast_assignment(bad)
+
+
+def test_with_scipy_the_compiled_solver_runs():
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    assert solver_name() == "scipy"
+    assert compiled_solver() is scipy_optimize.linear_sum_assignment
+
+
+@pytest.fixture
+def scipy_missing(monkeypatch):
+    """scipy.optimize unimportable, as where scipy is not installed (the solver lookup forgotten)."""
+    compiled_solver.cache_clear()
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)
+    yield
+    compiled_solver.cache_clear()
+
+
+def test_without_scipy_the_reference_solves(scipy_missing):
+    assert compiled_solver() is None and solver_name() == "reference"
+    for kind in ("sqeuclid", "binary"):
+        cost = batch_cost(7, kind, n=40)
+        np.testing.assert_array_equal(fast_assignment(cost), linear_sum_assignment(cost))
+    assert fast_assignment([[2.0]]).tolist() == [0]
+    with pytest.raises(ValueError, match="finite"):
+        fast_assignment(BAD_COSTS[3][0])
+
+
+def identity_solver(cost):
+    """Planted bug: no matching at all, the identity pairing."""
+    return np.arange(np.shape(cost)[0], dtype=np.int64)
+
+
+def swapped_pair_solver(cost):
+    """Planted bug: an optimal permutation with the partners of rows 0 and 1 swapped."""
+    perm = fast_assignment(cost).copy()
+    perm[[0, 1]] = perm[[1, 0]]
+    return perm
+
+
+@pytest.mark.parametrize("planted", [identity_solver, swapped_pair_solver])
+def test_checks_catch_a_planted_non_optimal_solver(planted):
+    # Continuous random costs: the optimum is unique, so both planted answers cost more.
+    small, batch = batch_cost(3, "normal", n=6), batch_cost(3, "sqeuclid")
+    with pytest.raises(AssertionError, match="optimum"):
+        check_optimal_brute_force(small, planted(small))
+    with pytest.raises(AssertionError, match="reference's optimum"):
+        check_same_optimum_as_reference(batch, planted(batch))
+    check_optimal_brute_force(small, fast_assignment(small))
+    check_same_optimum_as_reference(batch, fast_assignment(batch))

@@ -41,6 +41,8 @@ def test_the_benchmark_command_prints_every_row(tmp_path):
                          "--rings", results)
     assert run.returncode == 0, run.stderr
     for row in ("NF (15 couplings, nets 5 x 8) train step", "op-by-op graph", "FM (MLP 5 x 64)", "FM (MLP 5 x 128)",
+                "FM (MLP 5 x 128) train step, batch 128, rings data, exact OT pairing (solver: ",
+                "FM (MLP 5 x 128) train step, batch 128, rings data: exact OT / independent pairing (target <= 2x)",
                 "sampling: 3-step Euler, 20 points", "exact likelihood: rk4 2 steps, 20 points",
                 "rings.py (numpy): train NF | 100.0 s", "rings.py (numpy): total | 120.0 s"):
         assert row in run.stdout, row

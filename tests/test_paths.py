@@ -6,6 +6,7 @@ is normal. Each checker is also shown to reject a planted bug.
 """
 import itertools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from flows_np import paths
+from flows_np.assignment import assignment_cost, linear_sum_assignment
+from flows_np.assignment_fast import compiled_solver
+from flows_np.data import olympic_rings
 from flows_np.paths import (CosinePath, LinearPath, independent_coupling, logit_normal_t,
                             logit_normal_t_from_normals, ot_coupling, uniform_t)
 from flows_torch import paths as tpaths
@@ -184,6 +188,59 @@ def test_ot_coupling_flattens_images_and_pairs_x0_perm_with_x1():
     perm = rng.permutation(6)
     x0 = x1[np.argsort(perm)] + 1e-3  # x0[perm] is (almost) x1
     np.testing.assert_array_equal(ot_coupling(x0, x1), perm)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes(), seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]))
+def test_pairwise_sq_dists_is_the_sum_of_squared_differences(shape, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x0, x1 = rng.standard_normal((2,) + shape).astype(dtype)
+    flat0, flat1 = x0.reshape(len(x0), -1).astype(np.float64), x1.reshape(len(x1), -1).astype(np.float64)
+    expected = np.array([[np.sum((p - q) ** 2) for q in flat0] for p in flat1])
+    cost = paths.pairwise_sq_dists(x1, x0)
+    assert cost.dtype == np.float64 and cost.shape == (len(x1), len(x0))
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(cost, expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(tpaths.pairwise_sq_dists(torch.from_numpy(x1), torch.from_numpy(x0)).double().numpy(),
+                               expected, rtol=rtol, atol=rtol)
+
+
+def training_batch(seed, duplicated):
+    """(x0, x1) as one OT training step sees them: 128 noise points and 128 ring points (float32),
+    or with only 4 distinct points on each side (ties: many optimal pairings)."""
+    rng = np.random.default_rng(seed)
+    x1 = olympic_rings(128, rng)[0].astype(np.float32)
+    x0 = rng.standard_normal((128, 2)).astype(np.float32)
+    if duplicated:
+        x0, x1 = np.repeat(x0[:4], 32, axis=0), np.repeat(x1[:4], 32, axis=0)
+    return x0, x1
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), duplicated=st.booleans())
+def test_ot_coupling_at_batch_size_equals_the_reference_solver_in_both_backends(seed, duplicated):
+    x0, x1 = training_batch(seed, duplicated)
+    perm = ot_coupling(x0, x1)
+    assert perm.dtype == np.int64 and sorted(perm.tolist()) == list(range(128)), "not a permutation"
+    cost = paths.pairwise_sq_dists(x1, x0)
+    best = assignment_cost(cost, linear_sum_assignment(cost))
+    assert abs(assignment_cost(cost, perm) - best) <= 1e-12 * np.abs(cost).sum()
+    np.testing.assert_array_equal(tpaths.ot_coupling(torch.from_numpy(x0), torch.from_numpy(x1)).numpy(), perm)
+
+
+def test_without_scipy_both_backends_pair_with_the_reference(monkeypatch):
+    compiled_solver.cache_clear()
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # as where scipy is not installed
+    try:
+        assert compiled_solver() is None
+        for duplicated in (False, True):
+            x0, x1 = training_batch(4, duplicated)
+            reference = linear_sum_assignment(paths.pairwise_sq_dists(x1, x0))
+            np.testing.assert_array_equal(ot_coupling(x0, x1), reference)
+            torch_perm = tpaths.ot_coupling(torch.from_numpy(x0), torch.from_numpy(x1))
+            np.testing.assert_array_equal(torch_perm.numpy(), reference)
+    finally:
+        compiled_solver.cache_clear()
 
 
 def test_independent_coupling():
