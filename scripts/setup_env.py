@@ -298,7 +298,7 @@ def venv_state():
     return "ok" if ok else "broken"
 
 
-def create_venv(f):
+def create_venv(f, with_pip=True):
     state = venv_state()
     if state == "ok":
         return
@@ -309,9 +309,9 @@ def create_venv(f):
             "upgraded?): making it again")
         shutil.rmtree(VENV)
     if f["has_ensurepip"]:
-        command = [f["executable"], "-m", "venv", VENV]
+        command = [f["executable"], "-m", "venv", VENV] + ([] if with_pip else ["--without-pip"])
     elif shutil.which("virtualenv"):
-        command = [shutil.which("virtualenv"), "--python", f["executable"], VENV]
+        command = [shutil.which("virtualenv"), "--python", f["executable"], VENV] + ([] if with_pip else ["--no-pip"])
     else:
         major, minor = f["version"][:2]
         raise SetupError(
@@ -392,11 +392,33 @@ def main(argv):
             print("torch: %s" % ("keep %s" % s["torch"] if s["torch_ok"] else "install torch==%s" % torch_version))
             print("project: %s" % ("; ".join(s["problems"]) or "up to date"))
         return 0
-    if mode == "venv":
-        create_venv(f)
-    ensure_installed(python, torch_version)
+    with one_at_a_time():
+        if mode == "venv":
+            create_venv(f)
+        ensure_installed(python, torch_version)
     print(python)
     return 0
+
+
+class one_at_a_time:
+    """Two commands started together on a fresh machine must not both create .venv or run
+    pip: the second waits (a lock on this file, so no lock file appears in the checkout)."""
+
+    def __enter__(self):
+        self.fh = open(os.path.abspath(__file__), "rb")
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock
+            return self
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log("waiting for another setup of this checkout to finish")
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()  # releases the lock
 
 
 if __name__ == "__main__":

@@ -212,3 +212,32 @@ def test_requirements_are_read_without_packaging_too(monkeypatch):
     assert ok("2.7.9") and not ok("2.8.0") and not ok("2.7.5")
     _, _, ok = setup_env.requirement("scipy==1.*")
     assert ok("1.17.1") is None  # unknown: the setup then lets pip decide
+
+
+def test_the_project_venv_is_made_isolated_and_ignored_by_git(tmp_path, monkeypatch):
+    # without pip here, for speed; the whole path, pip and install included, is CI's (b)
+    facts = setup_env.facts()
+    venv = tmp_path / "repo" / ".venv"
+    monkeypatch.setattr(setup_env, "VENV", str(venv))
+    assert setup_env.venv_state() == "absent"
+    setup_env.create_venv(facts, with_pip=False)
+    assert setup_env.venv_state() == "ok"
+    assert (venv / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
+    (venv / "bin" / "python").unlink()  # e.g. its Python was upgraded away
+    assert setup_env.venv_state() == "broken"
+
+
+def test_a_second_setup_waits_for_the_first(tmp_path):
+    pytest.importorskip("fcntl")
+    import fcntl
+    with open(SETUP, "rb") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # as a setup in progress holds it
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import setup_env\n"
+             "with setup_env.one_at_a_time(): print('got it')" % str(SETUP.parent)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=1.0)
+    out, err = waiting.communicate(timeout=30)
+    assert out.strip() == "got it" and "waiting for another setup" in err
