@@ -13,6 +13,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from flows_np.files import WRITE_PROBE_PREFIX, remove_stale_temporaries
+
 __all__ = ["require_positive", "require_non_negative", "override_size", "prepare_output_folder", "rng_for"]
 
 
@@ -48,7 +50,9 @@ def override_size(parser: argparse.ArgumentParser, args, settings):
 
 
 def prepare_output_folder(parser: argparse.ArgumentParser, out) -> Path:
-    """Create ``out`` (with its parents) and prove it writable with a probe file, removed at once.
+    """Create ``out`` (with its parents) and prove it writable with a probe file, removed at once;
+    then remove the temporary files that an interrupted earlier run left there
+    (:func:`flows_np.files.remove_stale_temporaries`: the project's own temporary names only).
 
     Fails through ``parser.error`` when a part of the path is an existing file, or when
     the folder cannot be created or written to. Call it after every other check."""
@@ -60,8 +64,9 @@ def prepare_output_folder(parser: argparse.ArgumentParser, out) -> Path:
         parser.error(f"--out {out}: {existing} exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-"):
+        with tempfile.NamedTemporaryFile(dir=out, prefix=WRITE_PROBE_PREFIX):
             pass
+        remove_stale_temporaries(out)
     except OSError as err:
         parser.error(f"--out {out} is not a writable folder: {err.strerror or err}")
     return out

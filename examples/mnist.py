@@ -24,11 +24,18 @@ What it does (``flows_torch.mnist_train`` holds the training loop):
      (x_t over t, one row per class) and ``metrics.json`` (conditional accuracy
      and Frechet distance from ``flows_torch.mnist_eval``) to ``--out``
      (default ``outputs/mnist/<preset>``, git-ignored).
+
+Every argument is checked before any work, as in the other examples
+(``examples.cli_checks``): a bad value (a NaN, an odd ``--base-channels``, an
+attention side the UNet lacks, a missing MNIST folder, ``--resume`` without a
+usable checkpoint of the same configuration and data, an ``--out`` that is a
+file or cannot be written) ends the run with a one-line message and exit
+status 2. The output folder is created last, after the data-dependent checks,
+and temporary files that an interrupted run left in it are removed then.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import sys
@@ -46,7 +53,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from flows_np.files import atomic_path  # noqa: E402  (standard library only: no torch yet)
+from examples.cli_checks import prepare_output_folder  # noqa: E402  (standard library only: no torch yet)
+from flows_np.files import atomic_path  # noqa: E402
 
 # Settings of each preset; any option given on the command line wins.
 PRESETS = {
@@ -159,6 +167,8 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser):
         (settings["train_limit"] >= 0, f"--train-limit must be >= 0, got {settings['train_limit']}"),
         (settings["threads"] >= 0, f"--threads must be >= 0, got {settings['threads']}"),
         (settings["holdout"] >= 1, f"--holdout must be >= 1, got {settings['holdout']}"),
+        (settings["holdout"] < 10000, f"--holdout must be below the 10000 images of the test split it is taken from, "
+                                      f"got {settings['holdout']}"),
         (settings["time_budget"] >= 0, f"--time-budget must be >= 0, got {settings['time_budget']}"),
     ]
     for ok, msg in checks:
@@ -180,7 +190,40 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser):
     except ValueError as e:
         parser.error(str(e).replace("_", "-"))
     out = Path(args.out) if args.out else REPO / "outputs" / "mnist" / preset
+    if not args.benchmark:
+        check_data_folder(args, parser)
+    if args.resume:
+        check_resume(parser, out, cfg)
     return preset, settings, cfg, out
+
+
+def check_data_folder(args, parser: argparse.ArgumentParser) -> None:
+    """``parser.error`` unless the MNIST folder holds a complete split (the test split at
+    least), or ``--download`` may fetch one."""
+    from flows_torch.mnist import ENV_VAR, available_splits, find_data_dir, missing_files
+    folder = find_data_dir(args.data_dir)
+    if args.download:
+        if folder.exists() and not folder.is_dir():
+            parser.error(f"--data-dir {folder} exists and is not a folder")
+        return
+    if "test" not in available_splits(folder):
+        where = f"--data-dir {folder}" if args.data_dir else f"the MNIST folder {folder}"
+        state = ("does not exist" if not folder.exists()
+                 else f"lacks {', '.join(missing_files(folder, ['test']))} (the test split at least is needed)")
+        parser.error(f"{where} {state}: pass --data-dir with the official IDX files, set ${ENV_VAR}, "
+                     f"or add --download where the network allows")
+
+
+def check_resume(parser: argparse.ArgumentParser, out: Path, cfg, data=None) -> None:
+    """``parser.error`` unless OUT/checkpoint.pt exists, loads and was written by a run of
+    ``cfg`` (and, given a ``data_record``, on the same data)."""
+    from flows_torch.mnist_train import CHECKPOINT_NAME
+    from flows_torch.mnist_train import check_resume as check
+    try:
+        check(out / CHECKPOINT_NAME, cfg, data)
+    except (FileNotFoundError, ValueError) as e:
+        msg = str(e)
+        parser.error(msg if msg.startswith("--resume") else f"--resume: {msg}")
 
 
 # ----------------------------------------------------------------------------- figures
@@ -242,11 +285,9 @@ def get_classifier(train_x, train_y, out: Path, epochs: int, seed: int, log):
     when it was trained on the same images with the same settings."""
     import torch
     from flows_torch.mnist_eval import MNISTClassifier, train_classifier
-    from flows_torch.mnist_train import save_checkpoint
-    h = hashlib.md5()
-    h.update(train_y.numpy().tobytes())
-    h.update(((train_x[:: max(1, len(train_x) // 256)] + 1) * 127.5).round().to(torch.uint8).numpy().tobytes())
-    key = f"{h.hexdigest()}-n{len(train_x)}-e{epochs}-s{seed}"
+    from flows_torch.mnist_train import data_record, save_checkpoint
+    data = data_record(train_x, train_y)
+    key = f"{data['fingerprint']}-n{data['size']}-e{epochs}-s{seed}"
     path = out / "classifier.pt"
     if path.is_file():
         try:
@@ -283,10 +324,10 @@ def main(argv=None) -> int:
     rank, world, device = mt.init_distributed(device_req)
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
 
     if args.benchmark:
+        if is_main:
+            prepare_output_folder(parser, out)
         log(f"benchmark on {device} ({torch.get_num_threads()} CPU threads), UNet defaults, batch 128:")
         res = mt.benchmark_unet(device, batch_size=128, steps=20 if device.type == "cuda" else 3,
                                 warmup=5 if device.type == "cuda" else 1,
@@ -304,11 +345,22 @@ def main(argv=None) -> int:
 
     t_total, cpu0 = time.perf_counter(), time.process_time()
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    data = load_flow_data(args.data_dir, download=args.download, holdout=settings["holdout"], seed=0)
+    try:
+        data = load_flow_data(args.data_dir, download=args.download, holdout=settings["holdout"], seed=0)
+    except (FileNotFoundError, ValueError) as e:  # missing, corrupt or undownloadable files
+        parser.error(f"MNIST data: {e}")
     train_x, train_y = data["train_x"], data["train_y"]
     held_x, held_y = data["held_x"], data["held_y"]
     if settings["train_limit"]:
         train_x, train_y = train_x[: settings["train_limit"]], train_y[: settings["train_limit"]]
+    # the checks that need the data, still before anything is written
+    if len(train_x) < cfg.batch_size * world:
+        parser.error(f"--batch-size {cfg.batch_size}" + (f" x {world} processes" if world > 1 else "")
+                     + f" is more than the {len(train_x)} training images")
+    if args.resume:
+        check_resume(parser, out, cfg, mt.data_record(train_x, train_y))
+    if is_main:
+        prepare_output_folder(parser, out)  # last: it creates the folder (and clears stale temporary files)
     log(f"data: {data['description']} (folder {data['folder']})"
         + (f"; using {len(train_x)} training images" if settings["train_limit"] else ""))
     log(f"device {device}" + (f", {world} processes" if world > 1 else "")

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from .unet import broadcast_time
+from .unet import broadcast_time, class_rows
 
 __all__ = ["ImageMLP"]
 
@@ -68,11 +68,5 @@ class ImageMLP(nn.Module):
         t = broadcast_time(t, x)
         parts = [x.reshape(n, -1), t[:, None].to(x.dtype)]
         if self.class_emb is not None:
-            if y is None:
-                y = torch.full((n,), self.num_classes, dtype=torch.long, device=x.device)
-            else:
-                y = torch.as_tensor(y, device=x.device).long().reshape(-1)
-                if y.shape[0] != n:
-                    raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-            parts.append(self.class_emb(y).to(x.dtype))
+            parts.append(self.class_emb(class_rows(y, n, self.num_classes, x.device)).to(x.dtype))
         return self.net(torch.cat(parts, dim=1)).reshape(x.shape)

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -50,16 +52,18 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
 
+from flows_np.checks import check_labels, check_positive_int
 from flows_np.files import atomic_path
 
 from .image_mlp import ImageMLP
 from .paths import couple_within_classes
-from .unet import UNet
+from .solvers import check_labels_tensor, check_points
+from .unet import UNet, check_unet_config
 
 __all__ = [
     "MNISTConfig", "EMA", "build_model", "flow_matching_batch", "train", "TrainResult", "guided_velocity", "sample_images",
-    "save_checkpoint", "load_checkpoint", "init_distributed", "dist_info", "autocast_context",
-    "CHECKPOINT_NAME", "benchmark_unet",
+    "save_checkpoint", "load_checkpoint", "check_resume", "check_training_data", "data_record", "init_distributed",
+    "dist_info", "autocast_context", "CHECKPOINT_NAME", "benchmark_unet",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -130,10 +134,16 @@ class MNISTConfig:
             bad(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.min_lr_ratio <= 1:
             bad("weight_decay and grad_clip must be >= 0 and min_lr_ratio in [0, 1]")
+        for name in ("weight_decay", "grad_clip"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes the comparisons above
+                bad(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if not self.channel_mult or any(m < 1 for m in self.channel_mult):
             bad(f"channel_mult must be a non-empty list of positive integers, got {self.channel_mult}")
         if 28 % (2 ** (len(self.channel_mult) - 1)) != 0:
             bad(f"28 is not divisible by 2**(len(channel_mult)-1) = {2 ** (len(self.channel_mult) - 1)}")
+        if self.model == "unet":  # the UNet's own rules (even base_channels, existing attention sides), before any work
+            check_unet_config(1, self.base_channels, self.channel_mult, self.num_res_blocks,
+                              self.attention_resolutions, 28)
         return self
 
     def to_dict(self) -> dict:
@@ -261,6 +271,75 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> dict:
     return state
 
 
+def data_record(train_x: torch.Tensor, train_y: torch.Tensor) -> dict:
+    """What a run trains on, as its checkpoint records it: ``{"size": N, "fingerprint": hex}``,
+    the fingerprint a BLAKE2b digest of the images (their dtype, shape and bytes) and of the
+    labels (as int64), in order. One pass over the data (about 0.2 s for the 60k split)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in (train_x.detach(), train_y.detach().long()):
+        t = t.cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return {"size": int(train_x.shape[0]), "fingerprint": h.hexdigest()}
+
+
+def check_resume(path: Union[str, os.PathLike, None], cfg: "MNISTConfig", data: Optional[dict] = None,
+                 map_location="cpu") -> dict:
+    """The checkpoint at `path` when a run of `cfg` may continue from it, else an error:
+    FileNotFoundError when there is none, ValueError when it is corrupt, was written with
+    another configuration (:attr:`MNISTConfig.RESUME_KEYS`) or, when `data` (a
+    :func:`data_record`) is given, recorded other training data. A checkpoint written before
+    data records existed has none and passes the data check (``"data" not in state``)."""
+    if path is None or not Path(path).is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    state = load_checkpoint(path, map_location=map_location)
+    saved = MNISTConfig.from_dict(state["config"])
+    diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in MNISTConfig.RESUME_KEYS
+            if getattr(saved, k) != getattr(cfg, k)}
+    if diff:
+        raise ValueError(f"checkpoint {path} was written with a different configuration "
+                         f"(saved, requested): {diff}")
+    then = state.get("data")
+    if data is not None and then is not None and then != data:
+        raise ValueError(
+            f"checkpoint {path} was trained on other data: {then['size']} images (fingerprint {then['fingerprint']}), "
+            f"this run has {data['size']} (fingerprint {data['fingerprint']}); resume on the same images and labels "
+            f"(examples/mnist.py: the same --data-dir, --train-limit and --holdout) or train into a fresh folder")
+    return state
+
+
+IMAGES_HINT = "images are floats in [-1, 1] (pixel / 127.5 - 1, as flows_torch.mnist.load_mnist returns them)"
+
+
+def check_training_data(train_x: torch.Tensor, train_y: torch.Tensor, batch_size: int = 1, world: int = 1) -> None:
+    """The training data's rules, checked once before training: images ``(N, 1, 28, 28)``,
+    floating point, finite, in [-1, 1]; labels ``(N,)`` integers in 0..9 (10 is the null
+    label of classifier-free guidance, which label dropout substitutes: not a class of the
+    data); at least one global batch of images (`batch_size` x `world` processes).
+    ValueError naming the problem."""
+    if train_x.ndim != 4 or tuple(train_x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"train_x must have shape (N, 1, 28, 28), got {tuple(train_x.shape)}")
+    if train_y.shape != (train_x.shape[0],):
+        raise ValueError(f"train_y must have shape ({train_x.shape[0]},), got {tuple(train_y.shape)}")
+    if train_x.shape[0] < batch_size * world:
+        raise ValueError(f"{train_x.shape[0]} training images are fewer than one global batch "
+                         f"({batch_size} x {world} processes)")
+    try:
+        check_points(train_x, "train_x", ndim=None)
+        low, high = (float(v) for v in torch.aminmax(train_x.detach()))
+        if low < -1 or high > 1:
+            raise ValueError(f"train_x must lie in [-1, 1], got values in [{low:g}, {high:g}]")
+    except ValueError as e:
+        raise ValueError(f"{e}; {IMAGES_HINT}") from None
+    try:
+        check_labels_tensor(train_y, train_x, NUM_CLASSES, name="train_y")
+    except ValueError as e:
+        null = not train_y.is_floating_point() and bool((train_y == NUM_CLASSES).any())
+        raise ValueError(f"{e}" + (f" (label {NUM_CLASSES} is the null label of classifier-free guidance: "
+                                   f"training substitutes it with probability p_uncond; it is not a class)"
+                                   if null else "")) from None
+
+
 # ----------------------------------------------------------------------------- training
 @dataclass
 class TrainResult:
@@ -323,12 +402,14 @@ def train(
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train the velocity field of ``cfg`` on images ``train_x`` (N, 1, 28, 28) in
-    [-1, 1] with labels ``train_y`` (N,).
+    [-1, 1] with labels ``train_y`` (N,) in 0..9 (checked once, before anything else:
+    :func:`check_training_data`).
 
-    Writes ``out_dir/checkpoint.pt`` (rank 0, atomically) after every epoch;
+    Writes ``out_dir/checkpoint.pt`` (rank 0, atomically) after every epoch, with the
+    configuration and a record of the data (:func:`data_record`: size and fingerprint);
     ``resume=True`` continues from it (FileNotFoundError if absent; ValueError if
-    it was written with a different configuration).  ``stop_after_epochs``
-    stops early (as if interrupted) - used by the resume test.  ``time_budget_s``
+    it was written with a different configuration or on other data: :func:`check_resume`).
+    ``stop_after_epochs`` stops early (as if interrupted) - used by the resume test.  ``time_budget_s``
     (seconds of training in this call) stops training at the first step that
     begins after the budget is spent, even mid-epoch; the result's
     ``stopped_early`` says so, its model holds the weights reached, while the
@@ -342,15 +423,10 @@ def train(
     rank, world = dist_info()
     is_main = rank == 0
     say = log if is_main else (lambda *_: None)
-    if train_x.ndim != 4 or tuple(train_x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"train_x must have shape (N, 1, 28, 28), got {tuple(train_x.shape)}")
-    if train_y.shape != (train_x.shape[0],):
-        raise ValueError(f"train_y must have shape ({train_x.shape[0]},), got {tuple(train_y.shape)}")
-    if train_x.shape[0] < cfg.batch_size * world:
-        raise ValueError(f"{train_x.shape[0]} training images are fewer than one global batch "
-                         f"({cfg.batch_size} x {world} processes)")
+    check_training_data(train_x, train_y, cfg.batch_size, world)
     cuda = device.type == "cuda"
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    data = data_record(train_x, train_y) if ckpt_path is not None else None  # saved with every checkpoint
 
     # ---- data: whole tensors on the device, batches by fancy indexing
     data_x = train_x.to(device)
@@ -372,15 +448,10 @@ def train(
     start_epoch, global_step = 0, 0
     history: Dict[str, list] = {"loss": [], "epoch_loss": [], "epoch_time": [], "lr": []}
     if resume:
-        if ckpt_path is None or not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        state = load_checkpoint(ckpt_path, map_location=device)
-        saved = MNISTConfig.from_dict(state["config"])
-        diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in MNISTConfig.RESUME_KEYS
-                if getattr(saved, k) != getattr(cfg, k)}
-        if diff:
-            raise ValueError(f"checkpoint {ckpt_path} was written with a different configuration "
-                             f"(saved, requested): {diff}")
+        state = check_resume(ckpt_path, cfg, data, map_location=device)
+        if "data" not in state:
+            say(f"warning: {ckpt_path} records no data (written before checkpoints did): "
+                f"cannot check that it was trained on these {data['size']} images")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -470,7 +541,7 @@ def train(
                 "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1,
                 "global_step": global_step, "model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
-                "torch_version": str(torch.__version__),
+                "torch_version": str(torch.__version__), "data": data,
             })
         if world > 1:
             dist.barrier()
@@ -484,7 +555,10 @@ def guided_velocity(model: nn.Module, guidance: float = 1.0, num_classes: int = 
                     device: Optional[torch.device] = None) -> Callable:
     """``v(x, t, y)`` for ``flows_torch.solvers.integrate`` with classifier-free guidance:
     ``v_uncond + w (v_cond - v_uncond)``; w = 1 is the plain conditional field
-    (one forward pass), y = None the unconditional one.  bf16 autocast on CUDA."""
+    (one forward pass), y = None the unconditional one.  bf16 autocast on CUDA.
+    ValueError unless ``guidance`` is a finite number."""
+    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
+        raise ValueError(f"guidance must be a finite number, got {guidance!r}")
     dev = device if device is not None else next(model.parameters()).device
 
     def v(x, t, y=None):
@@ -513,11 +587,20 @@ def sample_images(
 ) -> torch.Tensor:
     """Generate one image per label by integrating the (guided) velocity field from
     t=0 (noise) to t=1.  Returns (N, 1, 28, 28) on the CPU, clamped to [-1, 1];
-    with ``trajectory=True`` the states (steps + 1, N, 1, 28, 28), not clamped."""
+    with ``trajectory=True`` the states (steps + 1, N, 1, 28, 28), not clamped.
+
+    ``labels``: (N,) integers in 0..9, N >= 1 (a float label is refused, not truncated);
+    ``batch_size``: images integrated at once, a positive integer; ``guidance`` finite.
+    All checked before any sampling (ValueError)."""
     from . import solvers
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    check_positive_int("batch_size", batch_size)
+    labels = torch.as_tensor(labels)
+    if labels.numel() == 0:
+        raise ValueError(f"labels is empty (shape {tuple(labels.shape)}): sample_images makes one image per label")
+    check_labels(labels.detach().cpu().numpy(), labels.shape[0] if labels.dim() else 1, NUM_CLASSES, name="labels")
     device = next(model.parameters()).device
     model.eval()
     v = guided_velocity(model, guidance, device=device)

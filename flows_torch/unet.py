@@ -28,8 +28,11 @@ attention after the 14x14 blocks (1,192,641 parameters; about twice the CPU
 time per step).
 
 Shapes: ``x`` (N, C, H, W) with H and W divisible by 2**(len(channel_mult)-1);
-``t`` a float, a 0-d tensor or an (N,) tensor; ``y`` None (unconditional: the
-null class) or an (N,) integer tensor with values in 0..num_classes.
+``t`` a float, a 0-d tensor or an (N,) tensor of times in [0, 1]; ``y`` None
+(unconditional: the null class) or an (N,) integer tensor with values in
+0..num_classes. Bad times and labels raise ``ValueError``; their *values* are read
+only where that costs no device synchronisation (numbers and CPU tensors, outside
+``torch.compile``), see :func:`broadcast_time` and :func:`class_rows`.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["UNet", "sinusoidal_embedding", "broadcast_time", "count_parameters"]
+__all__ = ["UNet", "sinusoidal_embedding", "broadcast_time", "check_time_range", "class_rows", "check_unet_config",
+           "count_parameters"]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -51,17 +55,81 @@ def count_parameters(module: nn.Module) -> int:
 def broadcast_time(t: Union[float, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Return t as an (N,) tensor on x's device with x's floating dtype.
 
-    Accepts a Python number, a 0-d tensor, a (1,) tensor or an (N,) tensor.
+    Accepts a Python number, a 0-d tensor, a (1,) tensor or an (N,) tensor, with times in
+    [0, 1] (0 = noise, 1 = data): ValueError otherwise. The values are read only where that
+    is free: a number, or a CPU tensor outside ``torch.compile``. A tensor already on a GPU
+    is not read (that would wait for the device at every call); the samplers and the
+    trainer make their times in [0, 1] by construction (``flows_torch.solvers.integrate``
+    checks ``t0`` and ``t1``).
     """
     n = x.shape[0]
     if not torch.is_tensor(t):
+        check_time_range(t)
         t = torch.tensor(float(t))
+    elif t.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_time_range(t)
     t = t.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
     if t.dim() == 0 or (t.dim() == 1 and t.shape[0] == 1):
         t = t.reshape(1).expand(n)
     if t.dim() != 1 or t.shape[0] != n:
         raise ValueError(f"t must be a float or a tensor of shape ({n},), got shape {tuple(t.shape)}")
     return t
+
+
+def check_time_range(t: Union[float, torch.Tensor]) -> None:
+    """ValueError unless `t` (a number or a tensor, whose values this reads) lies in [0, 1]."""
+    if torch.is_tensor(t) and not t.is_complex():
+        if bool(((t >= 0) & (t <= 1)).all()):
+            return
+        got = f"{t.item():g}" if t.numel() == 1 else f"values in [{t.min().item():g}, {t.max().item():g}]"
+    elif torch.is_tensor(t):
+        got = f"a {t.dtype} tensor"
+    elif 0.0 <= float(t) <= 1.0:
+        return
+    else:
+        got = f"{float(t):g}"
+    raise ValueError(f"t must lie in [0, 1] (time runs from noise, 0, to data, 1), got {got}")
+
+
+def class_rows(y: Optional[torch.Tensor], n: int, num_classes: int, device) -> torch.Tensor:
+    """The rows of a class-embedding table with ``num_classes + 1`` rows for labels `y`:
+    ``y`` itself (shape (n,), integers in 0..num_classes, ``num_classes`` being the null
+    label of classifier-free guidance), or the null label for every sample when `y` is
+    None. A floating-point label is refused (not truncated); the values are checked where
+    reading them is free (a CPU tensor outside ``torch.compile``), as for the times."""
+    if y is None:
+        return torch.full((n,), num_classes, dtype=torch.long, device=device)
+    y = torch.as_tensor(y)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"y must hold integer labels, got dtype {y.dtype}")
+    if y.device.type == "cpu" and not torch.compiler.is_compiling() and y.numel():
+        if int(y.min()) < 0 or int(y.max()) > num_classes:
+            raise ValueError(f"y must lie in 0..{num_classes} ({num_classes} = the null label), got range "
+                             f"[{int(y.min())}, {int(y.max())}]")
+    y = y.to(device).long().reshape(-1)
+    if y.shape[0] != n:
+        raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+    return y
+
+
+def check_unet_config(in_channels: int = 1, base_channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),
+                      num_res_blocks: int = 1, attention_resolutions: Sequence[int] = (), image_size: int = 28) -> None:
+    """The rules a UNet's shape must follow (ValueError naming the first broken one); checked
+    by :class:`UNet` and, before any work, by ``flows_torch.mnist_train.MNISTConfig.validate``."""
+    if in_channels < 1 or base_channels < 1 or num_res_blocks < 1 or len(channel_mult) < 1:
+        raise ValueError("in_channels, base_channels, num_res_blocks and len(channel_mult) must be >= 1")
+    if base_channels % 2:
+        raise ValueError(f"base_channels must be even (the sinusoidal time embedding has base_channels "
+                         f"features, half cosines and half sines), got {base_channels}")
+    if image_size % (2 ** (len(channel_mult) - 1)) != 0:
+        raise ValueError(
+            f"image_size {image_size} is not divisible by 2**{len(channel_mult) - 1} (len(channel_mult) - 1 downsamplings)"
+        )
+    sides = [image_size // 2 ** level for level in range(len(channel_mult))]
+    unknown = sorted(set(int(r) for r in attention_resolutions) - set(sides))
+    if unknown:
+        raise ValueError(f"attention_resolutions {unknown} are not feature-map sides of this UNet "
+                         f"(its sides are {', '.join(map(str, sides))})")
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> torch.Tensor:
@@ -208,12 +276,7 @@ class UNet(nn.Module):
         mid_attention: bool = True,
     ):
         super().__init__()
-        if in_channels < 1 or base_channels < 1 or num_res_blocks < 1 or len(channel_mult) < 1:
-            raise ValueError("in_channels, base_channels, num_res_blocks and len(channel_mult) must be >= 1")
-        if image_size % (2 ** (len(channel_mult) - 1)) != 0:
-            raise ValueError(
-                f"image_size {image_size} is not divisible by 2**{len(channel_mult) - 1} (len(channel_mult) - 1 downsamplings)"
-            )
+        check_unet_config(in_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions, image_size)
         self.in_channels = in_channels
         self.num_classes = num_classes or 0
         self.config = dict(
@@ -281,13 +344,7 @@ class UNet(nn.Module):
     def embed(self, t: torch.Tensor, y: Optional[torch.Tensor], n: int, device) -> torch.Tensor:
         emb = self.time_mlp(sinusoidal_embedding(t, self.base_channels).to(self.time_mlp[0].weight.dtype))
         if self.class_emb is not None:
-            if y is None:
-                y = torch.full((n,), self.num_classes, dtype=torch.long, device=device)
-            else:
-                y = torch.as_tensor(y, device=device).long().reshape(-1)
-                if y.shape[0] != n:
-                    raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-            emb = emb + self.class_emb(y)
+            emb = emb + self.class_emb(class_rows(y, n, self.num_classes, device))
         return emb
 
     def forward(self, x: torch.Tensor, t: Union[float, torch.Tensor], y: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -51,3 +51,72 @@ def test_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         with atomic_path(tmp_path / "no" / "such" / "file.json"):
             pass
+
+
+# ----------------------------------------------------------------------------- stale temporary files
+KILLED_WRITER = """
+import os, signal, sys
+from flows_np.files import atomic_path
+with atomic_path(sys.argv[1], suffix=sys.argv[2]) as tmp:
+    tmp.write_bytes(b"half a file")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writer_leaves_a_temporary_file_that_the_next_run_removes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flows_np.files import remove_stale_temporaries
+
+    root = Path(__file__).resolve().parent.parent
+    for name, suffix in (("checkpoint.pt", ".tmp"), ("samples_grid.png", ".png"), ("t10k-images-idx3-ubyte.gz", ".part")):
+        r = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / name), suffix], cwd=root, timeout=60)
+        assert r.returncode == -9  # killed inside the with: no chance to clean up
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 3 and all(n.startswith(".") for n in left)  # the debris of today's code
+    keep = ["results.json", "results.json.tmp", ".gitignore", "notes.abcdefgh.tmp", ".notes.png.draft1.txt",
+            ".a.png.abcdefgh.pdf", ".write-probe-short"]
+    for name in keep:
+        (tmp_path / name).write_text("a user's file")
+    (tmp_path / ".sub.abcdefgh.tmp").mkdir()  # a folder with a temporary-looking name is not a file of ours
+    assert remove_stale_temporaries(tmp_path) == left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep + [".sub.abcdefgh.tmp"])
+    assert remove_stale_temporaries(tmp_path) == []
+    assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("name, ours", [
+    (".metrics.json.k3j_9x2a.tmp", True), (".samples_grid.png.0a1b2c3d.png", True),
+    (".train-labels-idx1-ubyte.gz.zz9yy8xx.part", True), (".write-probe-ab12cd34", True),
+    (".checkpoint-ab_cd123.tmp", True),  # the MNIST trainer's name before atomic_path
+    ("metrics.json.tmp", False), (".gitignore", False), (".x.ABCDEFGH.tmp", False), (".x.abcdefg.tmp", False),
+    (".a.png.abcdefgh.pdf", False), (".write-probe-abc", False), ("report.md", False),
+])
+def test_only_the_projects_own_temporary_names_count(name, ours):
+    from flows_np.files import is_stale_temporary
+
+    assert is_stale_temporary(name) is ours
+
+
+def test_atomic_path_names_match_the_cleanup_rule(tmp_path):
+    from flows_np.files import is_stale_temporary
+
+    for suffix in (".tmp", ".png", ".part"):
+        with atomic_path(tmp_path / f"a.b{suffix if suffix == '.png' else '.json'}", suffix=suffix) as tmp:
+            assert is_stale_temporary(tmp.name), tmp.name
+            tmp.write_text("x")
+
+
+def test_output_folders_of_the_examples_are_cleaned(tmp_path):
+    import argparse
+
+    from examples.cli_checks import prepare_output_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".results.json.a1b2c3d4.tmp").write_text("{")
+    (out / "results.json").write_text("{}")
+    assert prepare_output_folder(argparse.ArgumentParser(), out) == out
+    assert [p.name for p in out.iterdir()] == ["results.json"]
