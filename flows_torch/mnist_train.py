@@ -274,7 +274,7 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> dict:
 def data_record(train_x: torch.Tensor, train_y: torch.Tensor) -> dict:
     """What a run trains on, as its checkpoint records it: ``{"size": N, "fingerprint": hex}``,
     the fingerprint a BLAKE2b digest of the images (their dtype, shape and bytes) and of the
-    labels (as int64), in order. One pass over the data (about 0.2 s for the 60k split)."""
+    labels (as int64), in order. One pass over the data (0.33 s for 60k images on this 2-core CPU)."""
     h = hashlib.blake2b(digest_size=16)
     for t in (train_x.detach(), train_y.detach().long()):
         t = t.cpu().contiguous()
