@@ -224,10 +224,12 @@ def probe():
     else:
         meta = project.get("project", {})
         reqs = list(meta.get("dependencies", [])) + list(meta.get("optional-dependencies", {}).get("test", []))
+        seen = set()
         for text in reqs:
             name, applies, satisfied = requirement(text)
-            if not applies:
+            if not applies or (name.lower(), text) in seen:
                 continue
+            seen.add((name.lower(), text))
             dist = _dist(name)
             version = out["torch"] if name.lower() == "torch" else (dist.version if dist else None)
             ok = None if version is None else satisfied(version)
