@@ -202,7 +202,8 @@ def answer_nf_q5(r: dict) -> list:
         "Training maximised it on ring points only, so the flow learnt to send ring points into the bulk of the "
         "Gaussian with a Jacobian that packs its mass onto the thin rings. A density integrates to 1: mass put on "
         "the rings is taken from everywhere else, so off-ring points are sent to the Gaussian's tails (large "
-        "|phi^-1(x)|) or into squeezed regions (negative log det), both of which lower log p.",
+        "|phi^-1(x)|) or into regions the inverse does not expand (small log det), both of which lower log p."
+        + _nf_q5_terms(z, log_det, inside, outside),
     ]
     hole = [i for i in outside if lp[i] > lp[inside].min()]
     if hole:
@@ -210,6 +211,21 @@ def answer_nf_q5(r: dict) -> list:
                     "continuous bijection cannot empty a region enclosed by ring mass (or between close rings), "
                     "so such a point keeps a density of the order of its neighbours'.")
     return text
+
+
+def _nf_q5_terms(z: np.ndarray, log_det: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> str:
+    """Which term of Eq. 2 makes each off-ring point less likely than the on-ring points, measured."""
+    parts = []
+    for i in outside:
+        reasons = []
+        if z[i] > z[inside].max():
+            reasons.append(f"is sent further out (|phi^-1(x)| = {_f(z[i])}, on-ring points: at most {_f(z[inside].max())})")
+        if log_det[i] < log_det[inside].min():
+            reasons.append(f"gets a smaller log det ({_f(log_det[i])}, on-ring points: at least "
+                           f"{_f(log_det[inside].min())})")
+        if reasons:
+            parts.append(f"{_pts(i)} " + " and ".join(reasons))
+    return (" Here " + "; ".join(parts) + ".") if parts else ""
 
 
 # --------------------------------------------------------------------------- flow matching
@@ -303,8 +319,9 @@ def answer_fm_q5(r: dict) -> list:
         "(model coordinates). Both models push the data to N(0, I), but such a map is far from unique (any "
         "rotation of the latent space keeps N(0, I)); each model picks one by its training, the NF by maximum "
         "likelihood through axis-wise couplings, the FM as the flow of the averaged straight-line velocity field. "
-        "Agreement would be a coincidence; it is likelier for points on the rings, where both maps are pinned by "
-        "the data, than off them, where neither was trained.",
+        "Agreement would be a coincidence"
+        + ("; here the points on the rings, where the data pin both maps, come closer than those off them, "
+           "where neither model was trained." if gap[Q5_INSIDE].max() < gap[~Q5_INSIDE].min() else "."),
         f"Re-entering the FM's inverted points: {'yes' if exact_fm else 'almost'}, they come back within "
         f"{_list(fm['round_trip_error'])} (max {_f(fm_err)}). The exact ODE flow is invertible, but Euler backwards "
         "(Eq. 18) takes the velocity at the later time and Euler forwards (Eq. 17) at the earlier one, so each "
