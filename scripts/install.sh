@@ -10,12 +10,7 @@
 # installed we ask for torch==$TORCH_VERSION (default 2.13.0): on the course machines that
 # resolves to a local CPU build, whereas an unpinned torch pulls gigabytes of CUDA packages.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-start="${FLOWS_PYTHON:-python3}"
-if ! command -v "$start" >/dev/null 2>&1; then
-    echo "[setup] error: $start not found; install Python >= 3.10 (Debian/Ubuntu: sudo apt-get install python3 python3-venv)" >&2
-    exit 127
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # sets here, start
 if [ "${1:-}" = "--dry-run" ]; then
     exec "$start" "$here/setup_env.py" "$@"
 fi

@@ -11,11 +11,6 @@
 # installed the check takes a fraction of a second. FLOWS_PYTHON picks another python3 to
 # start from; FLOWS_VENV=1/0 forces/refuses the project .venv.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-start="${FLOWS_PYTHON:-python3}"
-if ! command -v "$start" >/dev/null 2>&1; then
-    echo "[setup] error: $start not found; install Python >= 3.10 (Debian/Ubuntu: sudo apt-get install python3 python3-venv)" >&2
-    exit 127
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # sets here, start
 py="$("$start" "$here/setup_env.py")"
 exec "$py" "$@"
