@@ -77,16 +77,21 @@ def side_density(ax, side: str, grid=None, pdf=None, samples=None, color: str = 
     ax.set_xlabel("density", fontsize=8)
 
 
-def density_image(ax, counts: np.ndarray, box, title: str = ""):
-    """``counts`` (T, B): paths per cell, column k at time t_k, row b in x-bin b of ``box``."""
-    im = ax.imshow(counts.T, aspect="auto", origin="lower", extent=[0.0, 1.0, box[0], box[1]],
-                   cmap="viridis", interpolation="nearest")
+def time_axes(ax, im, box, title: str):
+    """Axes of a (t, x) image: t in [0, 1] across, x in ``box`` up; returns ``im``."""
     ax.set_ylim(box[0], box[1])
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("t: flow step")
     ax.set_title(title, fontsize=10)
     ax.grid(False)
     return im
+
+
+def density_image(ax, counts: np.ndarray, box, title: str = ""):
+    """``counts`` (T, B): paths per cell, column k at time t_k, row b in x-bin b of ``box``."""
+    im = ax.imshow(counts.T, aspect="auto", origin="lower", extent=[0.0, 1.0, box[0], box[1]],
+                   cmap="viridis", interpolation="nearest")
+    return time_axes(ax, im, box, title)
 
 
 def velocity_image(ax, field: np.ndarray, box, title: str = ""):
@@ -96,12 +101,7 @@ def velocity_image(ax, field: np.ndarray, box, title: str = ""):
     vmax = vmax if vmax > 0 else 1.0
     im = ax.imshow(field.T, aspect="auto", origin="lower", extent=[0.0, 1.0, box[0], box[1]], cmap="coolwarm",
                    norm=TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax), interpolation="nearest")
-    ax.set_ylim(box[0], box[1])
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("t: flow step")
-    ax.set_title(title, fontsize=10)
-    ax.grid(False)
-    return im
+    return time_axes(ax, im, box, title)
 
 
 def pathlines(ax, times: np.ndarray, paths: np.ndarray, arrow_every: int = 7, arrow_offset: int = 0,
