@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import minigrad as mg  # noqa: E402
-from benchmarks.harness import machine_description, markdown_table, time_interleaved, training_step  # noqa: E402
+from benchmarks.harness import (machine_description, markdown_table, step_inputs, time_interleaved,  # noqa: E402
+                                training_step)
 from minigrad import nn  # noqa: E402
 from minigrad.fused import fused_leaky_mlps  # noqa: E402
 
@@ -125,10 +126,8 @@ def torch_fm_loss(model, x1, x0, t):
 # ----------------------------------------------------------------------------- steps
 def make_steps(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((BATCH, 2)).astype(np.float32)
-    x0 = rng.standard_normal((BATCH, 2)).astype(np.float32)
-    t = rng.uniform(size=BATCH).astype(np.float32)
-    xt_, x0t, tt = torch.from_numpy(x), torch.from_numpy(x0), torch.from_numpy(t)
+    x, x0, t = step_inputs(rng, BATCH)
+    xt_, x0t, tt = (torch.from_numpy(a) for a in (x, x0, t))
 
     flow = MgFlow(rng)
     fused_flow = MgFlow(rng, fused=True)

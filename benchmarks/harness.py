@@ -39,6 +39,16 @@ def training_step(loss_fn, optimizer):
     return step
 
 
+def step_inputs(rng, batch: int = 128) -> tuple:
+    """One batch for the training-step rows, float32, drawn from the numpy generator `rng`
+    in this order: data ``x`` and noise ``x0`` (batch, 2) from N(0, I), times ``t`` (batch,)
+    from U[0, 1)."""
+    import numpy as np
+    x = rng.standard_normal((batch, 2)).astype(np.float32)
+    x0 = rng.standard_normal((batch, 2)).astype(np.float32)
+    return x, x0, rng.uniform(size=batch).astype(np.float32)
+
+
 def machine_description() -> str:
     import os
 

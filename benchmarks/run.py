@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import minigrad as mg  # noqa: E402
-from benchmarks.harness import machine_description, markdown_table, time_interleaved, training_step  # noqa: E402
+from benchmarks.harness import (machine_description, markdown_table, step_inputs, time_interleaved,  # noqa: E402
+                                training_step)
 from flows_np import fm as np_fm, likelihood as np_lik, nf as np_nf, paths as np_paths, solvers as np_solvers  # noqa: E402
 from flows_np.assignment_fast import solver_name  # noqa: E402
 from flows_np.data import olympic_rings  # noqa: E402
@@ -53,10 +54,8 @@ def _copy_weights(np_model, torch_model):
 def train_steps(seed: int = 0) -> dict:
     """Zero-argument training-step callables for each model and engine."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((BATCH, 2)).astype(np.float32)
-    x0 = rng.standard_normal((BATCH, 2)).astype(np.float32)
-    t = rng.uniform(size=BATCH).astype(np.float32)
-    xt, x0t, tt = torch.from_numpy(x), torch.from_numpy(x0), torch.from_numpy(t)
+    x, x0, t = step_inputs(rng, BATCH)
+    xt, x0t, tt = (torch.from_numpy(a) for a in (x, x0, t))
 
     flows = {name: np_nf.NormalizingFlow(rng=np.random.default_rng(seed)) for name in ("fast", "graph")}
     torch_flow = _copy_weights(flows["fast"], th_nf.NormalizingFlow())
