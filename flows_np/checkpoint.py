@@ -7,13 +7,16 @@ loading never runs code):
 - ``__meta__``: a JSON string with ``format`` ("flowmodels-checkpoint"), ``version``,
   the writing ``backend``, the ``model`` class name, its constructor ``config``, free
   ``extra`` information (e.g. training history summary), and the shape and dtype of
-  every state entry.
+  every state entry; and, for a model with a ``config`` attribute (the library's flows
+  and velocity fields), that dict as the model's ``architecture``.
 
 Writes are atomic: the archive is written to a temporary file beside the target and
 renamed over it only when complete, so a crash never leaves half a checkpoint.
-Reads check everything (format, version, every key and shape against the model)
-before a single parameter is touched: a corrupt, truncated or mismatched file raises
-a ``ValueError`` naming the problem and leaves the model as it was.
+Reads check everything (format, version, every key and shape against the model, the
+recorded architecture and constructor config against the model's own ``config``,
+values real and finite) before a single parameter is touched: a corrupt, truncated or
+mismatched file raises a ``ValueError`` naming the problem and leaves the model as it
+was. Weights that are NaN or inf are refused on saving too.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import zipfile
 
 import numpy as np
 
+from .checks import array_entries, check_backend, check_config, check_state_entries
 from .files import atomic_path
 
 FORMAT = "flowmodels-checkpoint"
@@ -30,14 +34,20 @@ VERSION = 1
 __all__ = ["save_checkpoint", "load_checkpoint", "write_archive", "read_archive", "check_state", "FORMAT", "VERSION"]
 
 
-def write_archive(path, state: dict, model_name: str, config: dict, extra: dict | None, backend: str) -> None:
-    """Atomically write `state` (name -> ndarray) and the metadata to `path`."""
+def write_archive(path, state: dict, model_name: str, config: dict, extra: dict | None, backend: str,
+                  architecture: dict | None = None) -> None:
+    """Atomically write `state` (name -> ndarray) and the metadata to `path`; `architecture`
+    is the model's own config (recorded when given). Non-real or non-finite values are
+    refused before anything is written."""
     path = os.fspath(path)
+    check_state_entries(f"cannot save checkpoint {path}", array_entries(state))
     meta = {
         "format": FORMAT, "version": VERSION, "backend": backend, "model": model_name,
         "config": config or {}, "extra": extra or {},
         "entries": {k: [list(v.shape), str(v.dtype)] for k, v in state.items()},
     }
+    if architecture is not None:
+        meta["architecture"] = architecture
     try:
         meta_json = json.dumps(meta)
     except TypeError as error:
@@ -78,8 +88,13 @@ def read_archive(path) -> tuple[dict, dict]:
     return state, meta
 
 
-def check_state(path, state: dict, expected_shapes: dict, meta: dict, model_name: str) -> None:
-    """Raise ValueError unless `state` fits a model with `expected_shapes` exactly."""
+def check_state(path, state: dict, expected_shapes: dict, meta: dict, model_name: str,
+                model_config: dict | None = None) -> None:
+    """Raise ValueError unless `state` fits a model with `expected_shapes` exactly, holds real,
+    finite values, and (for a model with a `model_config`) was saved from a model of the same
+    configuration: the file's recorded architecture and the keys of its constructor config
+    that the model's config also has must agree with it."""
+    check_state_entries(f"checkpoint {path}", array_entries(state))
     problems = []
     if meta["model"] != model_name:
         problems.append(f"it holds a {meta['model']}, not a {model_name}")
@@ -95,20 +110,30 @@ def check_state(path, state: dict, expected_shapes: dict, meta: dict, model_name
         problems.append("mis-shaped keys: " + "; ".join(wrong))
     if problems:
         raise ValueError(f"checkpoint {path} does not fit the model: " + " | ".join(problems))
+    if model_config is not None:
+        recorded = {}
+        for key in ("config", "architecture"):  # the constructor config given to save, the model's own
+            recorded.update(meta[key] if isinstance(meta.get(key), dict) else {})
+        check_config(recorded, model_config, f"checkpoint {path}")
 
 
 def save_checkpoint(path, model, config: dict | None = None, extra: dict | None = None) -> None:
-    """Save a minigrad model's state dict with its constructor `config` (atomic)."""
-    write_archive(path, dict(model.state_dict()), type(model).__name__, config, extra, backend="numpy")
+    """Save a minigrad model's state dict with its constructor `config` (atomic); the model's own
+    ``config`` attribute, when it has one, is recorded as its architecture."""
+    check_backend(model, "model", "numpy")
+    write_archive(path, dict(model.state_dict()), type(model).__name__, config, extra, backend="numpy",
+                  architecture=getattr(model, "config", None))
 
 
 def load_checkpoint(path, model) -> tuple[dict, dict]:
     """Load a checkpoint (written by either backend) into `model`; returns (config, extra).
 
-    Nothing is loaded unless the whole file is valid and fits the model.
+    Nothing is loaded unless the whole file is valid and fits the model (the model's
+    ``load_state_dict`` checks its buffers, e.g. that a permutation is one).
     """
+    check_backend(model, "model", "numpy")
     state, meta = read_archive(path)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    check_state(path, state, expected, meta, type(model).__name__)
+    check_state(path, state, expected, meta, type(model).__name__, getattr(model, "config", None))
     model.load_state_dict(state)
     return meta["config"], meta["extra"]

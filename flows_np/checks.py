@@ -11,7 +11,12 @@ here, written once in plain numpy (no torch), and both packages import them:
   ``num_classes`` (shape ``(n,)``, integers in ``[0, num_classes)``);
 * :func:`check_point_facts`: a batch of points, judged from backend-neutral facts
   (shape, dtype, whether the values are finite), so that the torch side applies the
-  same rule to a tensor without copying it; :func:`check_points` is that rule for arrays.
+  same rule to a tensor without copying it; :func:`check_points` is that rule for arrays;
+* :func:`check_permutation` (a permutation layer's index buffer), :func:`check_state_entries`
+  (weights to save or load: real and finite), :func:`check_config` (a checkpoint's recorded
+  architecture against the model's), :func:`check_backend` (an object of the other backend);
+* :func:`check_eta_min`, :func:`check_adam_lr` (the training loops), :data:`MAX_STEPS` and
+  :func:`check_finite_step` (the samplers), :func:`check_nonempty`, :func:`check_real`.
 
 A torch caller converts a tensor of labels with ``labels.detach().cpu().numpy()``
 (once per call, not per step) or reports its points' facts; see
@@ -21,13 +26,16 @@ module imports numpy only.
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
 
 import numpy as np
 
 __all__ = ["as_array", "check_positive_int", "check_coupling_architecture", "check_learning_rate", "check_clip_grad", "check_labels",
-           "check_point_facts", "check_points"]
+           "check_point_facts", "check_points", "check_permutation", "check_eta_min", "check_adam_lr", "check_nonempty",
+           "check_real", "check_real_array", "backend_of", "check_backend", "check_state_entries", "array_entries",
+           "check_finite_step", "check_config", "MAX_STEPS"]
 
 
 def as_array(value) -> np.ndarray:
@@ -41,10 +49,13 @@ def as_array(value) -> np.ndarray:
     return numpy() if callable(numpy) else np.asarray(value)
 
 
-def check_positive_int(name: str, value) -> int:
-    """`value` as an int when it is an integer >= 1 (a bool is not); ValueError naming `name` otherwise."""
+def check_positive_int(name: str, value, maximum: int | None = None) -> int:
+    """`value` as an int when it is an integer >= 1 (a bool is not) and at most `maximum`
+    (when given); ValueError naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be a positive integer <= {maximum:,}, got {value!r}")
     return int(value)
 
 
@@ -138,3 +149,136 @@ def check_points(x, name: str, *, ndim: int | None = 2, nonempty: bool = False) 
     check_point_facts(name, x.shape, x.dtype, x.dtype.kind == "f", lambda: bool(np.all(np.isfinite(x))),
                       ndim=ndim, nonempty=nonempty)
     return x
+
+
+# --------------------------------------------------------------------------- samplers
+#: The most steps a sampler takes: at 10 million steps ``dt = 1e-7`` is already below
+#: float32's resolution near t = 1; more is a typo (1e9 would run for days).
+MAX_STEPS = 10_000_000
+
+
+def check_finite_step(all_finite, what: str, step: int, steps: int, t: float) -> None:
+    """FloatingPointError unless ``all_finite()``: ``what`` ("the velocity field returned",
+    "the state became") NaN or inf at step `step` of `steps` (time `t`). The samplers call
+    it at the first and the last step only, so that no step pays for it."""
+    if not all_finite():
+        raise FloatingPointError(f"{what} NaN or inf at step {step} of {steps} (t = {t:.6g}); the field or the "
+                                 "state overflowed (check the model and its weights, or take more steps)")
+
+
+def check_nonempty(name: str, n: int, what: str) -> None:
+    """ValueError when a batch of `n` points is empty: `what` ("the mean loss") of no points is undefined."""
+    if n == 0:
+        raise ValueError(f"{name} is empty: {what} of no points is undefined")
+
+
+# --------------------------------------------------------------------------- values and backends
+def check_real(name: str, dtype, real: bool) -> None:
+    """ValueError unless `real` (the dtype holds real numbers: floats or integers, not
+    complex, bool, object or strings); `dtype` is named in the message."""
+    if not real:
+        raise ValueError(f"{name} must hold real numbers, got dtype {dtype}")
+
+
+def backend_of(value) -> str | None:
+    """``"torch"`` for a torch tensor or module (or a class built on one), ``"numpy"`` for a
+    minigrad Tensor or Module, None for anything else (ndarrays, lists, plain callables).
+    Judged by the modules that define the value's class and its bases: no torch import."""
+    for cls in type(value).__mro__:
+        root = cls.__module__.partition(".")[0]
+        if root in ("torch", "flows_torch"):
+            return "torch"
+        if root in ("minigrad", "flows_np"):
+            return "numpy"
+    return None
+
+
+_BACKEND_TAKES = {"numpy": "numpy arrays, minigrad Tensors and minigrad models (flows_np)",
+                  "torch": "torch tensors (or numpy arrays) and torch models (flows_torch)"}
+
+
+def check_backend(value, name: str, backend: str) -> None:
+    """ValueError when `value` belongs to the other backend (``backend`` is the caller's,
+    "numpy" or "torch"), e.g. a minigrad model handed to flows_torch."""
+    found = backend_of(value)
+    if found is not None and found != backend:
+        raise ValueError(f"{name} is a {type(value).__name__} of the {found} backend; the {backend} backend "
+                         f"takes {_BACKEND_TAKES[backend]}")
+
+
+def check_real_array(x, name: str) -> np.ndarray:
+    """`x` (ndarray, array-like or minigrad Tensor) as an ndarray of real numbers (no copy);
+    ValueError for the other backend's tensors and for complex, bool, object or string dtypes."""
+    check_backend(x, name, "numpy")
+    array = as_array(x)
+    check_real(name, array.dtype, array.dtype.kind in "fiu")
+    return array
+
+
+def check_permutation(perm, dim: int | None = None, name: str = "permutation") -> np.ndarray:
+    """`perm` (array-like) as an int64 array, after checking it is a permutation of
+    0..len-1 (of length `dim` when given): integers, or floats with integer values; no
+    repeats, nothing negative or out of range. ValueError naming the problem otherwise."""
+    array = np.asarray(perm)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        if array.dtype.kind == "f" and np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integers, got {array.tolist()}")
+    if dim is not None and array.size != dim:
+        raise ValueError(f"{name} {array.tolist()} has length {array.size}, expected {dim}")
+    if not np.array_equal(np.sort(array), np.arange(array.size)):
+        raise ValueError(f"{name} {array.tolist()} is not a permutation of 0..{array.size - 1}")
+    return array.astype(np.int64)
+
+
+def array_entries(state: dict) -> list:
+    """``(name, dtype, real, all_finite)`` facts of a dict of arrays, for :func:`check_state_entries`."""
+    entries = []
+    for name, value in state.items():
+        array = np.asarray(value)
+        entries.append((name, array.dtype, array.dtype.kind in "fiu",
+                        lambda array=array: array.dtype.kind != "f" or bool(np.all(np.isfinite(array)))))
+    return entries
+
+
+def check_state_entries(owner: str, entries) -> None:
+    """Weights to save or load: every entry ``(name, dtype, real, all_finite)`` must hold
+    real numbers (``real``) that are all finite (``all_finite()``, asked of real entries
+    only). ValueError starting with `owner` and naming every offending key otherwise."""
+    entries = list(entries)
+    not_real = ", ".join(f"{name} ({dtype})" for name, dtype, real, _ in entries if not real)
+    not_finite = ", ".join(name for name, _, real, finite in entries if real and not finite())
+    problems = [f"{label}: {names}" for label, names in (("values that are not real numbers", not_real),
+                                                         ("NaN or inf values", not_finite)) if names]
+    if problems:
+        raise ValueError(f"{owner}: " + " | ".join(problems))
+
+
+def check_config(recorded: dict, config: dict, where: str) -> None:
+    """A checkpoint's recorded architecture (`recorded`, read back from JSON) against a model's
+    own `config`: ValueError naming every key both hold with different values."""
+    config = json.loads(json.dumps(config))
+    differ = [f"{key}: file {recorded[key]!r}, model {value!r}" for key, value in config.items()
+              if key in recorded and recorded[key] != value]
+    if differ:
+        raise ValueError(f"{where} was saved from a model with another configuration: " + "; ".join(differ))
+
+
+# --------------------------------------------------------------------------- training
+def check_eta_min(eta_min, lr):
+    """The cosine schedule's final learning rate: a finite number in ``[0, lr]``."""
+    if not (0 <= eta_min <= lr and math.isfinite(eta_min)):
+        raise ValueError(f"eta_min must be a number in [0, lr] = [0, {lr}], got {eta_min!r}")
+    return eta_min
+
+
+def check_adam_lr(lr, beta1, largest: float) -> None:
+    """Adam's first step moves a parameter by up to ``lr / (1 - beta1)``; ValueError when that
+    exceeds `largest`, the biggest number of the parameters' dtype (it would overflow them)."""
+    first_step = lr / (1.0 - beta1) if beta1 < 1 else math.inf
+    if not first_step <= largest:
+        raise ValueError(f"lr {lr!r} is too large: Adam's first step, lr / (1 - beta1) = {first_step:.3g}, "
+                         f"exceeds the largest value of the parameters' dtype ({largest:.3g})")

@@ -27,7 +27,7 @@ import numpy as np
 import minigrad as mg
 from minigrad import nn
 
-from .checks import check_labels
+from .checks import check_labels, check_real_array
 from .paths import LinearPath
 
 __all__ = ["VelocityMLP", "fm_loss", "time_features", "num_time_features"]
@@ -66,6 +66,14 @@ def layer_widths(in_features: int, hidden: int, depth: int, dim: int) -> list:
     return [in_features] + [hidden] * (depth - 1) + [dim]
 
 
+def architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies, negative_slope) -> dict:
+    """The constructor arguments that shape the model, as plain python values: the ``config``
+    a checkpoint records and compares on loading (shared with the torch twin)."""
+    return dict(dim=int(dim), hidden=int(hidden), depth=int(depth),
+                num_classes=None if num_classes is None else int(num_classes), time_embedding=time_embedding,
+                class_dim=int(class_dim), num_frequencies=int(num_frequencies), negative_slope=float(negative_slope))
+
+
 class VelocityMLP(nn.Module):
     """The velocity field ``v(x, t, y=None)`` of Sec. 4.3 (unconditional or class-conditional).
 
@@ -84,6 +92,8 @@ class VelocityMLP(nn.Module):
                  negative_slope: float = 0.01, rng: np.random.Generator | None = None, dtype=np.float32):
         check_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies)
         rng = np.random.default_rng() if rng is None else rng
+        self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies,
+                                   negative_slope)
         self.dim, self.num_classes = int(dim), num_classes
         self.time_embedding, self.num_frequencies = time_embedding, int(num_frequencies)
         in_features = dim + num_time_features(time_embedding, num_frequencies)
@@ -99,10 +109,15 @@ class VelocityMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def _inputs(self, x, t, y):
-        """Check the call and build the first layer's input ``[x, time features, e_y]``."""
-        x = x if isinstance(x, mg.Tensor) else mg.Tensor(np.asarray(x))
+        """Check the call and build the first layer's input ``[x, time features, e_y]``.
+        Floating x keeps its dtype; integer x is cast to the model's (so that t, cast to x's
+        dtype, is not rounded to an integer)."""
+        data = check_real_array(x, "x")
+        x = x if isinstance(x, mg.Tensor) else mg.Tensor(data)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (N, {self.dim}), got {x.shape}")
+        if x.dtype.kind != "f":
+            x = mg.astype(x, self.net[0].weight.dtype)
         n, dtype = x.shape[0], x.dtype
         t = np.asarray(t.data if isinstance(t, mg.Tensor) else t, dtype=dtype)
         if t.ndim == 0:

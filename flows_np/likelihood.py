@@ -39,7 +39,7 @@ import numpy as np
 import minigrad as mg
 
 from . import nf
-from .checks import as_array, check_labels, check_points, check_positive_int
+from .checks import as_array, check_backend, check_labels, check_nonempty, check_points, check_positive_int
 from .solvers import check_method, check_steps, integrate
 
 __all__ = ["divergence", "log_prob", "nll", "standard_normal_log_prob"]
@@ -78,6 +78,7 @@ def divergence(v, x, t, y=None):
     (so that it is differentiable in x) and treat the rows of a batch independently.
     Returns ``(velocity (N, D), div (N,))`` as arrays in x's dtype.
     """
+    check_backend(v, "v", "numpy")
     x = check_points(x, "x")
     n, d = x.shape
     t = np.broadcast_to(np.asarray(t, dtype=x.dtype), (n,))
@@ -111,7 +112,8 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     ``(log_prob, trajectory)``, the trajectory of shape (steps + 1, N, D) running from
     the data (t = 1, index 0) to the noise (t = 0, index -1).
     """
-    x = check_points(x, "x")
+    check_backend(v, "v", "numpy")
+    x = check_points(x, "x", nonempty=True)
     steps, method = check_steps(steps), check_method(method)
     n, d = x.shape
     y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
@@ -140,8 +142,7 @@ def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_siz
     """
     points = check_points(points, "points")
     batch_size = check_positive_int("batch_size", batch_size)
-    if len(points) == 0:
-        raise ValueError("points is empty: the mean NLL of no points is undefined")
+    check_nonempty("points", len(points), "the mean NLL")
     labels = check_labels(labels, len(points), getattr(v, "num_classes", None))
     total = 0.0
     for start in range(0, len(points), batch_size):

@@ -4,8 +4,9 @@
 (PyTorch) differ in their maths engine only: how a batch is taken, how gradients are
 formed, clipped and applied. Everything else is written once, here, in plain python:
 
-* the loop's arguments (``epochs``, ``batch_size``: positive integers; ``lr`` > 0;
-  ``clip_grad`` None or > 0), checked by :mod:`flows_np.checks`;
+* the loop's arguments (``epochs``, ``batch_size``: positive integers; ``lr`` > 0 and
+  small enough for Adam's first step to fit the parameters' dtype; ``eta_min`` in
+  ``[0, lr]``; ``clip_grad`` None or > 0), checked by :mod:`flows_np.checks`;
 * the count of batches and steps (``ceil(n / batch_size)`` batches per epoch, the last
   one possibly smaller; ``epochs * batches_per_epoch`` steps: the cosine schedule's
   ``T_max``);
@@ -13,13 +14,14 @@ formed, clipped and applied. Everything else is written once, here, in plain pyt
   ``train_loss``, ``epoch_time``, ``val_<name>``; see :mod:`flows_np.train`);
 * the ``progress`` events (``"batch"`` and ``"epoch"``), the epoch timing;
 * the refusal to train on a non-finite loss or gradient (:class:`FloatingPointError`
-  naming epoch, batch and global step);
+  naming epoch, batch and global step), and to return parameters that ended NaN or inf
+  (checked once, after the last step: :meth:`TrainingRecord.check_parameters`);
 * validation in eval mode without a graph, then back to train mode.
 
 A backend's loop reads::
 
     record = TrainingRecord(n, epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
-                            progress=progress)
+                            progress=progress, eta_min=eta_min, betas=betas, largest=<the dtype's largest value>)
     model.train()
     for epoch in record.epoch_numbers():
         order = <a permutation of n>
@@ -31,6 +33,7 @@ A backend's loop reads::
             <clip, read the lr, optimizer and scheduler steps>
             record.end_batch(value, lr, grad_norm)
         record.end_epoch(validation_metrics(model, validate, <no_grad>))
+    record.check_parameters(<names of the parameters that are not all finite>)
     model.eval()
     return record.history
 """
@@ -41,7 +44,7 @@ import time
 
 import numpy as np
 
-from .checks import check_clip_grad, check_learning_rate, check_positive_int
+from .checks import check_adam_lr, check_clip_grad, check_eta_min, check_learning_rate, check_positive_int
 
 __all__ = ["TrainingRecord", "validation_metrics"]
 
@@ -54,16 +57,22 @@ class TrainingRecord:
         epochs, batch_size: positive integers (checked).
         lr, clip_grad: checked (``lr`` finite and > 0, ``clip_grad`` None or > 0) and kept.
         progress: ``progress(event)`` or None (events in :mod:`flows_np.train`'s docstring).
+        eta_min: the cosine schedule's final rate, checked to lie in ``[0, lr]``.
+        betas, largest: Adam's betas and the largest value of the parameters' dtype: ``lr``
+            is refused when Adam's first step, ``lr / (1 - beta1)``, would overflow it.
 
     Attributes: ``epochs``, ``batch_size``, ``lr``, ``clip_grad``, ``batches_per_epoch``,
     ``total_steps``, ``history`` (the dict a ``train_loop`` returns), ``epoch`` and ``step``
     (the current epoch, 1-based, and global step).
     """
 
-    def __init__(self, n: int, *, epochs: int, batch_size: int, lr: float, clip_grad=None, progress=None):
+    def __init__(self, n: int, *, epochs: int, batch_size: int, lr: float, clip_grad=None, progress=None,
+                 eta_min: float = 0.0, betas=(0.9, 0.999), largest: float = math.inf):
         self.epochs = check_positive_int("epochs", epochs)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.lr = check_learning_rate(lr)
+        check_eta_min(eta_min, lr)
+        check_adam_lr(lr, betas[0], largest)
         self.clip_grad = check_clip_grad(clip_grad)
         self.progress = progress
         self.n = int(n)
@@ -112,6 +121,14 @@ class TrainingRecord:
         if not math.isfinite(grad_norm):
             raise FloatingPointError(f"non-finite gradient (norm {grad_norm}) at {self.where()}")
         return grad_norm
+
+    def check_parameters(self, not_finite: list) -> None:
+        """After the last step: FloatingPointError when parameters ended NaN or inf
+        (`not_finite`: their names), rather than returning a model that cannot be used."""
+        if not_finite:
+            shown = ", ".join(not_finite[:5]) + (f" and {len(not_finite) - 5} more" if len(not_finite) > 5 else "")
+            raise FloatingPointError(f"training ended with NaN or inf parameters after step {self.step}/"
+                                     f"{self.total_steps}: {shown}; lower lr or set clip_grad")
 
     # ----------------------------------------------------------------- records
     def end_batch(self, value: float, lr: float, grad_norm: float) -> None:

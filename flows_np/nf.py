@@ -39,7 +39,8 @@ import numpy as np
 
 import minigrad as mg
 from minigrad import nn
-from .checks import check_coupling_architecture, check_positive_int
+from .checks import (check_coupling_architecture, check_nonempty, check_permutation, check_positive_int,
+                     check_real_array)
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
            "check_permutation", "default_permutations", "as_points"]
@@ -49,35 +50,16 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 # --------------------------------------------------------------------------- helpers
 def as_points(x, dim: int, dtype, name: str = "x") -> mg.Tensor:
-    """`x` (array or Tensor) as a Tensor of shape (N, dim) in `dtype`; ValueError otherwise."""
-    data = x.data if isinstance(x, mg.Tensor) else np.asarray(x)
+    """`x` (array or Tensor of real numbers) as a Tensor of shape (N, dim) in `dtype`;
+    ValueError otherwise."""
+    data = check_real_array(x, name)
     if data.ndim != 2 or data.shape[1] != dim:
         raise ValueError(f"{name} must have shape (N, {dim}), got {data.shape}")
-    if data.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must hold real numbers, got dtype {data.dtype}")
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{name} contains NaN or infinite values")
     if isinstance(x, mg.Tensor):
         return x if x.dtype == dtype else mg.astype(x, dtype)
     return mg.Tensor(data.astype(dtype, copy=False))
-
-
-def check_permutation(perm, dim: int | None = None) -> np.ndarray:
-    """`perm` as an int64 array, after checking it is a permutation of 0..len-1 (of
-    length `dim` when given); ValueError naming the problem otherwise."""
-    array = np.asarray(perm)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"a permutation must be a non-empty 1-D sequence, got shape {array.shape}")
-    if array.dtype.kind not in "iu":
-        if array.dtype.kind == "f" and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise ValueError(f"a permutation must hold integers, got {array.tolist()}")
-    if dim is not None and array.size != dim:
-        raise ValueError(f"permutation {array.tolist()} has length {array.size}, expected {dim}")
-    if not np.array_equal(np.sort(array), np.arange(array.size)):
-        raise ValueError(f"{array.tolist()} is not a permutation of 0..{array.size - 1}")
-    return array.astype(np.int64)
 
 
 def standard_normal_log_prob(z: mg.Tensor) -> mg.Tensor:
@@ -165,6 +147,8 @@ class AffineCoupling(nn.Module):
         self.dim = int(dim)
         self.split = self.dim // 2
         self.scale_bound = float(scale_bound)
+        self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers), scale_bound=self.scale_bound,
+                           negative_slope=float(negative_slope))
         self.scale_net = _mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
         self.shift_net = _mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
         if zero_init:
@@ -217,12 +201,18 @@ class Permutation(nn.Module):
     its Jacobian is a permutation matrix with ``|det| = 1``: log-det 0 both ways.
 
     ``perm`` is stored as an int64 buffer (state-dict key ``perm``), so a loaded
-    state dict restores it. In 2D the only useful choice is the swap ``[1, 0]``
+    state dict restores it, after :meth:`check_buffer` has checked that it is a
+    permutation of the right length. In 2D the only useful choice is the swap ``[1, 0]``
     (see :class:`NormalizingFlow`).
     """
 
     def __init__(self, perm):
         self.register_buffer("perm", check_permutation(perm))
+
+    def check_buffer(self, name: str, value) -> None:
+        """Called by ``load_state_dict`` before anything is written: the incoming ``perm``
+        must be a permutation of ``0..dim-1`` (a flow with any other index array is not invertible)."""
+        check_permutation(value, self.dim)
 
     @property
     def dim(self) -> int:
@@ -324,6 +314,9 @@ class NormalizingFlow(nn.Module):
                           AffineCoupling(dim, hidden, n_layers, rng=rng, dtype=dtype, scale_bound=scale_bound,
                                          negative_slope=negative_slope, zero_init=zero_init))
         self.layers = nn.ModuleList(layers)
+        # the architecture that a checkpoint records and compares on loading (flows_np.checkpoint)
+        self.config = {"dim": self.dim, "n_couplings": int(n_couplings)}
+        self.config.update(layers[0].config if coupling is None else {"coupling": type(layers[0]).__name__})
 
     @property
     def couplings(self) -> list:
@@ -377,7 +370,9 @@ class NormalizingFlow(nn.Module):
         """``(nll, log_pz, log_det)``: batch means of Eq. 9 and of its two parts,
         ``nll = -(log_pz + log_det)`` with ``log_pz = log N(phi^{-1}(x); 0, I)`` and
         ``log_det = log|det d phi^{-1}/dx|`` (the components plotted in Q1). Scalars."""
-        return likelihood_loss(*self.inverse(x))
+        x = self._points(x, "x")
+        check_nonempty("x", x.shape[0], "the mean loss")
+        return likelihood_loss(*self._inverse(x))
 
     # ------------------------------------------------------------ sampling and analysis
     def sample(self, n: int, rng=None) -> np.ndarray:

@@ -62,6 +62,7 @@ import minigrad as mg
 from minigrad.fused import TwinMLP, leaky_mlp_layers, mlp_backward, mlp_forward
 from minigrad.tensor import make_node
 
+from .checks import check_nonempty
 from .nf import AffineCoupling, Permutation, as_points, likelihood_loss
 
 __all__ = ["supports", "fused_loss", "fused_inverse", "fused_coupling_inverse", "twin_network", "coupling_parameters",
@@ -208,5 +209,7 @@ def fused_loss(flow, x) -> tuple[mg.Tensor, mg.Tensor, mg.Tensor]:
     """``flow.loss(x)``: ``(nll, log_pz, log_det)``, the batch means of Eq. 9 and of its
     two parts (:func:`flows_np.nf.likelihood_loss`), with the inverse pass as one node
     (:func:`fused_inverse`). Scalars; ``fused_loss(flow, x)[0].backward()`` fills the
-    gradients of ``flow.parameters()``."""
-    return likelihood_loss(*fused_inverse(flow, x))
+    gradients of ``flow.parameters()``. An empty batch is refused, as by ``flow.loss``."""
+    z, log_det = fused_inverse(flow, x)
+    check_nonempty("x", z.shape[0], "the mean loss")
+    return likelihood_loss(z, log_det)

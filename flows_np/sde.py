@@ -79,8 +79,8 @@ import numpy as np
 
 import minigrad as mg
 
-from .checks import as_array, check_labels, check_points
-from .solvers import check_steps, time_grid
+from .checks import as_array, check_backend, check_finite_step, check_labels, check_points
+from .solvers import all_finite, check_steps, time_grid
 
 __all__ = ["score_from_velocity", "sample_sde"]
 
@@ -123,9 +123,12 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
     y : optional (N,) labels passed on to v (checked against ``v.num_classes``).
     trajectory : return the states at every step, shape (steps + 1, N, D).
 
-    Returns the samples at t = 1, (N, D), in x0's dtype (or the trajectory).
+    Returns the samples at t = 1, (N, D), in x0's dtype (or the trajectory). A velocity
+    that is NaN or inf at the first or the last step, or samples that end so, raise
+    FloatingPointError.
     """
-    x = check_points(x0, "x0")
+    check_backend(v, "v", "numpy")
+    x = check_points(x0, "x0", nonempty=True)
     steps = check_steps(steps)
     g_of_t = check_noise_scale(g)
     n, d = x.shape
@@ -153,6 +156,9 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
             velocity = as_array(v(x, np.full(n, t, dtype=x.dtype), y))
             if velocity.shape != x.shape:
                 raise ValueError(f"v returned shape {velocity.shape} for x of shape {x.shape}")
+            if k in (0, steps - 1):
+                check_finite_step(all_finite(x), "the state became", k + 1, steps, t)
+                check_finite_step(all_finite(velocity), "the velocity field returned", k + 1, steps, t)
             scale = 0.0 if k == steps - 1 else g_of_t(t)  # the last step is an ODE step
             if scale == 0:
                 x = x + dt * velocity  # Eq. 17
@@ -165,6 +171,7 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
                 x = x + dt * drift + (scale * math.sqrt(dt)) * eps
             if trajectory:
                 states.append(x)
+    check_finite_step(all_finite(x), "the state became", steps, steps, 1.0)
     return np.stack(states) if trajectory else x
 
 

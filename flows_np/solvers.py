@@ -34,7 +34,8 @@ import numpy as np
 
 import minigrad as mg
 
-from .checks import as_array, check_labels, check_points, check_positive_int
+from .checks import MAX_STEPS, as_array, check_backend, check_finite_step, check_labels, check_points, \
+    check_positive_int
 
 __all__ = ["integrate", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid"]
 
@@ -83,7 +84,8 @@ def check_method(method) -> str:
 
 
 def check_steps(steps) -> int:
-    return check_positive_int("steps", steps)
+    """A step count: a positive integer, at most :data:`flows_np.checks.MAX_STEPS`."""
+    return check_positive_int("steps", steps, maximum=MAX_STEPS)
 
 
 def check_time_interval(t0, t1) -> tuple[float, float]:
@@ -107,7 +109,13 @@ def time_grid(t0: float, t1: float, steps: int) -> list:
 
 # --------------------------------------------------------------------------- integrate
 def _as_state(x) -> np.ndarray:
+    check_backend(x, "x", "numpy")
     return check_points(np.array(as_array(x), copy=True), "x", ndim=None, nonempty=True)
+
+
+def all_finite(x: np.ndarray):
+    """A callable telling whether every value of `x` is finite (for the checks' ``all_finite``)."""
+    return lambda: bool(np.all(np.isfinite(x)))
 
 
 def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler", y=None,
@@ -122,10 +130,14 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
        for a class-conditional model, checked against ``v.num_classes`` when v has it.
     Returns the state at ``t1`` (ndarray, x's dtype), or with ``trajectory=True`` all
     states on the time grid stacked: shape (steps + 1, *x.shape), first entry x.
+    A field that returns NaN or inf at the first or the last step, or a state that is
+    NaN or inf there or at the end, raises FloatingPointError (no other step is checked:
+    the checks cost no time).
     """
     step = STEPPERS[check_method(method)]
     steps = check_steps(steps)
     t0, t1 = check_time_interval(t0, t1)
+    check_backend(v, "v", "numpy")
     x = _as_state(x)
     n, dtype = x.shape[0], x.dtype
     y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
@@ -137,11 +149,18 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
             raise ValueError(f"the velocity field returned shape {out.shape} for a state of shape {state.shape}")
         return out.astype(dtype, copy=False)
 
+    def checked_f(state, t: float) -> np.ndarray:  # the first and the last step
+        check_finite_step(all_finite(state), "the state became", k + 1, steps, t)
+        out = f(state, t)
+        check_finite_step(all_finite(out), "the velocity field returned", k + 1, steps, t)
+        return out
+
     grid = time_grid(t0, t1, steps)
     states = [x] if trajectory else None
     with mg.no_grad():
         for k in range(steps):
-            x = step(f, x, grid[k], grid[k + 1] - grid[k])
+            x = step(checked_f if k in (0, steps - 1) else f, x, grid[k], grid[k + 1] - grid[k])
             if trajectory:
                 states.append(x)
+    check_finite_step(all_finite(x), "the state became", steps, steps, t1)
     return np.stack(states) if trajectory else x

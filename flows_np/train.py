@@ -26,7 +26,8 @@ an epoch and make it a staircase; with 20 epochs the two are close, but per-batc
 stepping also behaves sensibly for runs of 1 or 2 epochs, as in tests.)
 
 A non-finite loss or gradient stops training with a :class:`FloatingPointError`
-naming the epoch, batch and global step, rather than silently training on NaN.
+naming the epoch, batch and global step, rather than silently training on NaN; so do
+parameters that end the run NaN or inf (checked once, after the last step).
 
 The bookkeeping (argument checks, step counts, history, progress events, these errors,
 timing, validation in eval mode) is :class:`flows_np.loop.TrainingRecord`, shared with
@@ -40,7 +41,7 @@ import minigrad as mg
 from minigrad.optim import Adam, CosineAnnealingLR
 
 from . import nf_fast
-from .checks import check_labels, check_positive_int
+from .checks import check_backend, check_labels, check_positive_int, check_real_array
 from .fm import fm_loss
 from .loop import TrainingRecord, validation_metrics
 from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t
@@ -123,11 +124,13 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     Returns the history dict described in the module docstring.
     Raises ValueError for bad arguments, FloatingPointError on a non-finite loss/gradient.
     """
+    check_backend(model, "model", "numpy")
     arrays = _as_array_tuple(train_data, "train_data")
-    record = TrainingRecord(len(arrays[0]), epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
-                            progress=progress)
-    rng = np.random.default_rng() if rng is None else rng
     params = model.parameters()
+    record = TrainingRecord(len(arrays[0]), epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
+                            progress=progress, eta_min=eta_min, betas=betas,
+                            largest=float(np.finfo(params[0].data.dtype).max) if params else np.inf)
+    rng = np.random.default_rng() if rng is None else rng
     optimizer = Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
     scheduler = CosineAnnealingLR(optimizer, T_max=record.total_steps, eta_min=eta_min)
 
@@ -151,13 +154,15 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
             scheduler.step()
             record.end_batch(value, current_lr, grad_norm)
         record.end_epoch(validation_metrics(model, validate, mg.no_grad))
+    record.check_parameters([name for name, p in model.named_parameters() if not np.all(np.isfinite(p.data))])
     model.eval()
     return record.history
 
 
 def _flow_points(flow, points, name: str) -> np.ndarray:
     """Points as an (N, dim) array in the flow's dtype, checked once up front."""
-    array = np.asarray(points)
+    check_backend(flow, "flow", "numpy")
+    array = check_real_array(points, name)
     if array.ndim != 2 or array.shape[1] != flow.dim or array.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, {flow.dim}) with N >= 1, got {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -252,8 +257,9 @@ def draw_fm_randomness(x1, rng, time_sampler=uniform_t, sigma: float = 0.0):
 
 def _fm_data(model, points, labels, name: str, label_name: str = "labels"):
     """(points in the model's dtype, labels or None), checked against the model."""
+    check_backend(model, "model", "numpy")
     dtype = model.parameters()[0].data.dtype
-    points = np.asarray(points)
+    points = check_real_array(points, name)
     if points.ndim != 2 or points.shape[1] != model.dim or points.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, {model.dim}) with N >= 1, got {points.shape}")
     if not np.all(np.isfinite(points)):

@@ -13,10 +13,11 @@ import math
 import torch
 import torch.nn as nn
 
-from flows_np.fm import check_architecture, layer_widths, num_time_features
+from flows_np.fm import architecture, check_architecture, layer_widths, num_time_features
 
+from .checkpoint import CheckedLoading
 from .paths import LinearPath
-from .solvers import check_labels_tensor
+from .solvers import as_input_tensor, check_labels_tensor
 
 __all__ = ["VelocityMLP", "fm_loss", "time_features"]
 
@@ -30,7 +31,7 @@ def time_features(t: torch.Tensor, time_embedding, num_frequencies: int) -> torc
     return torch.cat([t, torch.sin(angles), torch.cos(angles)], dim=1)
 
 
-class VelocityMLP(nn.Module):
+class VelocityMLP(CheckedLoading, nn.Module):
     """The velocity field ``v(x, t, y=None)`` of Sec. 4.3; see ``flows_np.fm.VelocityMLP``.
 
     ``generator`` (a torch.Generator) makes the initialisation reproducible (torch's
@@ -43,6 +44,8 @@ class VelocityMLP(nn.Module):
                  negative_slope: float = 0.01, generator: torch.Generator | None = None, dtype=None, device=None):
         super().__init__()
         check_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies)
+        self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies,
+                                   negative_slope)
         self.dim, self.num_classes = int(dim), num_classes
         self.time_embedding, self.num_frequencies = time_embedding, int(num_frequencies)
         in_features = dim + num_time_features(time_embedding, num_frequencies)
@@ -69,10 +72,15 @@ class VelocityMLP(nn.Module):
             elif isinstance(module, nn.Embedding):
                 module.weight.normal_(generator=generator)
 
-    def _inputs(self, x: torch.Tensor, t, y) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
-            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-            raise ValueError(f"x must be a tensor of shape (N, {self.dim}), got {shape}")
+    def _inputs(self, x, t, y) -> torch.Tensor:
+        """Check the call and build ``[x, time features, e_y]``. x (a tensor or an array of
+        real numbers) is moved to the model's dtype and device (torch's Linear layers take no
+        other dtype)."""
+        x = as_input_tensor(x, "x")
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (N, {self.dim}), got {tuple(x.shape)}")
+        weight = self.net[0].weight
+        x = x.to(dtype=weight.dtype, device=weight.device)
         n = x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t.ndim == 0:

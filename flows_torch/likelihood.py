@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from flows_np.checks import check_positive_int
+from flows_np.checks import check_backend, check_nonempty, check_positive_int
 from flows_np.solvers import check_method, check_steps
 
 from . import nf
@@ -34,6 +34,7 @@ def divergence(v, x, t, y=None):
     D calls of ``torch.autograd.grad`` on one graph; `v` must be differentiable in x and
     treat the rows of a batch independently. Both results are detached.
     """
+    check_backend(v, "v", "torch")
     x = check_points(x, "x")
     n, d = x.shape
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(n)
@@ -61,7 +62,8 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     ``return_trajectory=True`` returns ``(log_prob, trajectory)``, the trajectory
     (steps + 1, N, D) running from the data (t = 1) to the noise (t = 0).
     """
-    x = check_points(x, "x")
+    check_backend(v, "v", "torch")
+    x = check_points(x, "x", nonempty=True)
     steps, method = check_steps(steps), check_method(method)
     n, d = x.shape
     y = check_labels_tensor(y, x, getattr(v, "num_classes", None))
@@ -85,8 +87,7 @@ def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_siz
     :func:`flows_np.likelihood.nll`)."""
     points = check_points(points, "points")
     batch_size = check_positive_int("batch_size", batch_size)
-    if len(points) == 0:
-        raise ValueError("points is empty: the mean NLL of no points is undefined")
+    check_nonempty("points", len(points), "the mean NLL")
     labels = check_labels_tensor(labels, points, getattr(v, "num_classes", None), name="labels")
     total = 0.0
     for start in range(0, len(points), batch_size):

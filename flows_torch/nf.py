@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from flows_np.checks import check_coupling_architecture, check_positive_int
+from flows_np import checks
+from flows_np.checks import check_coupling_architecture, check_nonempty, check_positive_int
+
+from .checkpoint import CheckedLoading
+from .solvers import as_input_tensor
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
            "check_permutation", "default_permutations", "as_points"]
@@ -33,13 +36,11 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 # --------------------------------------------------------------------------- helpers
 def as_points(x, dim: int, like: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """`x` as a (N, dim) tensor with `like`'s dtype and device; ValueError otherwise."""
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x))
+    """`x` (tensor or array of real numbers) as a (N, dim) tensor with `like`'s dtype and
+    device; ValueError otherwise."""
+    x = as_input_tensor(x, name)
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(x.shape)}")
-    if x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x.to(device=like.device, dtype=like.dtype)
@@ -47,19 +48,9 @@ def as_points(x, dim: int, like: torch.Tensor, name: str = "x") -> torch.Tensor:
 
 def check_permutation(perm, dim: int | None = None) -> torch.Tensor:
     """`perm` as an int64 tensor, after checking it is a permutation of 0..len-1 (of
-    length `dim` when given); ValueError naming the problem otherwise."""
-    array = torch.as_tensor(np.asarray(perm.cpu() if isinstance(perm, torch.Tensor) else perm))
-    if array.ndim != 1 or array.numel() == 0:
-        raise ValueError(f"a permutation must be a non-empty 1-D sequence, got shape {tuple(array.shape)}")
-    if array.is_floating_point() and bool((array == array.round()).all()):
-        array = array.long()
-    if array.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
-        raise ValueError(f"a permutation must hold integers, got {array.tolist()}")
-    if dim is not None and array.numel() != dim:
-        raise ValueError(f"permutation {array.tolist()} has length {array.numel()}, expected {dim}")
-    if not torch.equal(torch.sort(array.long()).values, torch.arange(array.numel())):
-        raise ValueError(f"{array.tolist()} is not a permutation of 0..{array.numel() - 1}")
-    return array.long()
+    length `dim` when given) by the rule of :func:`flows_np.checks.check_permutation`."""
+    array = perm.detach().cpu().numpy() if isinstance(perm, torch.Tensor) else perm
+    return torch.from_numpy(checks.check_permutation(array, dim))
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -98,7 +89,7 @@ def _reference(module: nn.Module) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- layers
-class AffineCoupling(nn.Module):
+class AffineCoupling(CheckedLoading, nn.Module):
     """One affine coupling layer (Eq. 3-6); see :class:`flows_np.nf.AffineCoupling`.
 
     ``log s = scale_bound * tanh(scale_net(z_l) / scale_bound)``, ``b = shift_net(z_l)``;
@@ -116,6 +107,8 @@ class AffineCoupling(nn.Module):
         self.dim = int(dim)
         self.split = self.dim // 2
         self.scale_bound = float(scale_bound)
+        self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers), scale_bound=self.scale_bound,
+                           negative_slope=float(negative_slope))
         args = (self.split, dim - self.split, hidden, n_layers, negative_slope, generator, dtype, device)
         self.scale_net = _mlp(*args)
         self.shift_net = _mlp(*args)
@@ -156,13 +149,18 @@ class AffineCoupling(nn.Module):
         return f"dim={self.dim}, scale_bound={self.scale_bound}"
 
 
-class Permutation(nn.Module):
+class Permutation(CheckedLoading, nn.Module):
     """``y = z[:, perm]``, inverse ``y[:, argsort(perm)]``, log-det 0 (Sec. 3.1.5).
-    ``perm`` is an int64 buffer (state-dict key ``perm``)."""
+    ``perm`` is an int64 buffer (state-dict key ``perm``), checked on loading."""
 
     def __init__(self, perm):
         super().__init__()
         self.register_buffer("perm", check_permutation(perm))
+
+    def check_buffer(self, name: str, value) -> None:
+        """Called before a state dict is loaded (:func:`flows_torch.checkpoint.check_loadable`):
+        the incoming ``perm`` must be a permutation of ``0..dim-1``."""
+        checks.check_permutation(value, self.dim)
 
     @property
     def dim(self) -> int:
@@ -180,7 +178,7 @@ class Permutation(nn.Module):
         return y[:, self.inverse_order], y.new_zeros(y.shape[0])
 
     def _points(self, x, name):
-        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        x = as_input_tensor(x, name)
         like = x if x.is_floating_point() else x.float()
         return as_points(x, self.dim, like.to(self.perm.device), name)
 
@@ -213,7 +211,7 @@ def _check_permutations(permutations, dim: int, n_couplings: int) -> list:
 
 
 # --------------------------------------------------------------------------- the flow
-class NormalizingFlow(nn.Module):
+class NormalizingFlow(CheckedLoading, nn.Module):
     """``x = phi(z)``: couplings with permutations between them (Sec. 3.1.4, Eq. 7-9).
 
     ``layers`` is an ``nn.ModuleList`` ``[coupling, permutation, ..., coupling]``; see
@@ -242,6 +240,9 @@ class NormalizingFlow(nn.Module):
                                          scale_bound=scale_bound, negative_slope=negative_slope,
                                          zero_init=zero_init))
         self.layers = nn.ModuleList(layers)
+        # the architecture that a checkpoint records and compares on loading (flows_np.checkpoint)
+        self.config = {"dim": self.dim, "n_couplings": int(n_couplings)}
+        self.config.update(layers[0].config if coupling is None else {"coupling": type(layers[0]).__name__})
 
     @property
     def couplings(self) -> list:
@@ -291,7 +292,9 @@ class NormalizingFlow(nn.Module):
 
     def loss(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(nll, log_pz, log_det)``: batch means of Eq. 9 and its two parts."""
-        return likelihood_loss(*self.inverse(x))
+        x = self._points(x, "x")
+        check_nonempty("x", x.shape[0], "the mean loss")
+        return likelihood_loss(*self._inverse(x))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -18,10 +18,11 @@ import numbers
 
 import torch
 
+from flows_np.checks import check_backend, check_finite_step
 from flows_np.sde import check_noise_scale
 from flows_np.solvers import check_steps, time_grid
 
-from .solvers import check_labels_tensor, check_points
+from .solvers import all_finite, as_input_tensor, check_labels_tensor, check_points
 
 __all__ = ["score_from_velocity", "sample_sde"]
 
@@ -45,9 +46,11 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=No
     ``torch.Generator`` (`generator`) in place of the numpy ``rng``: one
     ``torch.randn((N, D))`` per stochastic step, or the draws given as `noise`
     (steps, N, D). ``g = 0`` is the Euler ODE sampler (Alg. 2). Returns (N, D) samples
-    at t = 1, or the (steps + 1, N, D) trajectory.
+    at t = 1, or the (steps + 1, N, D) trajectory. NaN or inf at the first or the last
+    step raises FloatingPointError, as in numpy.
     """
-    x = check_points(x0, "x0")
+    check_backend(v, "v", "torch")
+    x = check_points(as_input_tensor(x0, "x0"), "x0", nonempty=True)
     steps = check_steps(steps)
     g_of_t = check_noise_scale(g)
     n, d = x.shape
@@ -76,6 +79,9 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=No
             if not isinstance(velocity, torch.Tensor) or velocity.shape != x.shape:
                 shape = tuple(velocity.shape) if isinstance(velocity, torch.Tensor) else type(velocity).__name__
                 raise ValueError(f"v returned {shape} for x of shape {tuple(x.shape)}")
+            if k in (0, steps - 1):
+                check_finite_step(all_finite(x), "the state became", k + 1, steps, t)
+                check_finite_step(all_finite(velocity), "the velocity field returned", k + 1, steps, t)
             scale = 0.0 if k == steps - 1 else g_of_t(t)  # the last step is an ODE step
             if scale == 0:
                 x = x + dt * velocity  # Eq. 17
@@ -88,4 +94,5 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=No
                 x = x + dt * drift + (scale * math.sqrt(dt)) * eps
             if trajectory:
                 states.append(x)
+    check_finite_step(all_finite(x), "the state became", steps, steps, 1.0)
     return torch.stack(states) if trajectory else x

@@ -8,16 +8,36 @@ the table of methods, orders and costs is); this module adds what is torch-speci
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from flows_np.checks import check_labels, check_point_facts
+from flows_np.checks import check_backend, check_finite_step, check_labels, check_point_facts, check_real
 from flows_np.solvers import METHODS, ORDERS, STEPPERS, check_method, check_steps, check_time_interval, nfe, \
     time_grid
 
-__all__ = ["integrate", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid", "check_points", "check_labels_tensor"]
+__all__ = ["integrate", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid", "check_points", "check_labels_tensor",
+           "as_input_tensor", "all_finite"]
 
 
 # --------------------------------------------------------------------------- checks (rules: flows_np.checks)
+def as_input_tensor(x, name: str) -> torch.Tensor:
+    """`x` (a tensor, or an array-like such as a numpy array) as a tensor of real numbers;
+    ValueError for a minigrad Tensor (the numpy backend's) and for complex, bool, object
+    or string values (the rules of :mod:`flows_np.checks`, with the numpy side's words)."""
+    if not isinstance(x, torch.Tensor):
+        check_backend(x, name, "torch")
+        array = np.asarray(x)
+        check_real(name, array.dtype, array.dtype.kind in "fiu")
+        x = torch.as_tensor(array)
+    check_real(name, x.dtype, not (x.is_complex() or x.dtype == torch.bool))
+    return x
+
+
+def all_finite(x: torch.Tensor):
+    """A callable telling whether every value of `x` is finite (for the checks' ``all_finite``)."""
+    return lambda: bool(torch.isfinite(x).all())
+
+
 def check_points(x, name: str, *, ndim: int | None = 2, nonempty: bool = False, detach: bool = True) -> torch.Tensor:
     """A tensor of points checked by the rule of :func:`flows_np.checks.check_point_facts`
     (``ndim=2``: shape (N, D); ``ndim=None``: (N, ...); floating point; finite), detached
@@ -36,13 +56,14 @@ def check_labels_tensor(y, x: torch.Tensor, num_classes, *, name: str = "labels 
     n = x.shape[0]
     if y is None:
         return check_labels(None, n, num_classes, name=name, strict=strict)
+    check_backend(y, name, "torch")
     y = torch.as_tensor(y, device=x.device)
     check_labels(y if num_classes is None else y.detach().cpu().numpy(), n, num_classes, name=name, strict=strict)
     return y
 
 
 def _as_state(x) -> torch.Tensor:
-    return check_points(torch.as_tensor(x), "x", ndim=None, nonempty=True)
+    return check_points(as_input_tensor(x, "x"), "x", ndim=None, nonempty=True)
 
 
 @torch.no_grad()
@@ -61,6 +82,7 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
     step = STEPPERS[check_method(method)]
     steps = check_steps(steps)
     t0, t1 = check_time_interval(t0, t1)
+    check_backend(v, "v", "torch")
     x = _as_state(x)
     n = x.shape[0]
     y = check_labels_tensor(y, x, getattr(v, "num_classes", None))
@@ -72,10 +94,17 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
             raise ValueError(f"the velocity field returned {shape} for a state of shape {tuple(state.shape)}")
         return out.to(state.dtype)
 
+    def checked_f(state: torch.Tensor, t: float) -> torch.Tensor:  # the first and the last step
+        check_finite_step(all_finite(state), "the state became", k + 1, steps, t)
+        out = f(state, t)
+        check_finite_step(all_finite(out), "the velocity field returned", k + 1, steps, t)
+        return out
+
     grid = time_grid(t0, t1, steps)
     states = [x] if trajectory else None
     for k in range(steps):
-        x = step(f, x, grid[k], grid[k + 1] - grid[k])
+        x = step(checked_f if k in (0, steps - 1) else f, x, grid[k], grid[k + 1] - grid[k])
         if trajectory:
             states.append(x)
+    check_finite_step(all_finite(x), "the state became", steps, steps, t1)
     return torch.stack(states) if trajectory else x

@@ -40,13 +40,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flows_np.checks import check_positive_int
+from flows_np.checks import check_backend, check_positive_int
 from flows_np.loop import TrainingRecord, validation_metrics
 from flows_np.train import FM_RECIPE, NF_RECIPE, print_progress
 
 from .fm import fm_loss
 from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t
-from .solvers import check_labels_tensor
+from .solvers import as_input_tensor, check_labels_tensor
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "train_fm", "nf_metrics", "fm_metrics",
            "draw_fm_randomness", "print_progress", "global_grad_norm"]
@@ -94,11 +94,10 @@ def _reference(model: torch.nn.Module) -> torch.Tensor:
 
 def _model_points(model, points, name: str) -> torch.Tensor:
     """Points as an (N, model.dim) tensor on the model's device and dtype, checked once up front."""
-    x = points if isinstance(points, torch.Tensor) else torch.as_tensor(np.asarray(points))
+    check_backend(model, "model", "torch")
+    x = as_input_tensor(points, name)
     if x.ndim != 2 or x.shape[1] != model.dim or x.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, {model.dim}) with N >= 1, got {tuple(x.shape)}")
-    if x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     reference = _reference(model)
@@ -182,11 +181,13 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     Returns the history dict (plain python numbers; see the module docstring).
     Raises ValueError for bad arguments, FloatingPointError on a non-finite loss/gradient.
     """
+    check_backend(model, "model", "torch")
     tensors = _as_tensor_tuple(train_data, "train_data")
-    record = TrainingRecord(tensors[0].shape[0], epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
-                            progress=progress)
-    generator = _check_generator(generator)
     params = list(model.parameters())
+    record = TrainingRecord(tensors[0].shape[0], epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
+                            progress=progress, eta_min=eta_min, betas=betas,
+                            largest=torch.finfo(params[0].dtype).max if params else float("inf"))
+    generator = _check_generator(generator)
     optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=record.total_steps, eta_min=eta_min)
 
@@ -207,6 +208,7 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
             scheduler.step()
             record.end_batch(value, current_lr, grad_norm)
         record.end_epoch(validation_metrics(model, validate, torch.no_grad))
+    record.check_parameters([name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())])
     model.eval()
     return record.history
 

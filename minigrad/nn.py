@@ -95,19 +95,26 @@ class Module:
             state[name] = np.array(getattr(module, attribute), copy=True)
         return state
 
+    def check_buffer(self, name: str, value: np.ndarray) -> None:
+        """Called by :meth:`load_state_dict` with the incoming value of this module's own
+        buffer `name`, before anything is written; a subclass raises ValueError to refuse
+        it (e.g. a permutation layer's index array that is no permutation). Accepts all."""
+
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy values into the parameters and buffers (in place, keeping their dtype).
 
         Everything is checked before anything is written: with ``strict`` a missing or
-        unexpected key raises; a shape mismatch always raises. The error names every
-        offending key, and the model is left untouched. Values may be numpy arrays or
-        anything ``np.asarray`` accepts (CPU torch tensors included).
+        unexpected key raises; a shape mismatch always raises; so do values that are not
+        real numbers (complex, bool, object, strings), parameter values that are NaN or
+        inf, and buffers that their module's :meth:`check_buffer` refuses. The error names
+        every offending key, and the model is left untouched. Values may be numpy arrays
+        or anything ``np.asarray`` accepts (CPU torch tensors included).
         """
         targets = {name: ("parameter", p) for name, p in self.named_parameters()}
         targets.update({name: ("buffer", (module, attribute)) for name, module, attribute in self.named_buffers()})
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
-        values, mismatched = {}, []
+        values, mismatched, not_real, not_finite, refused = {}, [], [], [], []
         for name, (kind, target) in targets.items():
             if name not in state_dict:
                 continue
@@ -118,14 +125,21 @@ class Module:
             current = target.data if kind == "parameter" else getattr(*target)
             if value.shape != current.shape:
                 mismatched.append(f"{name}: expected {current.shape}, got {value.shape}")
+            elif value.dtype.kind not in "fiu":
+                not_real.append(f"{name} ({value.dtype})")
+            elif kind == "parameter" and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                not_finite.append(name)
+            elif kind == "buffer":
+                try:
+                    target[0].check_buffer(target[1], value)
+                except ValueError as error:
+                    refused.append(f"{name}: {error}")
             values[name] = value
-        problems = []
-        if mismatched:
-            problems.append("mis-shaped keys: " + "; ".join(mismatched))
-        if strict and missing:
-            problems.append("missing keys: " + ", ".join(missing))
-        if strict and unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
+        found = [("mis-shaped keys: ", "; ", mismatched), ("values that are not real numbers: ", ", ", not_real),
+                 ("NaN or inf values: ", ", ", not_finite), ("refused buffers: ", "; ", refused),
+                 ("missing keys: ", ", ", missing if strict else []),
+                 ("unexpected keys: ", ", ", unexpected if strict else [])]
+        problems = [label + separator.join(names) for label, separator, names in found if names]
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + " | ".join(problems))
         for name, value in values.items():
