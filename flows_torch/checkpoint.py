@@ -14,7 +14,29 @@ import torch
 from flows_np.checkpoint import check_state, read_archive, write_archive
 from flows_np.checks import array_entries, check_backend, check_state_entries
 
-__all__ = ["save_checkpoint", "load_checkpoint", "check_loadable", "CheckedLoading"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_loadable", "check_module_buffers", "buffer_check_hook",
+           "CheckedLoading"]
+
+
+def check_module_buffers(module: torch.nn.Module, state_dict, prefix: str = "", owner: str | None = None) -> None:
+    """The incoming values (keys ``prefix + name``) of `module`'s own buffers, judged by its
+    ``check_buffer(name, value)`` when it has one; ValueError naming the key otherwise."""
+    check_buffer = getattr(module, "check_buffer", None)
+    for name, _ in (module.named_buffers(recurse=False) if check_buffer else ()):
+        if prefix + name in state_dict:
+            value = state_dict[prefix + name]
+            try:
+                check_buffer(name, value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+            except ValueError as error:
+                raise ValueError(f"load_state_dict into {owner or type(module).__name__}: refused buffers: "
+                                 f"{prefix + name}: {error}") from None
+
+
+def buffer_check_hook(module, state_dict, prefix, *_) -> None:
+    """:func:`check_module_buffers` as a torch load-state-dict pre-hook (a module registers it
+    with ``register_load_state_dict_pre_hook``), so that loading through any container,
+    not only the library's models, checks the module's buffers."""
+    check_module_buffers(module, state_dict, prefix)
 
 
 def check_loadable(model: torch.nn.Module, state_dict) -> None:
@@ -30,16 +52,7 @@ def check_loadable(model: torch.nn.Module, state_dict) -> None:
             entries.extend(array_entries({name: value}))
     check_state_entries(f"load_state_dict into {type(model).__name__}", entries)
     for prefix, module in model.named_modules():
-        check_buffer = getattr(module, "check_buffer", None)
-        for name, _ in (module.named_buffers(recurse=False) if check_buffer else ()):
-            key = f"{prefix}.{name}" if prefix else name
-            if key in state_dict:
-                value = state_dict[key]
-                try:
-                    check_buffer(name, value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
-                except ValueError as error:
-                    raise ValueError(f"load_state_dict into {type(model).__name__}: refused buffers: {key}: "
-                                     f"{error}") from None
+        check_module_buffers(module, state_dict, f"{prefix}." if prefix else "", type(model).__name__)
 
 
 class CheckedLoading:

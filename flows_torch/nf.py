@@ -25,7 +25,7 @@ import torch.nn as nn
 from flows_np import checks
 from flows_np.checks import check_coupling_architecture, check_nonempty, check_positive_int
 
-from .checkpoint import CheckedLoading
+from .checkpoint import CheckedLoading, buffer_check_hook
 from .solvers import as_input_tensor
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
@@ -156,6 +156,7 @@ class Permutation(CheckedLoading, nn.Module):
     def __init__(self, perm):
         super().__init__()
         self.register_buffer("perm", check_permutation(perm))
+        self.register_load_state_dict_pre_hook(buffer_check_hook)  # also inside any other container
 
     def check_buffer(self, name: str, value) -> None:
         """Called before a state dict is loaded (:func:`flows_torch.checkpoint.check_loadable`):

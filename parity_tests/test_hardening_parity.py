@@ -144,6 +144,13 @@ def test_checkpoint_with_a_bad_permutation_is_refused(B, bad, tmp_path):
     assert same_state(before, B.state(target))
 
 
+def test_a_permutation_inside_any_container_is_checked(B):
+    container = (mg.nn.Sequential if B.name == "numpy" else torch.nn.Sequential)(B.nf.Permutation([1, 0]))
+    with pytest.raises(ValueError, match=r"refused buffers: 0\.perm: permutation \[0, 0\] is not a permutation"):
+        container.load_state_dict(B.loadable({"0.perm": np.array([0, 0])}))
+    assert B.state(container)["0.perm"].tolist() == [1, 0]
+
+
 def test_a_valid_permutation_still_loads(B):
     flow = B.flow()
     state = dict(B.state(flow), **{"layers.1.perm": np.array([0, 1])})
