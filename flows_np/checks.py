@@ -21,8 +21,9 @@ here, written once in plain numpy (no torch), and both packages import them:
 A torch caller converts a tensor of labels with ``labels.detach().cpu().numpy()``
 (once per call, not per step) or reports its points' facts; see
 :func:`flows_torch.solvers.check_labels_tensor` and :func:`flows_torch.solvers.check_points`.
-Every check raises :class:`ValueError` naming the argument and what was wrong. The
-module imports numpy only.
+Every check raises :class:`ValueError` naming the argument and what was wrong, except
+:func:`check_finite_step` (a sampler's field or state gone NaN/inf: :class:`FloatingPointError`).
+The module imports numpy (and the standard library) only.
 """
 from __future__ import annotations
 

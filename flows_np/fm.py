@@ -119,7 +119,7 @@ class VelocityMLP(nn.Module):
         if x.dtype.kind != "f":
             x = mg.astype(x, self.net[0].weight.dtype)
         n, dtype = x.shape[0], x.dtype
-        t = np.asarray(t.data if isinstance(t, mg.Tensor) else t, dtype=dtype)
+        t = check_real_array(t, "t").astype(dtype, copy=False)
         if t.ndim == 0:
             t = np.full(n, t, dtype=dtype)
         if t.shape != (n,):

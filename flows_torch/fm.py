@@ -82,7 +82,7 @@ class VelocityMLP(CheckedLoading, nn.Module):
         weight = self.net[0].weight
         x = x.to(dtype=weight.dtype, device=weight.device)
         n = x.shape[0]
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t = as_input_tensor(t, "t").to(dtype=x.dtype, device=x.device)
         if t.ndim == 0:
             t = t.expand(n)
         if t.shape != (n,):

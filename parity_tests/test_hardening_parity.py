@@ -246,6 +246,12 @@ def test_complex_object_or_string_inputs_are_refused(B, bad):
         B.flow().log_prob(bad if bad.dtype.kind in "OU" else B.array(bad))
 
 
+@pytest.mark.parametrize("bad", [0.5 + 1j, np.full(3, 0.5 + 0j), "a", None])
+def test_complex_string_or_missing_times_are_refused(B, bad):
+    with pytest.raises(ValueError, match="t must hold real numbers, got dtype"):
+        B.mlp()(B.array(points(3)), bad)
+
+
 # --------------------------------------------------------------------------- 6. the same inputs, the same answers
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
 def test_velocity_mlp_takes_every_real_dtype(B, dtype):
@@ -257,6 +263,7 @@ def test_velocity_mlp_takes_every_real_dtype(B, dtype):
 
 OTHER_BACKEND_CALLS = {
     "VelocityMLP(x)": lambda B, O: B.mlp()(O.native(points(4)), 0.5),
+    "VelocityMLP(t)": lambda B, O: B.mlp()(B.array(points(4)), O.native(np.full(4, 0.5, np.float32))),
     "flow.log_prob(x)": lambda B, O: B.flow().log_prob(O.native(points(4))),
     "integrate(x)": lambda B, O: B.solvers.integrate(B.mlp(), O.native(points(4)), steps=2),
     "integrate(v)": lambda B, O: B.solvers.integrate(O.mlp(), B.array(points(4)), steps=2),
