@@ -5,6 +5,9 @@
     python examples/rings.py --quick            # a smoke run (small data, 2 epochs)
     python examples/rings.py --reuse            # redraw figures from saved checkpoints
     python examples/rings.py --report-only      # rebuild the three reports of a finished run
+    python examples/rings.py --preset quality --out outputs/rings_quality   # beyond the exercise (issues 16, 17):
+        # a spline flow, FM with exact OT pairing, width 256 and an EMA; the report sets it beside
+        # the exercise run in --compare DIR (default outputs/rings) when there is one
 
 It trains the three models of the exercise with its recommended settings
 
@@ -61,6 +64,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `examples` and the packag
 from examples.plotting import subsample  # noqa: E402
 from examples.report import write_json  # noqa: E402
 from examples.rings_exercise import questions  # noqa: E402
+from examples.rings_exercise.compare import load_reference  # noqa: E402
 from examples.rings_exercise.backend import make_backend  # noqa: E402
 from examples.rings_exercise.figures import FIGURES, data_box  # noqa: E402
 from examples.rings_exercise.report import ReportInputError, rebuild_reports, write_report  # noqa: E402
@@ -135,6 +139,8 @@ class Run:
         t, r = self.timer, self.results
         with t.phase("data"):
             self.make_data()
+        if getattr(self.args, "compare", None):  # --preset quality: the exercise run to set beside this one
+            r["reference"] = load_reference(self.args.compare, self.out)
         train_all(self)
         with t.phase("NF questions"):
             r["nf"] = questions.nf_questions(self)

@@ -78,6 +78,15 @@ def _f(v, digits: int = 3) -> str:
     return fmt(v, digits)
 
 
+def _spline(r: dict) -> bool:
+    """Whether the run's normalizing flow has spline couplings (``--preset quality``)."""
+    return r["settings"].get("nf_kind", "affine") == "spline"
+
+
+def _couplings(r: dict) -> int:
+    return int(r["settings"]["nf_couplings"])
+
+
 def _pct(v) -> str:
     return f"{100 * v:.1f}%"
 
@@ -160,9 +169,11 @@ def answer_nf_q3(r: dict) -> list:
         + ", ".join(_pct(v) for v in on) + " and the RMS radius " + _list(rms) + f". The largest change in the "
         f"on-ring share comes between {stages[k]['couplings']} and {stages[k + 1]['couplings']} couplings "
         f"({100 * jumps[k]:+.1f} points).",
-        "Each coupling moves one coordinate only, by a scale and a shift computed from the other (Eq. 3), and the "
-        "permutation then swaps their roles, so the distribution is reshaped by axis-aligned shears, one axis at "
-        "a time. Nothing asks the intermediate clouds to look like the data or the noise: "
+        "Each coupling moves one coordinate only, "
+        + ("by a monotone rational-quadratic spline whose knots are computed from the other"
+           if _spline(r) else "by a scale and a shift computed from the other (Eq. 3)")
+        + ", and the permutation then swaps their roles, so the distribution is reshaped by axis-aligned "
+        + ("monotone warps" if _spline(r) else "shears") + ", one axis at a time. Nothing asks the intermediate clouds to look like the data or the noise: "
         + ("their RMS radius leaves the range between the noise's and the data's" if beyond else
            "here their RMS radius stays between the noise's and the data's")
         + ", and only the composition of all the layers has to map N(0, I) to the rings.",
@@ -173,10 +184,11 @@ def answer_nf_q4(r: dict) -> list:
     p = r["nf"]["q4_paths"]
     return [
         f"The 10 paths are {_f(p['length_ratio'])} times as long as the straight line from start to end (median), "
-        f"and the coefficient of variation of their 15 step lengths is {_f(p['step_cv'])}: "
+        f"and the coefficient of variation of their {_couplings(r)} step lengths is {_f(p['step_cv'])}: "
         + ("the steps are very uneven" if p["step_cv"] > 0.5 else "the steps are fairly even")
         + ". Seen in the data's axis order, every coupling moves a point parallel to one axis, alternately "
-        "horizontal and vertical, by however much that layer's scale and shift say: the paths are staircases "
+        "horizontal and vertical, by however much that layer's " + ("spline" if _spline(r) else "scale and shift")
+        + " says: the paths are staircases "
         "rather than smooth curves, and the layer index is a label, not a time.",
     ]
 
@@ -272,7 +284,7 @@ def answer_fm_q3(r: dict) -> list:
         verdict = ("The measures disagree in this run: the " + ("FM" if straighter else "NF") + "'s paths are "
                    "straighter, the " + ("FM" if evener else "NF") + "'s steps more even.")
     return [
-        f"Seen at 16 times (15 intervals, as many as the NF's couplings), the FM's 10 paths are {_f(fm['length_ratio'])} "
+        f"Seen at {_couplings(r) + 1} times ({_couplings(r)} intervals, as many as the NF's couplings), the FM's 10 paths are {_f(fm['length_ratio'])} "
         f"times as long as their chords and their step lengths vary by a coefficient of {_f(fm['step_cv'])}; the "
         f"NF's (Q4): {_f(nf['length_ratio'])} and {_f(nf['step_cv'])}. " + verdict,
         "Why: the FM's paths solve one ODE whose velocity v(x, t) is a single smooth network of (x, t), trained "

@@ -30,6 +30,7 @@ class Backend:
         mod = lambda m: importlib.import_module(f"{self.package}.{m}")  # noqa: E731
         self.nf, self.fm, self.train, self.solvers = mod("nf"), mod("fm"), mod("train"), mod("solvers")
         self.likelihood, self.checkpoint, self.bonus = mod("likelihood"), mod("checkpoint"), mod("bonus")
+        self.splines, self.paths, self.ema = mod("splines"), mod("paths"), mod("ema")
 
     # ---- conversions (numpy backend: minigrad)
     def generator(self, seed: int):
@@ -48,6 +49,10 @@ class Backend:
 
     # ---- models
     def make_nf(self, s: Settings, seed: int):
+        if s.nf_kind == "spline":
+            return self.splines.SplineFlow(dim=2, n_couplings=s.nf_couplings, hidden=s.nf_hidden,
+                                           n_blocks=s.nf_blocks, n_bins=s.nf_bins, bound=s.nf_bound,
+                                           **self._init_rng(seed))
         return self.nf.NormalizingFlow(dim=2, n_couplings=s.nf_couplings, hidden=s.nf_hidden,
                                        n_layers=s.nf_layers, **self._init_rng(seed))
 
@@ -59,16 +64,25 @@ class Backend:
         return {"rng": np.random.default_rng(seed)}
 
     def train_nf(self, flow, train, val, s: Settings, seed: int, progress):
-        return self.train.train_nf(flow, self.array(train), self.array(val), epochs=s.epochs,
-                                   batch_size=s.batch_size, lr=s.lr, progress=progress,
-                                   **self._rng_kw(seed))
+        epochs, batch_size, lr = s.nf_training()
+        return self.train.train_nf(flow, self.array(train), self.array(val), epochs=epochs,
+                                   batch_size=batch_size, lr=lr, progress=progress, **self._rng_kw(seed))
 
-    def train_fm(self, model, points, labels, s: Settings, seed: int, progress, val=None):
+    def train_fm(self, model, points, labels, s: Settings, seed: int, progress, val=None, ema=None):
+        """Alg. 1 with the run's settings: the coupling ``s.fm_coupling`` (exact minibatch OT inside
+        each class for a conditional model, see ``train_fm``); with ``ema`` (an
+        ``<package>.ema.ExponentialMovingAverage`` of ``model``) the average follows every step."""
         val = {} if val is None else {"val_points": self.array(val[0]),
                                       "val_labels": None if val[1] is None else self.array(val[1])}
+        coupling = {"coupling": self.paths.ot_coupling} if s.fm_coupling == "ot" else {}
+        progress = progress if ema is None else ema.progress(progress)
         return self.train.train_fm(model, self.array(points), None if labels is None else self.array(labels),
                                    epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, progress=progress,
-                                   **val, **self._rng_kw(seed))
+                                   **coupling, **val, **self._rng_kw(seed))
+
+    def make_ema(self, model, s: Settings):
+        """The EMA of ``model``'s weights that the run samples and scores with, or None (``s.ema_decay`` 0)."""
+        return self.ema.ExponentialMovingAverage(model, s.ema_decay) if s.ema_decay > 0 else None
 
     def _rng_kw(self, seed):
         return {"rng": self.generator(seed)}

@@ -40,7 +40,7 @@ from flows_np.data import (RING_AREA, RINGS_LOG_JACOBIAN, olympic_rings_log_prob
                            ring_membership)
 
 __all__ = ["nf_questions", "fm_questions", "conditional_questions", "bonus_question", "held_out_likelihoods",
-           "nf_coupling_states", "on_any_ring", "stage_stats", "path_stats", "kl_summary"]
+           "nf_coupling_states", "on_any_ring", "stage_stats", "path_stats", "kl_summary", "model_kl"]
 
 
 def on_any_ring(x) -> float:
@@ -246,19 +246,27 @@ def kl_summary(model_logp: np.ndarray, data_logp: np.ndarray, entropy: tuple) ->
             "kl_paired": paired["kl"], "kl_paired_se": paired["kl_se"]}
 
 
-def held_out_likelihoods(run) -> dict:
-    """Held-out NLL and KL(data || model) of the three models (the report's summary)."""
+def model_kl(run, name: str) -> dict:
+    """Held-out NLL and KL(data || model) of ``run.models[name]`` (``nf``, ``fm`` or ``cfm``)."""
     b, s = run.backend, run.s
     x, y = run.test_x, run.test_y
-    data_logp = olympic_rings_log_prob(x).astype(np.float64)
-    res = {"nf": kl_summary(b.nf_log_prob(run.models["nf"], x), data_logp, run.entropy),
-           "fm": kl_summary(b.fm_log_prob(run.models["fm"], x, steps=s.nll_steps), data_logp, run.entropy)}
+    if name == "nf":
+        return kl_summary(b.nf_log_prob(run.models["nf"], x), olympic_rings_log_prob(x).astype(np.float64),
+                          run.entropy)
+    if name == "fm":
+        return kl_summary(b.fm_log_prob(run.models["fm"], x, steps=s.nll_steps),
+                          olympic_rings_log_prob(x).astype(np.float64), run.entropy)
     # Conditional model: log q(x | y) against the data's exact conditional density, uniform
     # on ring y: log p(x | y) = -log A - RINGS_LOG_JACOBIAN, so H(X | Y) = log A + RINGS_LOG_JACOBIAN.
     cond_entropy = (math.log(RING_AREA) + RINGS_LOG_JACOBIAN, 0.0)
     data_cond = np.full(len(x), -cond_entropy[0])
-    res["cfm"] = kl_summary(b.fm_log_prob(run.models["cfm"], x, steps=s.nll_steps, y=y), data_cond,
-                            cond_entropy)
+    return kl_summary(b.fm_log_prob(run.models["cfm"], x, steps=s.nll_steps, y=y), data_cond, cond_entropy)
+
+
+def held_out_likelihoods(run) -> dict:
+    """Held-out NLL and KL(data || model) of the three models (the report's summary)."""
+    s, x = run.s, run.test_x
+    res = {name: model_kl(run, name) for name in ("nf", "fm", "cfm")}
     res["test_points"], res["fm_method"], res["fm_steps"] = len(x), "rk4", s.nll_steps
     res["data_log_p_q5"] = [float(v) for v in olympic_rings_log_prob(run.q5_points)]
     return res

@@ -21,6 +21,7 @@ from examples.report import Report, fmt, fmt_seconds, write_atomic
 from examples.report_pdf import pdf_bytes
 from examples.rings_exercise.answers import ANSWERS, QUESTIONS, quick_note
 from examples.rings_exercise.bonus import schedule_name
+from examples.rings_exercise.compare import comparison_section, reference_figure
 from examples.rings_exercise.figures import FIGURES
 from examples.rings_exercise.settings import Q5_INSIDE, Q5_POINTS_LOGO, Settings
 from flows_np.data import RING_COLORS
@@ -71,9 +72,13 @@ def build_report(r: dict, out) -> RingsReport:
     if missing:
         raise ValueError(f"the results name no figure {', '.join(missing)}")
     s = Settings(**r["settings"])
-    rep = RingsReport("Flow models on the Olympic rings: the course exercise (Sec. 3.3 and 4.3)", out)
+    quality = s.preset == "quality"
+    rep = RingsReport("Flow models on the Olympic rings: the course exercise (Sec. 3.3 and 4.3)"
+                      + (", quality preset" if quality else ""), out)
     _overview(rep, r, s)
     _summary(rep, r, s)
+    if quality:
+        comparison_section(rep, r)
     _timings(rep, r)
     nf_section(rep, r)
     fm_section(rep, r, s)
@@ -142,13 +147,24 @@ def _pct(x) -> str:
 def _overview(rep: Report, r: dict, s: Settings) -> None:
     """The run: backend, seed, settings, coordinates."""
     run_kind = "quick smoke run (not the exercise's settings)" if r["quick"] else "the exercise's recommended settings"
+    if s.preset == "quality":
+        run_kind = ("quick smoke run of the quality preset" if r["quick"] else
+                    "the quality preset (`--preset quality`: beyond the exercise's recipe, issues 16 and 17)")
+    epochs, batch, lr = s.nf_training()
+    nf = (f"NF: {s.nf_couplings} affine couplings, nets of {s.nf_layers} Linear layers of width {s.nf_hidden} "
+          "with LeakyReLU." if s.nf_kind == "affine" else
+          f"NF: {s.nf_couplings} rational-quadratic spline couplings ({s.nf_bins} bins on [-{s.nf_bound:g}, "
+          f"{s.nf_bound:g}], residual nets of {s.nf_blocks} blocks of width {s.nf_hidden}), {epochs} epochs of "
+          f"batch {batch}, Adam lr {lr:g} with cosine annealing.")
+    fm_extra = ((", exact minibatch OT pairing (inside each class for the conditional model)"
+                 if s.fm_coupling == "ot" else "")
+                + (f", sampled and scored with an EMA of the weights (decay {s.ema_decay:g})" if s.ema_decay else ""))
     rep.paragraph(
         f"Backend `{r['backend']}`, seed {r['seed']}, {run_kind}"
         + ("; models loaded from checkpoints (`--reuse`)." if r["reused_checkpoints"] else ".")
         + f" Training: {s.points:,} points, {s.epochs} epochs, batch {s.batch_size}, Adam lr {s.lr:g} with cosine"
-        f" annealing. NF: {s.nf_couplings} affine couplings, nets of {s.nf_layers} Linear layers of width "
-        f"{s.nf_hidden} with LeakyReLU. FM: MLP of {s.fm_depth} Linear layers of width {s.fm_hidden} with "
-        f"LeakyReLU, Euler sampling with dt = 1/{s.sample_steps}.")
+        f" annealing. {nf} FM: MLP of {s.fm_depth} Linear layers of width {s.fm_hidden} with "
+        f"LeakyReLU{fm_extra}, Euler sampling with dt = 1/{s.sample_steps}.")
     rep.paragraph("Models as trained: " + "; ".join(
         f"{name} {info.get('points', '?'):,} points, {info.get('epochs', '?')} epochs on {info.get('backend', '?')}"
         + (" (loaded from its checkpoint)" if "loaded" in info else "")
@@ -222,14 +238,18 @@ def nf_section(rep: RingsReport, r: dict) -> None:
                   f"{fmt(fv['log_det'])}); mean training loss over the last epoch {fmt(nf['final_train_loss'])}.")
     rep.reply("NF Q1", r)
     rep.ask("NF Q2", "sampling", "nf_q2_samples.png")
+    reference_figure(rep, r, "nf_q2_samples.png")
     rep.reply("NF Q2", r)
     rep.ask("NF Q3", "sampling over the layers", "nf_q3_layers.png")
+    reference_figure(rep, r, "nf_q3_layers.png")
     rep.paragraph("Permutation layers only swap the two axes; states are drawn in the data's axis order, so each "
                   "panel is the distribution after that many couplings.")
     rep.reply("NF Q3", r)
     rep.ask("NF Q4", "sample trajectories", "nf_q4_trajectories.png")
+    reference_figure(rep, r, "nf_q4_trajectories.png")
     rep.reply("NF Q4", r)
     rep.ask("NF Q5", "probability estimation", "nf_q5_inverse.png")
+    reference_figure(rep, r, "nf_q5_inverse.png")
     q5_rows = []
     for i, (p_logo, inside) in enumerate(zip(Q5_POINTS_LOGO, Q5_INSIDE)):
         q5_rows.append([f"({p_logo[0]:g}, {p_logo[1]:g})", "on a ring" if inside else "off the rings",

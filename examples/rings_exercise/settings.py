@@ -1,7 +1,10 @@
 """Settings of a run of the exercise, its command line, and the fixed choices of its questions.
 
 :data:`EXERCISE` holds the exercise's recommended settings (Sec. 3.3 for the normalizing
-flow, Sec. 4.3 for flow matching); :data:`QUICK` a smoke run. :func:`parse_args` checks
+flow, Sec. 4.3 for flow matching); :data:`QUICK` a smoke run. :data:`QUALITY` (``--preset
+quality``, issues 16 and 17) goes beyond the exercise's recipe: a neural spline flow, and
+flow matching with exact minibatch OT pairing, wider nets and an EMA of the weights;
+:data:`QUALITY_QUICK` is its smoke run. :func:`parse_args` checks
 every argument before any work, :func:`stream_seeds` gives every random choice its own
 stream. The five points of NF Q5 (reused by FM Q5) are chosen here, in logo coordinates.
 """
@@ -9,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from examples.cli_checks import override_size, prepare_output_folder, require_non_negative, require_positive
 
-__all__ = ["Settings", "EXERCISE", "QUICK", "CHECKPOINTS", "Q5_POINTS_LOGO", "Q5_INSIDE", "Q5_LABEL_OFFSETS",
+__all__ = ["Settings", "EXERCISE", "QUICK", "QUALITY", "QUALITY_QUICK", "PRESETS", "preset_settings", "CHECKPOINTS", "Q5_POINTS_LOGO", "Q5_INSIDE", "Q5_LABEL_OFFSETS",
            "q5_points", "STREAMS", "stream_seeds", "build_parser", "parse_args"]
 
 
@@ -55,12 +58,45 @@ class Settings:
     bonus_tune_points: int = 60_000   # bonus, sixth class: fine-tune points (one sixth at (4, 5)) ...
     bonus_tune_epochs: int = 4        # ... and epochs
     bonus_tune_samples: int = 1200    # ... and samples drawn after it (all six classes)
+    # Beyond the exercise (--preset quality). The defaults are the exercise's choices, so an
+    # exercise run trains exactly as before these fields existed.
+    preset: str = "exercise"
+    nf_kind: str = "affine"      # "affine" (Sec. 3.3) or "spline" (flows_np.splines.SplineFlow)
+    nf_bins: int = 16            # spline: bins K, residual blocks of the conditioner (width nf_hidden) ...
+    nf_blocks: int = 2
+    nf_bound: float = 3.5        # ... and the interval [-B, B] the splines act on
+    nf_epochs: int = 0           # the NF's own epochs, batch size and lr; 0 = as the FM models'
+    nf_batch_size: int = 0
+    nf_lr: float = 0.0
+    fm_coupling: str = "independent"  # "independent" or "ot" (exact minibatch OT, inside classes for the CFM)
+    ema_decay: float = 0.0       # > 0: sample and score with an EMA of the FM weights (flows_np.ema)
+
+    def nf_training(self) -> tuple:
+        """``(epochs, batch_size, lr)`` of the normalizing flow."""
+        return (self.nf_epochs or self.epochs, self.nf_batch_size or self.batch_size, self.nf_lr or self.lr)
 
 
 EXERCISE = Settings()
 QUICK = Settings(points=3000, epochs=2, val_points=500, test_points=200, nll_steps=20, entropy_points=20_000,
                  sample_steps=100, cond_samples=3000, bonus_steps=100, bonus_best_of=4000, bonus_best_of_steps=10,
                  bonus_guided=100, bonus_tune_points=3000, bonus_tune_samples=600)
+
+#: The quality preset (issues 16, 17): every choice measured, see README "Beyond the exercise".
+#: NF: 4 rational-quadratic spline couplings, 16 bins on [-3.5, 3.5], residual conditioners of
+#: 2 blocks of width 64, batch 512, lr 2e-3 for 25 epochs (~12,200 steps); FM and conditional FM:
+#: MLP 5 x 256, exact OT pairing, batch 256, EMA 0.999 of the weights.
+QUALITY = Settings(preset="quality", nf_kind="spline", nf_couplings=4, nf_hidden=64, nf_bins=16, nf_blocks=2,
+                   nf_bound=3.5, nf_epochs=25, nf_batch_size=512, nf_lr=2e-3, fm_hidden=256, batch_size=256,
+                   epochs=30, fm_coupling="ot", ema_decay=0.999)
+QUALITY_QUICK = replace(QUICK, preset="quality", nf_kind="spline", nf_couplings=4, nf_hidden=16, nf_bins=8,
+                        nf_blocks=1, nf_bound=3.5, nf_lr=2e-3, fm_hidden=32, fm_coupling="ot", ema_decay=0.9)
+PRESETS = {"exercise": (EXERCISE, QUICK), "quality": (QUALITY, QUALITY_QUICK)}
+
+
+def preset_settings(preset: str, quick: bool) -> Settings:
+    """The settings of ``--preset`` (``exercise`` or ``quality``), its smoke form with ``quick``."""
+    return PRESETS[preset][1 if quick else 0]
+
 
 CHECKPOINTS = {"nf": "nf.npz", "fm": "fm.npz", "cfm": "cfm.npz"}
 
@@ -106,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/rings", help="output folder (default: outputs/rings)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3000 points, 2 epochs, coarse sampling")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="exercise",
+                   help="exercise (default: the exercise's recommended settings) or quality (a spline flow; "
+                        "flow matching with exact OT pairing, width 256 and an EMA of the weights)")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="--preset quality: a finished exercise-preset run whose results.json and figures the "
+                        "report sets beside this run's (default: outputs/rings, used if it holds one)")
     p.add_argument("--reuse", action="store_true", help="load nf.npz, fm.npz, cfm.npz from --out instead of training")
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs of every model")
     p.add_argument("--points", type=int, default=None, help="override the number of training points")
@@ -128,10 +170,15 @@ def parse_args(argv=None):
         parser.error(f"--backend must be 'numpy' or 'torch', got {args.backend!r}")
     require_positive(parser, args, "epochs", "points")
     require_non_negative(parser, args, "seed")
-    settings = override_size(parser, args, QUICK if args.quick else EXERCISE)
+    settings = override_size(parser, args, preset_settings(args.preset, args.quick))
+    if args.epochs is not None:  # --epochs overrides every model's, the NF's own included
+        settings = replace(settings, nf_epochs=0)
+    if args.compare is not None and args.preset != "quality":
+        parser.error("--compare belongs to --preset quality (a quality run set beside an exercise run)")
     if args.report_only:
-        clash = [f"--{name}" for name in ("reuse", "quick", "epochs", "points") if getattr(args, name) not in (None, False)]
-        if clash or args.backend != "numpy" or args.seed != 0:
+        clash = [f"--{name}" for name in ("reuse", "quick", "epochs", "points", "compare")
+                 if getattr(args, name) not in (None, False)]
+        if clash or args.backend != "numpy" or args.seed != 0 or args.preset != "exercise":
             parser.error("--report-only reads the run's own settings from results.json; it takes only --out")
         return args, settings  # the folder must already hold a finished run: nothing is created
     if args.backend == "torch":
@@ -144,5 +191,9 @@ def parse_args(argv=None):
         missing = [name for name in CHECKPOINTS.values() if not (out / name).is_file()]
         if missing:
             parser.error(f"--reuse: no checkpoint {', '.join(missing)} in {out} (run once without --reuse)")
+    if args.preset == "quality" and args.compare is None:
+        args.compare = "outputs/rings"  # the exercise run's default folder; used only if it holds a run
+    if args.compare is not None and Path(args.compare).resolve() == out.resolve():
+        parser.error("--compare must name another folder than --out (the exercise run to set beside this one)")
     prepare_output_folder(parser, out)  # last: it creates the folder (and proves it writable)
     return args, settings

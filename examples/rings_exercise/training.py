@@ -8,6 +8,9 @@
 :func:`train_all` trains each with ``<backend>.train.train_nf`` / ``train_fm`` and
 saves it (``nf.npz``, ``fm.npz``, ``cfm.npz``) with its history, or with ``--reuse``
 loads model and history instead, so that the figures can be redrawn without training.
+With ``ema_decay > 0`` (``--preset quality``) the flow-matching models are trained with an
+exponential moving average of their weights (``<package>.ema``), and the average is the
+model the run keeps, saves, samples and scores (the last iterate stays in ``run.raw_models``).
 """
 from __future__ import annotations
 
@@ -85,11 +88,15 @@ def normalise_history(name: str, raw: dict) -> dict:
 
 # --------------------------------------------------------------------------- training or loading
 def nf_config(s: Settings) -> dict:
+    if s.nf_kind == "spline":
+        return {"dim": 2, "kind": "spline", "n_couplings": s.nf_couplings, "hidden": s.nf_hidden,
+                "n_blocks": s.nf_blocks, "n_bins": s.nf_bins, "bound": s.nf_bound}
     return {"dim": 2, "n_couplings": s.nf_couplings, "hidden": s.nf_hidden, "n_layers": s.nf_layers}
 
 
 def fm_config(s: Settings, num_classes=None) -> dict:
-    return {"dim": 2, "hidden": s.fm_hidden, "depth": s.fm_depth, "num_classes": num_classes}
+    config = {"dim": 2, "hidden": s.fm_hidden, "depth": s.fm_depth, "num_classes": num_classes}
+    return config if s.ema_decay == 0 else {**config, "ema_decay": s.ema_decay}
 
 
 def fit_or_load(backend: Backend, name: str, model, config: dict, out: Path, reuse: bool, train, meta: dict):
@@ -117,29 +124,34 @@ def fit_or_load(backend: Backend, name: str, model, config: dict, out: Path, reu
     return history, seconds, {"saved": str(path), **meta}
 
 
-def train_all(run) -> None:
-    """Train (or load) the three models of ``run`` on its training data; sets ``run.models``,
-    ``run.histories`` and ``run.results["training"]`` (times and checkpoint of each)."""
+def train_all(run, names=("nf", "fm", "cfm")) -> None:
+    """Train (or load) the three models of ``run`` (or those in ``names``) on its training data;
+    sets ``run.models``, ``run.histories`` and ``run.results["training"]`` (times and checkpoint
+    of each)."""
     b, s, reuse = run.backend, run.s, run.args.reuse
     meta = {"backend": b.name, "seed": run.args.seed, "epochs": s.epochs, "points": s.points}
-    run.models, run.histories, train_info = {}, {}, {}
+    run.models, run.histories, run.raw_models, train_info = {}, {}, {}, {}
     plans = [
         ("nf", "train NF", nf_config(s), lambda: b.make_nf(s, run.seeds["nf_init"]),
          lambda m, p: b.train_nf(m, run.train_x, run.val_x, s, run.seeds["nf_train"], p)),
         ("fm", "train FM", fm_config(s), lambda: b.make_fm(s, run.seeds["fm_init"]),
-         lambda m, p: b.train_fm(m, run.train_x, None, s, run.seeds["fm_train"], p, (run.val_x, None))),
+         lambda m, p: b.train_fm(m, run.train_x, None, s, run.seeds["fm_train"], p, (run.val_x, None), emas["fm"])),
         ("cfm", "train conditional FM", fm_config(s, 5), lambda: b.make_fm(s, run.seeds["cfm_init"], 5),
          lambda m, p: b.train_fm(m, run.train_x, run.train_y, s, run.seeds["cfm_train"], p,
-                                 (run.val_x, run.val_y))),
+                                 (run.val_x, run.val_y), emas["cfm"])),
     ]
-    for name, phase, config, build, train in plans:
+    emas = {}
+    for name, phase, config, build, train in [plan for plan in plans if plan[0] in names]:
         model = build()
+        # FM models with an EMA train `model` and keep (save, sample, score) the average.
+        emas[name] = None if (name == "nf" or reuse) else b.make_ema(model, s)
+        kept = model if emas[name] is None else emas[name].model
         with run.timer.phase(phase if not reuse else f"load {name}"):
             history, seconds, info = fit_or_load(
-                b, name, model, config, run.out, reuse,
+                b, name, kept, config, run.out, reuse,
                 lambda: normalise_history(name, train(model, EpochReporter(name, s, run.args.no_progress))),
                 meta)
-        run.models[name], run.histories[name] = model, history
+        run.models[name], run.histories[name], run.raw_models[name] = kept, history, model
         train_info[name] = {"train_seconds": seconds, "seconds_per_epoch": float(np.mean(
             history["epoch_time"])), **info}
     run.results["training"] = train_info
