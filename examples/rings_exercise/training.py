@@ -35,13 +35,14 @@ class EpochReporter:
 
     def __init__(self, name: str, s: Settings, quiet: bool = False):
         self.name, self.s, self.quiet = name, s, quiet
+        self.n_epochs = s.nf_training()[0] if name == "nf" else s.epochs
         self.epochs = self.batches = None
 
     def _bars(self, steps: int):
         from tqdm.auto import tqdm
-        per_epoch = max(1, steps // self.s.epochs)
+        per_epoch = max(1, steps // self.n_epochs)
         interval = 0.2 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not 5 per second
-        self.epochs = tqdm(total=self.s.epochs, desc=f"{self.name} epochs", unit="epoch", position=0,
+        self.epochs = tqdm(total=self.n_epochs, desc=f"{self.name} epochs", unit="epoch", position=0,
                            mininterval=interval, dynamic_ncols=True)
         self.batches = tqdm(total=per_epoch, desc=f"{self.name} batches", unit="batch", position=1,
                             leave=False, mininterval=interval, dynamic_ncols=True)
@@ -150,7 +151,7 @@ def train_all(run, names=("nf", "fm", "cfm")) -> None:
             history, seconds, info = fit_or_load(
                 b, name, kept, config, run.out, reuse,
                 lambda: normalise_history(name, train(model, EpochReporter(name, s, run.args.no_progress))),
-                meta)
+                {**meta, "epochs": s.nf_training()[0]} if name == "nf" else meta)
         run.models[name], run.histories[name], run.raw_models[name] = kept, history, model
         train_info[name] = {"train_seconds": seconds, "seconds_per_epoch": float(np.mean(
             history["epoch_time"])), **info}
