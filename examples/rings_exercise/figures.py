@@ -90,8 +90,9 @@ def fig_nf_q2(path, samples_by_seed: dict, box):
 
 
 def fifths(depth: np.ndarray, n_couplings: int) -> list:
-    """Indices of the states after 0, 1/5, ..., 5/5 of the couplings (NF Q3's six panels)."""
-    picks = [int(round(i * n_couplings / 5)) for i in range(6)]
+    """Indices of the states after 0, 1/5, ..., 5/5 of the couplings (NF Q3's six panels; with
+    fewer than 5 couplings, e.g. the quality preset's spline flow, one panel per coupling)."""
+    picks = sorted({int(round(i * n_couplings / 5)) for i in range(6)})
     return [int(np.flatnonzero(depth == d)[0]) for d in picks]
 
 
