@@ -190,6 +190,34 @@ def test_torch_backend_reuses_numpy_checkpoints_with_the_same_numbers(quick_nump
 
 
 @pytest.mark.slow
+def test_reuse_refuses_another_runs_checkpoints_and_non_finite_weights(quick_numpy, tmp_path):
+    """--reuse reports on the run that wrote the checkpoints or on none: another seed is
+    named and refused, and so is a checkpoint whose weights hold a NaN; nothing is written."""
+    out, result = quick_numpy
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = ["cfm.npz", "fm.npz", "nf.npz"]
+    for case in ("seed", "nan"):
+        folder = tmp_path / case
+        folder.mkdir()
+        for name in checkpoints:
+            shutil.copy(out / name, folder / name)
+        if case == "nan":
+            with np.load(folder / "nf.npz") as archive:
+                arrays = {k: archive[k] for k in archive.files}
+            key = next(k for k in arrays if k.endswith("weight"))
+            arrays[key] = arrays[key].copy()
+            arrays[key].flat[0] = np.nan
+            np.savez(folder / "nf.npz", **arrays)
+        seed = ["--seed", "1"] if case == "seed" else []
+        refused = run_rings("--quick", "--no-progress", "--reuse", *seed, "--out", folder)
+        assert refused.returncode != 0
+        assert "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        expected = "trained with another run's settings: seed 0 (this run: 1)" if case == "seed" else "NaN or inf"
+        assert expected in refused.stderr, refused.stderr[-3000:]
+        assert sorted(p.name for p in folder.iterdir()) == checkpoints
+
+
+@pytest.mark.slow
 def test_quick_torch_run_writes_every_promised_file(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "out"

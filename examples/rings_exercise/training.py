@@ -100,6 +100,22 @@ def fm_config(s: Settings, num_classes=None) -> dict:
     return config if s.ema_decay == 0 else {**config, "ema_decay": s.ema_decay}
 
 
+RUN_KEYS = ("seed", "epochs", "points")  # what makes a checkpoint this run's (the weights are portable across backends)
+
+
+def check_same_run(path: Path, saved: dict, wanted: dict) -> None:
+    """``--reuse`` only loads a checkpoint trained by the run it is asked to report on: the
+    seed, epochs and training points recorded in the file (``meta``) must be this run's,
+    else the report would label another run's model with this run's settings. SystemExit
+    naming every difference; a file without the record (an older version) is refused too."""
+    differ = [f"{key} {saved.get(key, 'not recorded')} (this run: {wanted[key]})"
+              for key in RUN_KEYS if saved.get(key) != wanted[key]]
+    if differ:
+        raise SystemExit(f"rings.py: error: --reuse: {path} was trained with another run's settings: "
+                         f"{', '.join(differ)}; pass the same --seed/--epochs/--points (and --quick) as the run "
+                         f"that wrote it, or train afresh without --reuse")
+
+
 def fit_or_load(backend: Backend, name: str, model, config: dict, out: Path, reuse: bool, train, meta: dict):
     """Train ``model`` with ``train()`` (which returns a normalised history) and save it, or
     with ``reuse`` load it and its history from ``out/<name>.npz``.
@@ -116,6 +132,7 @@ def fit_or_load(backend: Backend, name: str, model, config: dict, out: Path, reu
                              f"this run builds {config}")
         if "history" not in extra:
             raise SystemExit(f"rings.py: error: --reuse: {path} has no training history")
+        check_same_run(path, extra.get("meta", {}), meta)
         return extra["history"], float(extra.get("train_seconds", float("nan"))), {"loaded": str(path), **extra.get(
             "meta", {})}
     start = time.perf_counter()
