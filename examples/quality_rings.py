@@ -68,6 +68,8 @@ def parse_args(argv=None):
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
     s = QUALITY_QUICK if args.quick else QUALITY
+    if args.epochs is not None:  # --epochs is every model's (as in rings.py); --nf-epochs still wins for the NF
+        s = replace(s, nf_epochs=0, cfm_epochs=0)
     s = replace(s, **{field: getattr(args, flag) for flag, (field, _) in KNOBS.items()
                       if getattr(args, flag) is not None})
     args.reuse, args.no_progress, args.log = False, True, Path(args.out) / "experiments.jsonl"

@@ -77,7 +77,8 @@ class Backend:
         coupling = {"coupling": self.paths.ot_coupling} if s.fm_coupling == "ot" else {}
         progress = progress if ema is None else ema.progress(progress)
         return self.train.train_fm(model, self.array(points), None if labels is None else self.array(labels),
-                                   epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, progress=progress,
+                                   epochs=s.epochs_of("fm" if labels is None else "cfm"),
+                                   batch_size=s.batch_size, lr=s.lr, progress=progress,
                                    **coupling, **val, **self._rng_kw(seed))
 
     def make_ema(self, model, s: Settings):

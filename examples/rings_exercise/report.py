@@ -158,7 +158,8 @@ def _overview(rep: Report, r: dict, s: Settings) -> None:
           f"batch {batch}, Adam lr {lr:g} with cosine annealing.")
     fm_extra = ((", exact minibatch OT pairing (inside each class for the conditional model)"
                  if s.fm_coupling == "ot" else "")
-                + (f", sampled and scored with an EMA of the weights (decay {s.ema_decay:g})" if s.ema_decay else ""))
+                + (f", sampled and scored with an EMA of the weights (decay {s.ema_decay:g})" if s.ema_decay else "")
+                + (f"; the conditional model {s.cfm_epochs} epochs" if s.cfm_epochs else ""))
     rep.paragraph(
         f"Backend `{r['backend']}`, seed {r['seed']}, {run_kind}"
         + ("; models loaded from checkpoints (`--reuse`)." if r["reused_checkpoints"] else ".")

@@ -35,7 +35,7 @@ class EpochReporter:
 
     def __init__(self, name: str, s: Settings, quiet: bool = False):
         self.name, self.s, self.quiet = name, s, quiet
-        self.n_epochs = s.nf_training()[0] if name == "nf" else s.epochs
+        self.n_epochs = s.epochs_of(name)
         self.epochs = self.batches = None
 
     def _bars(self, steps: int):
@@ -168,7 +168,7 @@ def train_all(run, names=("nf", "fm", "cfm")) -> None:
             history, seconds, info = fit_or_load(
                 b, name, kept, config, run.out, reuse,
                 lambda: normalise_history(name, train(model, EpochReporter(name, s, run.args.no_progress))),
-                {**meta, "epochs": s.nf_training()[0]} if name == "nf" else meta)
+                {**meta, "epochs": s.epochs_of(name)})
         run.models[name], run.histories[name], run.raw_models[name] = kept, history, model
         train_info[name] = {"train_seconds": seconds, "seconds_per_epoch": float(np.mean(
             history["epoch_time"])), **info}
