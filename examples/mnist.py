@@ -313,7 +313,7 @@ def main(argv=None) -> int:
     preset, settings, cfg, out = resolve(args, parser)
 
     import torch
-    from flows_torch import mnist_train as mt
+    from flows_torch import mnist_sample as ms, mnist_train as mt
     from flows_torch.unet import count_parameters
 
     if settings["threads"] > 0:
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
         if is_main:
             prepare_output_folder(parser, out)
         log(f"benchmark on {device} ({torch.get_num_threads()} CPU threads), UNet defaults, batch 128:")
-        res = mt.benchmark_unet(device, batch_size=128, steps=20 if device.type == "cuda" else 3,
+        res = ms.benchmark_unet(device, batch_size=128, steps=20 if device.type == "cuda" else 3,
                                 warmup=5 if device.type == "cuda" else 1,
                                 use_compile=True if (device.type == "cuda" or args.compile) else False, log=log)
         if is_main:
@@ -381,11 +381,11 @@ def main(argv=None) -> int:
         gen = torch.Generator().manual_seed(args.seed + 12345)
         t0 = time.perf_counter()
         grid_labels = torch.arange(10).repeat_interleave(10)
-        grid = mt.sample_images(ema, grid_labels, steps=steps, method=solver, guidance=w, generator=gen)
+        grid = ms.sample_images(ema, grid_labels, steps=steps, method=solver, guidance=w, generator=gen)
         title = (f"{cfg.model}, {result.global_step} steps ({result.epochs_done} epochs), {solver} x{steps}, "
                  f"guidance w={w:g}")
         save_grid(grid, out / "samples_grid.png", title)
-        traj = mt.sample_images(ema, torch.arange(10), steps=steps, method=solver, guidance=w, generator=gen,
+        traj = ms.sample_images(ema, torch.arange(10), steps=steps, method=solver, guidance=w, generator=gen,
                                 trajectory=True)
         n_cols = min(11, steps + 1)
         idx = torch.linspace(0, steps, n_cols).round().long()
@@ -393,7 +393,7 @@ def main(argv=None) -> int:
         save_strip(traj[idx], times, out / "trajectory_strip.png", f"x_t over t ({solver}, w={w:g})")
         n_eval = settings["eval_samples"]
         eval_labels = torch.arange(10).repeat(math.ceil(n_eval / 10))[:n_eval]
-        samples = mt.sample_images(ema, eval_labels, steps=steps, method=solver, guidance=w, generator=gen)
+        samples = ms.sample_images(ema, eval_labels, steps=steps, method=solver, guidance=w, generator=gen)
         sample_s = time.perf_counter() - t0
         clf, cached = get_classifier(train_x, train_y, out, settings["classifier_epochs"], args.seed, log)
         metrics = evaluate_samples(clf, samples, eval_labels, held_x, held_y)

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows_torch import mnist_train as mt
+from flows_torch import mnist_sample as ms, mnist_train as mt
 from flows_torch.image_mlp import ImageMLP
-from flows_torch.mnist_train import MNISTConfig, sample_images, train
+from flows_torch.mnist_sample import sample_images
+from flows_torch.mnist_train import MNISTConfig, train
 from flows_torch.unet import UNet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def test_sample_images_refuses_bad_arguments(model, labels, kwargs, match):
 def test_guided_velocity_refuses_a_guidance_that_is_not_a_finite_number(model):
     for bad in (float("nan"), float("-inf"), "2", None, True):
         with pytest.raises(ValueError, match="guidance must be a finite number"):
-            mt.guided_velocity(model, bad)
+            ms.guided_velocity(model, bad)
 
 
 # ----------------------------------------------------------------------------- item 10: the networks' t and y

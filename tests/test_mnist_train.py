@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows_torch import mnist_train as mt
-from flows_torch.mnist_train import EMA, MNISTConfig, guided_velocity, load_checkpoint, sample_images, train
+from flows_torch import mnist_sample as ms, mnist_train as mt
+from flows_torch.mnist_sample import guided_velocity, sample_images
+from flows_torch.mnist_train import EMA, MNISTConfig, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "mnist"
@@ -199,7 +200,7 @@ def test_ema_update():
 
 def test_benchmark_runs_on_cpu():
     logs = []
-    res = mt.benchmark_unet("cpu", batch_size=4, steps=1, warmup=1, use_compile=False,
+    res = ms.benchmark_unet("cpu", batch_size=4, steps=1, warmup=1, use_compile=False,
                             unet_kwargs=dict(base_channels=8, channel_mult=(1, 2)), log=logs.append)
     names = [k for k in res if k != "speedup"]
     assert names[0] == "fp32 eager" and "bf16" in names[1]
