@@ -28,7 +28,8 @@ import numpy as np
 
 import minigrad as mg
 
-from .solvers import integrate
+from . import checks
+from .solvers import METHODS, as_state_field, solve, time_grid
 
 __all__ = ["BONUS_TARGET", "bonus_point_trajectory"]
 
@@ -61,14 +62,12 @@ def bonus_point_trajectory(v, target=BONUS_TARGET, steps: int = 1000, method: st
       ``landing_error``: ``|trajectory[-1] - target|``, the round trip's error;
       ``noise_norm``: ``|noise|`` (a typical draw from N(0, I) in 2D has norm ~1.25).
     """
-    dtype = _default_dtype(v) if dtype is None else np.dtype(dtype)
-    point = np.asarray(target, dtype=dtype).reshape(1, -1)
-    if point.shape[1] == 0 or not np.all(np.isfinite(point)):
-        raise ValueError(f"target must be a finite point of shape (D,), got {target!r}")
-    labels = None if y is None else np.asarray([y]).reshape(1)
-    reverse = integrate(v, point, t0=1.0, t1=0.0, steps=steps, method=method, y=labels, trajectory=True)[:, 0]
+    point, steps, labels = checks.bonus_inputs(v, target, _default_dtype(v) if dtype is None else dtype, steps,
+                                               method, y, METHODS)
+    field = as_state_field(checks.maths_of(v), labels)
+    reverse = solve(field, point, time_grid(1.0, 0.0, steps), method, trajectory=True)[:, 0]  # Eq. 18
     noise = reverse[-1]
-    forward = integrate(v, noise[None], t0=0.0, t1=1.0, steps=steps, method=method, y=labels, trajectory=True)[:, 0]
+    forward = solve(field, noise[None], time_grid(0.0, 1.0, steps), method, trajectory=True)[:, 0]  # Alg. 2
     return {
         "noise": noise,
         "trajectory": forward,

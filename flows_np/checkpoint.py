@@ -40,7 +40,7 @@ def write_archive(path, state: dict, model_name: str, config: dict, extra: dict 
     is the model's own config (recorded when given). Non-real or non-finite values are
     refused before anything is written."""
     path = os.fspath(path)
-    check_state_entries(f"cannot save checkpoint {path}", array_entries(state))
+    check_state_entries(array_entries(state), f"cannot save checkpoint {path}")
     meta = {
         "format": FORMAT, "version": VERSION, "backend": backend, "model": model_name,
         "config": config or {}, "extra": extra or {},
@@ -94,7 +94,7 @@ def check_state(path, state: dict, expected_shapes: dict, meta: dict, model_name
     finite values, and (for a model with a `model_config`) was saved from a model of the same
     configuration: the file's recorded architecture and the keys of its constructor config
     that the model's config also has must agree with it."""
-    check_state_entries(f"checkpoint {path}", array_entries(state))
+    check_state_entries(array_entries(state), f"checkpoint {path}")
     problems = []
     if meta["model"] != model_name:
         problems.append(f"it holds a {meta['model']}, not a {model_name}")

@@ -50,33 +50,42 @@ def as_array(value) -> np.ndarray:
     return numpy() if callable(numpy) else np.asarray(value)
 
 
-def check_positive_int(name: str, value, maximum: int | None = None) -> int:
-    """`value` as an int when it is an integer >= 1 (a bool is not) and at most `maximum`
-    (when given); ValueError naming `name` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_integer(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """The one integer rule: `value` as an int when it is an integer (a bool is not) in
+    ``[minimum, maximum]``; ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be a positive integer <= {maximum:,}, got {value!r}")
     return int(value)
+
+
+def check_positive_int(value, name: str, maximum: int | None = None) -> int:
+    """:func:`check_integer` with minimum 1 (epochs, batch sizes, step counts, ...)."""
+    return check_integer(value, name, 1, maximum)
+
+
+def check_positive_number(value, name: str) -> float:
+    """A finite number > 0 (a learning rate, a bound)."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
 
 
 def check_coupling_architecture(dim, hidden, n_layers, scale_bound) -> None:
     """The shape of a coupling layer (:class:`flows_np.nf.AffineCoupling` and its twin):
     ``dim >= 2`` (a coupling needs two halves), positive integer ``hidden`` and
     ``n_layers``, and a positive finite ``scale_bound``; ValueError naming the first that is not."""
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 (a coupling needs two halves), got {dim!r}")
-    check_positive_int("hidden", hidden)
-    check_positive_int("n_layers", n_layers)
-    if not (scale_bound > 0 and math.isfinite(scale_bound)):
-        raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
+    check_integer(dim, "dim (a coupling needs two halves)", minimum=2)
+    check_positive_int(hidden, "hidden")
+    check_positive_int(n_layers, "n_layers")
+    check_positive_number(scale_bound, "scale_bound")
 
 
 def check_learning_rate(lr, name: str = "lr"):
     """A learning rate: a finite number > 0."""
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"{name} must be a positive number, got {lr!r}")
-    return lr
+    return check_positive_number(lr, name)
 
 
 def check_clip_grad(clip_grad):
@@ -123,7 +132,7 @@ def check_labels(labels, n: int, num_classes=None, *, name: str = "labels", stri
     return array
 
 
-def check_point_facts(name: str, shape, dtype, floating: bool, all_finite, *, ndim: int | None = 2,
+def check_point_facts(shape, dtype, floating: bool, all_finite, name: str, *, ndim: int | None = 2,
                       nonempty: bool = False) -> None:
     """The rule for a batch of points, from facts any backend can report cheaply.
 
@@ -147,7 +156,7 @@ def check_points(x, name: str, *, ndim: int | None = 2, nonempty: bool = False) 
     """:func:`check_point_facts` for an ndarray, array-like or minigrad Tensor; returns its
     values as an ndarray (no copy)."""
     x = as_array(x)
-    check_point_facts(name, x.shape, x.dtype, x.dtype.kind == "f", lambda: bool(np.all(np.isfinite(x))),
+    check_point_facts(x.shape, x.dtype, x.dtype.kind == "f", lambda: bool(np.all(np.isfinite(x))), name,
                       ndim=ndim, nonempty=nonempty)
     return x
 
@@ -167,14 +176,14 @@ def check_finite_step(all_finite, what: str, step: int, steps: int, t: float) ->
                                  "state overflowed (check the model and its weights, or take more steps)")
 
 
-def check_nonempty(name: str, n: int, what: str) -> None:
+def check_nonempty(n: int, name: str, what: str) -> None:
     """ValueError when a batch of `n` points is empty: `what` ("the mean loss") of no points is undefined."""
     if n == 0:
         raise ValueError(f"{name} is empty: {what} of no points is undefined")
 
 
 # --------------------------------------------------------------------------- values and backends
-def check_real(name: str, dtype, real: bool) -> None:
+def check_real(dtype, real: bool, name: str) -> None:
     """ValueError unless `real` (the dtype holds real numbers: floats or integers, not
     complex, bool, object or strings); `dtype` is named in the message."""
     if not real:
@@ -212,7 +221,7 @@ def check_real_array(x, name: str) -> np.ndarray:
     ValueError for the other backend's tensors and for complex, bool, object or string dtypes."""
     check_backend(x, name, "numpy")
     array = as_array(x)
-    check_real(name, array.dtype, array.dtype.kind in "fiu")
+    check_real(array.dtype, array.dtype.kind in "fiu", name)
     return array
 
 
@@ -245,7 +254,7 @@ def array_entries(state: dict) -> list:
     return entries
 
 
-def check_state_entries(owner: str, entries) -> None:
+def check_state_entries(entries, owner: str) -> None:
     """Weights to save or load: every entry ``(name, dtype, real, all_finite)`` must hold
     real numbers (``real``) that are all finite (``all_finite()``, asked of real entries
     only). ValueError starting with `owner` and naming every offending key otherwise."""
@@ -283,3 +292,475 @@ def check_adam_lr(lr, beta1, largest: float) -> None:
     if not first_step <= largest:
         raise ValueError(f"lr {lr!r} is too large: Adam's first step, lr / (1 - beta1) = {first_step:.3g}, "
                          f"exceeds the largest value of the parameters' dtype ({largest:.3g})")
+
+
+# =========================================================================== the maths files' rules
+# Each public function of a maths file (nf, fm, paths, solvers, splines, sde, likelihood,
+# reflow, bonus) states its input rules in one line, a call of one function below; the
+# rest of its body is the maths. What it calls inside the library is not checked again.
+
+# --------------------------------------------------------------------------- library models
+def is_library_model(model) -> bool:
+    """Whether `model` is a velocity model of this library (``VelocityMLP`` on either
+    backend): it has a ``velocity(x, t, y)`` method, the maths of its checked ``forward``."""
+    return callable(getattr(model, "velocity", None))
+
+
+def maths_of(model):
+    """The field to call once the inputs are checked: a library model's unchecked
+    ``velocity`` method, any other callable as it is (its own checks then run)."""
+    return model.velocity if is_library_model(model) else model
+
+
+def check_model_dim(shape, dim: int, name: str) -> None:
+    """ValueError unless `shape` is ``(N, dim)``."""
+    if len(shape) != 2 or shape[1] != dim:
+        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(shape)}")
+
+
+def model_labels(model, labels, n: int, name: str = "labels y"):
+    """Labels for `model` on a batch of `n` points: for a library model its own rule
+    (strict: an unconditional model takes none), for a plain callable the shape only."""
+    return check_labels(labels, n, getattr(model, "num_classes", None), name=name, strict=is_library_model(model))
+
+
+def check_field_input(model, shape, labels, n: int, name: str = "x"):
+    """The rule of a library model's ``forward`` for a state of `shape` and its labels,
+    applied once where a sampler, loss or likelihood enters; returns the labels."""
+    if is_library_model(model):
+        check_model_dim(shape, model.dim, name)
+    return model_labels(model, labels, n)
+
+
+# --------------------------------------------------------------------------- paths and times
+def check_sigma(sigma) -> float:
+    """The CFM noise scale: a finite number >= 0."""
+    sigma = float(sigma)
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    return sigma
+
+
+def check_same_shape(shape0, shape1, name0: str = "x0", name1: str = "x1") -> None:
+    if tuple(shape0) != tuple(shape1):
+        raise ValueError(f"{name0} and {name1} must have the same shape, got {tuple(shape0)} and {tuple(shape1)}")
+
+
+def check_pair(x0, x1, *, ndim: int | None = None, nonempty: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Noise and data batches of one shape, (N, ...) with N >= 1, finite floating point."""
+    x0, x1 = check_points(x0, "x0", ndim=ndim, nonempty=nonempty), check_points(x1, "x1", ndim=ndim, nonempty=nonempty)
+    check_same_shape(x0.shape, x1.shape)
+    return x0, x1
+
+
+def check_time_facts(shape, n: int, inside, name: str = "t") -> None:
+    """Times of a batch of `n`: a scalar or shape (n,), every value in [0, 1] (``inside()``)."""
+    shape = tuple(shape)
+    if len(shape) > 1 or (len(shape) == 1 and shape[0] != n):
+        raise ValueError(f"{name} must be a float or an array of shape ({n},), got shape {shape}")
+    if not inside():
+        raise ValueError(f"{name} must lie in [0, 1] (and be finite)")
+
+
+def as_times(t, n: int, dtype) -> np.ndarray:
+    """`t` (a real number or an (n,) array) as an array of `dtype`, checked to lie in [0, 1]."""
+    t = check_real_array(t, "t").astype(dtype, copy=False)
+    check_time_facts(t.shape, n, lambda: bool(np.all((t >= 0) & (t <= 1))))
+    return t
+
+
+def batch_times(t, n: int, dtype) -> np.ndarray:
+    """:func:`as_times`, a scalar repeated to shape (n,)."""
+    t = as_times(t, n, dtype)
+    return np.full(n, t, dtype=dtype) if t.ndim == 0 else t
+
+
+def check_path_noise_facts(path, given: bool, shape, x0_shape) -> None:
+    """A path with ``sigma > 0`` needs its noise, of x0's shape."""
+    if path.sigma > 0 and not given:
+        raise ValueError(f"{type(path).__name__}(sigma={path.sigma}) needs noise= (standard normal, x0's shape)")
+    if path.sigma > 0 and tuple(shape) != tuple(x0_shape):
+        raise ValueError(f"noise must have x0's shape {tuple(x0_shape)}, got {tuple(shape)}")
+
+
+def path_inputs(path, x0, x1, t, noise):
+    """``(x0, x1, t, noise)`` of a path's ``sample``: a pair of batches, times of x1's dtype
+    (a scalar or (N,)), and the noise when ``sigma > 0`` (None otherwise)."""
+    x0, x1 = check_pair(x0, x1)
+    t = as_times(t, x1.shape[0], x1.dtype)
+    if path.sigma > 0 and noise is not None:
+        noise = check_points(noise, "noise", ndim=None, nonempty=True)
+    check_path_noise_facts(path, noise is not None, np.shape(noise), x0.shape)
+    return x0, x1, t, (noise if path.sigma > 0 else None)
+
+
+def coupling_inputs(x0, x1, labels=None, *, labelled: bool = False):
+    """A coupling's pair, and with ``labelled`` its (N,) labels (their values are not read)."""
+    x0, x1 = check_pair(x0, x1)
+    return (x0, x1, np.asarray(check_labels(labels, x1.shape[0]))) if labelled else (x0, x1)
+
+
+def check_mean_std(mean, std) -> tuple[float, float]:
+    """The logit-normal's location (finite) and scale (finite, > 0)."""
+    mean, std = float(mean), float(std)
+    if not math.isfinite(mean):
+        raise ValueError(f"mean must be finite, got {mean}")
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"std must be a finite number > 0, got {std}")
+    return mean, std
+
+
+def check_unit_interval(inside: bool, name: str) -> None:
+    if not inside:
+        raise ValueError(f"{name} must lie in [0, 1]")
+
+
+def check_finite(finite: bool, name: str) -> None:
+    if not finite:
+        raise ValueError(f"{name} must be finite")
+
+
+def as_uniforms(u, dtype=None) -> np.ndarray:
+    u = np.asarray(u, dtype=dtype)
+    check_unit_interval(bool(np.all(np.isfinite(u)) and np.all((u >= 0) & (u <= 1))), "uniforms")
+    return u
+
+
+def as_normals(z, dtype=None) -> np.ndarray:
+    z = np.asarray(z, dtype=dtype)
+    check_finite(bool(np.all(np.isfinite(z))), "normals")
+    return z
+
+
+def logit_normal_inputs(z, mean, std, dtype=None):
+    """``(z, mean, std)``: finite standard normals (an array of `dtype`), a finite mean, std > 0."""
+    mean, std = check_mean_std(mean, std)
+    return as_normals(z, dtype), mean, std
+
+
+def time_sampler_inputs(n, mean=0.0, std=1.0) -> int:
+    """A time sampler's count ``n >= 0`` and, for the logit-normal, its mean and std."""
+    check_mean_std(mean, std)
+    return check_integer(n, "n", minimum=0)
+
+
+# --------------------------------------------------------------------------- the velocity model
+TIME_EMBEDDINGS = (None, "fourier")
+
+
+def check_velocity_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies) -> None:
+    """The constructor arguments of ``VelocityMLP`` (both backends), with a clear error for each."""
+    for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth), ("class_dim", class_dim),
+                        ("num_frequencies", num_frequencies)):
+        check_positive_int(value, name)
+    if num_classes is not None:
+        check_positive_int(num_classes, "num_classes (None or an integer >= 1)")
+    if time_embedding not in TIME_EMBEDDINGS:
+        raise ValueError(f"time_embedding must be None or 'fourier', got {time_embedding!r}")
+
+
+def velocity_inputs(model, x, t, y):
+    """``(x, t, y)`` of ``VelocityMLP.forward``: x (N, dim) real (integers cast to the model's
+    dtype; a Tensor stays a Tensor), t a number or (N,) in [0, 1] in x's dtype, labels by the
+    model's rule."""
+    data = check_real_array(x, "x")
+    check_model_dim(data.shape, model.dim, "x")
+    if data.dtype.kind != "f":  # integers: the model's dtype, so that t is not rounded
+        x = x.astype(model.dtype) if backend_of(x) == "numpy" else data.astype(model.dtype)
+        data = as_array(x)
+    n = data.shape[0]
+    return x, batch_times(t, n, data.dtype), model_labels(model, y, n)
+
+
+def fm_loss_inputs(model, path, x0, x1, t, y, noise):
+    """``(x0, x1, t, y, noise)`` of ``fm_loss``: the path's rule, then the model's for x1
+    (a library model: shape (N, dim), its labels) or the labels' shape for a plain callable."""
+    x0, x1, t, noise = path_inputs(path, x0, x1, t, noise)
+    n = x1.shape[0]
+    return x0, x1, batch_times(t, n, x1.dtype), check_field_input(model, x1.shape, y, n, "x1"), noise
+
+
+# --------------------------------------------------------------------------- samplers
+def check_method(method, methods) -> str:
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
+    return method
+
+
+def check_steps(steps) -> int:
+    """A step count: a positive integer, at most :data:`MAX_STEPS`."""
+    return check_positive_int(steps, "steps", maximum=MAX_STEPS)
+
+
+def check_time_interval(t0, t1) -> tuple[float, float]:
+    t0, t1 = float(t0), float(t1)
+    for name, value in (("t0", t0), ("t1", t1)):
+        if not (0.0 <= value <= 1.0):  # also rejects NaN
+            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return t0, t1
+
+
+def check_field_output(shape, state_shape, what: str = "the velocity field") -> None:
+    """The field's output must have the state's shape; `shape` is None when the output is
+    not an array of the backend (then its type is named by ``what``'s caller)."""
+    if shape is None or tuple(shape) != tuple(state_shape):
+        raise ValueError(f"{what} returned {'shape ' + str(tuple(shape)) if shape is not None else 'no tensor'} "
+                         f"for a state of shape {tuple(state_shape)}")
+
+
+def ode_inputs(v, x, t0, t1, steps, method, y, methods):
+    """``(x, t0, t1, steps, y)`` of ``integrate``: a copy of the state (N, ...), the interval,
+    the step count, the method and the labels by the field's rule."""
+    check_method(method, methods)
+    steps = check_steps(steps)
+    t0, t1 = check_time_interval(t0, t1)
+    check_backend(v, "v", "numpy")
+    check_backend(x, "x", "numpy")
+    x = check_points(np.array(as_array(x), copy=True), "x", ndim=None, nonempty=True)
+    return x, t0, t1, steps, check_field_input(v, x.shape, y, x.shape[0])
+
+
+def check_noise_scale(g):
+    """``g`` (a number or a callable of the float t) as a function of t that checks its
+    values (finite, >= 0)."""
+    if callable(g):
+        def g_of_t(t):
+            value = float(g(t))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"g({t}) = {value}: the noise scale must be finite and >= 0")
+            return value
+        return g_of_t
+    if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(g) or g < 0:
+        raise ValueError(f"g must be a finite number >= 0 or a callable g(t), got {g!r}")
+    value = float(g)
+    return lambda t: value
+
+
+def check_sde_randomness(g, noise_given: bool, source_given: bool, source_ok: bool, source: str, hint: str,
+                         noise_shape, wanted_shape, noise_finite) -> None:
+    """The SDE sampler's randomness: exactly one of `source` (``rng``/``generator``, of the
+    right type: ``source_ok``) and ``noise`` (of `wanted_shape`, finite), unless g is 0."""
+    if noise_given and source_given:
+        raise ValueError(f"pass either {source} or noise, not both")
+    if noise_given:
+        if tuple(noise_shape) != tuple(wanted_shape):
+            raise ValueError(f"noise must have shape (steps, N, D) = {tuple(wanted_shape)}, got {tuple(noise_shape)}")
+        if not noise_finite():
+            raise ValueError("noise contains NaN or inf")
+    elif not source_given and not (isinstance(g, numbers.Real) and g == 0):
+        raise ValueError(f"a stochastic sampler (g != 0) needs {source}= or noise=")
+    elif source_given and not source_ok:
+        raise ValueError(hint)
+
+
+def sde_inputs(v, x0, steps, g, rng, noise, y):
+    """``(x, steps, g_of_t, y, noise)`` of ``sample_sde`` (numpy): noise points (N, D), the
+    step count, the noise scale as a checked function of t, labels, and the randomness."""
+    check_backend(v, "v", "numpy")
+    x = check_points(x0, "x0", nonempty=True)
+    steps = check_steps(steps)
+    g_of_t = check_noise_scale(g)
+    y = check_field_input(v, x.shape, y, x.shape[0], "x0")
+    array = None if noise is None else np.asarray(noise)
+    check_sde_randomness(g, noise is not None, rng is not None, isinstance(rng, np.random.Generator), "rng",
+                         f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}",
+                         np.shape(array), (steps,) + x.shape, lambda: bool(np.all(np.isfinite(array))))
+    return x, steps, g_of_t, y, (None if array is None else array.astype(x.dtype, copy=False))
+
+
+def check_sde_step(x, velocity, step: int, steps: int, t: float) -> None:
+    """The faults of an SDE step (the first and the last): the field's shape, NaN or inf."""
+    check_field_output(np.shape(velocity) if not hasattr(velocity, "shape") else velocity.shape, x.shape)
+    check_finite_step(lambda: bool(np.all(np.isfinite(as_array(x)))), "the state became", step, steps, t)
+    check_finite_step(lambda: bool(np.all(np.isfinite(as_array(velocity)))), "the velocity field returned", step,
+                      steps, t)
+
+
+def check_score_time(inside: bool, t) -> None:
+    if not inside:
+        raise ValueError(f"t must lie in [0, 1], got {t}")
+
+
+def score_time(t, dtype) -> np.ndarray:
+    """The time of ``score_from_velocity`` as an array of `dtype`, in [0, 1]."""
+    t = np.asarray(t, dtype=dtype)
+    check_score_time(not (np.any(np.isnan(t)) or np.any(t < 0) or np.any(t > 1)), t)
+    return t
+
+
+# --------------------------------------------------------------------------- likelihood
+def check_divergence_output(differentiable: bool, shape, x_shape, engine: str) -> None:
+    """The field's output at a leaf x: a tensor of `engine` built from x, of x's shape."""
+    if not differentiable:
+        raise ValueError(f"v must return {engine} computed from x; its divergence cannot be taken from a "
+                         "constant or a plain array")
+    if tuple(shape) != tuple(x_shape):
+        raise ValueError(f"v returned shape {tuple(shape)} for x of shape {tuple(x_shape)}")
+
+
+def divergence_inputs(v, x, t, y):
+    """``(x, t, y)`` of ``divergence``: points (N, D), times broadcast to (N,), labels."""
+    check_backend(v, "v", "numpy")
+    x = check_points(x, "x")
+    t = np.broadcast_to(as_times(t, x.shape[0], x.dtype), (x.shape[0],))
+    return x, t, check_field_input(v, x.shape, y, x.shape[0])
+
+
+def log_prob_inputs(v, x, steps, method, y, methods):
+    """``(x, steps, y)`` of the exact likelihood: points (N, D) with N >= 1, steps, method, labels."""
+    check_backend(v, "v", "numpy")
+    x = check_points(x, "x", nonempty=True)
+    check_method(method, methods)
+    return x, check_steps(steps), check_field_input(v, x.shape, y, x.shape[0])
+
+
+def nll_inputs(v, points, labels, batch_size, steps, method, methods):
+    """``(points, labels, batch_size)`` of the mean NLL over a set (N >= 1)."""
+    check_backend(v, "v", "numpy")
+    points = check_points(points, "points")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    check_nonempty(len(points), "points", "the mean NLL")
+    check_method(method, methods)
+    check_steps(steps)
+    return points, check_field_input(v, points.shape, labels, len(points), "points"), batch_size
+
+
+# --------------------------------------------------------------------------- reflow and sample quality
+def few_step_inputs(v, noise, few_steps, method, y, methods):
+    """``(noise, few_steps, y)``: the ODE's rule for the noise, every step count checked."""
+    noise, _, _, _, y = ode_inputs(v, noise, 0.0, 1.0, 1, method, y, methods)
+    return noise, [check_steps(k) for k in few_steps], y
+
+
+def check_student(teacher_is_module: bool, engine: str) -> None:
+    if not teacher_is_module:
+        raise ValueError(f"the teacher is not a {engine} Module: pass the student model to train")
+
+
+def check_energy_shapes(a_shape, b_shape) -> None:
+    if a_shape[0] < 2 or b_shape[0] < 2 or a_shape[1] != b_shape[1]:
+        raise ValueError(f"energy_distance needs (N, D) and (M, D) with N, M >= 2, got {tuple(a_shape)} and "
+                         f"{tuple(b_shape)}")
+
+
+def energy_inputs(samples, reference) -> tuple[np.ndarray, np.ndarray]:
+    a = check_points(samples, "samples").astype(np.float64)
+    b = check_points(reference, "reference").astype(np.float64)
+    check_energy_shapes(a.shape, b.shape)
+    return a, b
+
+
+def pairs_inputs(model, x0, x1, labels):
+    """``(x0, x1, labels)`` of training on fixed pairs: two (N, D) sets of one shape, labels."""
+    x0, x1 = check_pair(x0, x1, ndim=2, nonempty=False)
+    return x0, x1, check_labels(labels, len(x0), getattr(model, "num_classes", None))
+
+
+def check_target_facts(size: int, finite: bool, target) -> None:
+    if size == 0 or not finite:
+        raise ValueError(f"target must be a finite point of shape (D,), got {target!r}")
+
+
+def as_target(target, dtype) -> np.ndarray:
+    """The bonus target as one point (1, D) of `dtype`."""
+    point = np.asarray(target, dtype=dtype).reshape(1, -1)
+    check_target_facts(point.shape[1], bool(np.all(np.isfinite(point))), target)
+    return point
+
+
+def bonus_inputs(v, target, dtype, steps, method, y, methods):
+    """``(point, steps, labels)`` of the bonus: the target as a (1, D) state, the ODE's rules,
+    the label (a number) as a batch of one."""
+    point = as_target(target, dtype)
+    labels = None if y is None else np.asarray([y]).reshape(1)
+    point, _, _, steps, labels = ode_inputs(v, point, 1.0, 0.0, steps, method, labels, methods)
+    return point, steps, labels
+
+
+# --------------------------------------------------------------------------- normalizing flows
+def check_flow_points(x, dim: int, name: str = "x", mean_of: str | None = None) -> np.ndarray:
+    """The values of `x` (array or minigrad Tensor) checked as points (N, dim) of finite real
+    numbers; with `mean_of` ("the mean loss") an empty batch is refused too."""
+    data = check_real_array(x, name)
+    check_model_dim(data.shape, dim, name)
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if mean_of is not None:
+        check_nonempty(data.shape[0], name, mean_of)
+    return data
+
+
+def check_permutations(permutations, dim: int, n_couplings: int):
+    """None (the default permutations), or ``n_couplings - 1`` permutations of ``range(dim)``
+    as int64 arrays."""
+    if permutations is None:
+        return None
+    permutations = list(permutations)
+    if len(permutations) != n_couplings - 1:
+        raise ValueError(f"need n_couplings - 1 = {n_couplings - 1} permutations (one between each pair of "
+                         f"couplings), got {len(permutations)}")
+    return [check_permutation(p, dim) for p in permutations]
+
+
+def check_fused_layers(other_kinds: list) -> None:
+    """The fused inverse pass knows affine couplings and permutations only."""
+    if other_kinds:
+        raise ValueError(f"the fused inverse pass knows AffineCoupling and Permutation layers only, "
+                         f"this flow has {', '.join(other_kinds)}: use flow.inverse / flow.loss")
+
+
+def check_flow_architecture(dim, hidden, n_layers, scale_bound, n_couplings) -> None:
+    check_coupling_architecture(dim, hidden, n_layers, scale_bound)
+    check_positive_int(n_couplings, "n_couplings")
+
+
+def check_spline_architecture(dim, hidden, n_blocks, n_bins, bound) -> None:
+    """ValueError naming the first bad argument of a spline coupling (both backends)."""
+    check_integer(dim, "dim", minimum=2)
+    check_integer(hidden, "hidden", minimum=1)
+    check_integer(n_blocks, "n_blocks", minimum=0)
+    check_integer(n_bins, "n_bins", minimum=2)
+    check_positive_number(bound, "bound")
+
+
+def check_bin_floors(n_bins: int, min_bin_width, min_bin_height) -> None:
+    """K bins of at least the minimal sizes must fit in the interval: ``min_size * K < 1``."""
+    if min_bin_width * n_bins >= 1 or min_bin_height * n_bins >= 1:
+        raise ValueError(f"minimal bin sizes ({min_bin_width}, {min_bin_height}) times {n_bins} bins must be < 1")
+
+
+# --------------------------------------------------------------------------- training data
+def as_array_tuple(data, name: str) -> tuple:
+    """`data` (one array or a tuple/list of arrays of equal length) as a tuple of arrays."""
+    arrays = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    arrays = tuple(np.asarray(a) for a in arrays)
+    check_batch_lengths([a.ndim for a in arrays], [len(a) if a.ndim else 0 for a in arrays], name, "an array")
+    return arrays
+
+
+def check_batch_lengths(ndims, lengths, name: str, kind: str) -> None:
+    """Training data: at least one array, each with a leading batch axis, all of one nonzero length."""
+    if not ndims or any(ndim == 0 for ndim in ndims):
+        raise ValueError(f"{name} must be {kind} or a tuple of {kind.split()[-1]}s with a leading batch dimension")
+    if len(set(lengths)) != 1:
+        raise ValueError(f"{name}: {kind.split()[-1]}s have different lengths {sorted(set(lengths))}")
+    if lengths[0] == 0:
+        raise ValueError(f"{name} is empty")
+
+
+def model_points(model, points, name: str) -> np.ndarray:
+    """Training points for `model`: (N, model.dim) with N >= 1, finite, in the model's dtype."""
+    check_backend(model, "model", "numpy")
+    array = check_real_array(points, name)
+    if array.ndim != 2 or array.shape[1] != model.dim or array.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, {model.dim}) with N >= 1, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array.astype(model.dtype, copy=False)
+
+
+def check_callables(**named) -> None:
+    """Each given argument must be callable or None (an optional one left out)."""
+    if not all(value is None or callable(value) for value in named.values()):
+        names = list(named)
+        raise ValueError(f"{', '.join(names[:-1])} and {names[-1]} must be callables")

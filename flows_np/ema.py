@@ -2,7 +2,7 @@
 
 Training takes noisy Adam steps; the average of the last few thousand iterates is a
 smoother model than the last iterate, and flow-matching models sample and score better
-with it (issue 16: TorchCFM's recipe keeps an EMA with decay 0.999). After every
+with it (TorchCFM's recipe keeps an EMA with decay 0.999). After every
 optimiser step
 
     avg <- d * avg + (1 - d) * theta,       d = min(decay, (1 + k) / (10 + k))

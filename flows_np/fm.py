@@ -27,12 +27,11 @@ import numpy as np
 import minigrad as mg
 from minigrad import nn
 
-from .checks import check_labels, check_real_array
+from . import checks
 from .paths import LinearPath
 
-__all__ = ["VelocityMLP", "fm_loss", "time_features", "num_time_features"]
-
-TIME_EMBEDDINGS = (None, "fourier")
+__all__ = ["VelocityMLP", "fm_loss", "velocity_regression_loss", "time_features", "num_time_features",
+           "layer_widths", "architecture"]
 
 
 def num_time_features(time_embedding, num_frequencies: int) -> int:
@@ -46,19 +45,6 @@ def time_features(t: np.ndarray, time_embedding, num_frequencies: int) -> np.nda
         return t
     angles = t * (np.pi * 2.0 ** np.arange(num_frequencies, dtype=t.dtype))  # (N, K)
     return np.concatenate([t, np.sin(angles), np.cos(angles)], axis=1)
-
-
-def check_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies) -> None:
-    """The constructor arguments shared by both backends, with a clear error for each."""
-    for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 1),
-                             ("class_dim", class_dim, 1), ("num_frequencies", num_frequencies, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
-                                    or num_classes < 1):
-        raise ValueError(f"num_classes must be None or an int >= 1, got {num_classes!r}")
-    if time_embedding not in TIME_EMBEDDINGS:
-        raise ValueError(f"time_embedding must be None or 'fourier', got {time_embedding!r}")
 
 
 def layer_widths(in_features: int, hidden: int, depth: int, dim: int) -> list:
@@ -90,7 +76,8 @@ class VelocityMLP(nn.Module):
     def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 5, num_classes: int | None = None,
                  time_embedding: str | None = None, class_dim: int = 8, num_frequencies: int = 4,
                  negative_slope: float = 0.01, rng: np.random.Generator | None = None, dtype=np.float32):
-        check_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies)
+        checks.check_velocity_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim,
+                                           num_frequencies)
         rng = np.random.default_rng() if rng is None else rng
         self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies,
                                    negative_slope)
@@ -108,34 +95,24 @@ class VelocityMLP(nn.Module):
             layers.append(nn.Linear(widths[i], widths[i + 1], rng=rng, dtype=dtype))
         self.net = nn.Sequential(*layers)
 
-    def _inputs(self, x, t, y):
-        """Check the call and build the first layer's input ``[x, time features, e_y]``.
-        Floating x keeps its dtype; integer x is cast to the model's (so that t, cast to x's
-        dtype, is not rounded to an integer)."""
-        data = check_real_array(x, "x")
-        x = x if isinstance(x, mg.Tensor) else mg.Tensor(data)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (N, {self.dim}), got {x.shape}")
-        if x.dtype.kind != "f":
-            x = mg.astype(x, self.net[0].weight.dtype)
-        n, dtype = x.shape[0], x.dtype
-        t = check_real_array(t, "t").astype(dtype, copy=False)
-        if t.ndim == 0:
-            t = np.full(n, t, dtype=dtype)
-        if t.shape != (n,):
-            raise ValueError(f"t must be a float or have shape ({n},), got {t.shape}")
-        if not np.all((t >= 0) & (t <= 1)):
-            raise ValueError("t must lie in [0, 1]")
-        pieces = [x, time_features(t[:, None], self.time_embedding, self.num_frequencies)]
-        y = check_labels(y, n, self.num_classes, name="labels y", strict=True)
-        if y is not None:
-            e = self.embedding(y)  # (N, class_dim): the class vector
-            pieces.append(e if e.dtype == dtype else e.astype(dtype))
-        return mg.concat(pieces, axis=1)
+    @property
+    def dtype(self):
+        """The parameters' dtype (integer inputs are cast to it)."""
+        return self.net[0].weight.dtype
 
     def forward(self, x, t, y=None) -> mg.Tensor:
         """x (N, D) ndarray or Tensor, t a float or (N,) in [0, 1], y (N,) labels -> v (N, D) Tensor."""
-        return self.net(self._inputs(x, t, y))
+        x, t, y = checks.velocity_inputs(self, x, t, y)
+        return self.velocity(x, t, y)
+
+    def velocity(self, x, t, y=None) -> mg.Tensor:
+        """The maths of :meth:`forward` on checked inputs (t an (N,) array of x's dtype):
+        ``v = net([x, time features, e_y])``."""
+        pieces = [x, time_features(t[:, None], self.time_embedding, self.num_frequencies)]
+        if y is not None:
+            e = self.embedding(y)  # (N, class_dim): the class vector
+            pieces.append(e if e.dtype == t.dtype else e.astype(t.dtype))
+        return self.net(mg.concat(pieces, axis=1))
 
 
 def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> mg.Tensor:
@@ -147,6 +124,14 @@ def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> mg.Tensor:
     paired (apply a coupling's permutation to x0 first); t: (N,) or a float.
     """
     path = LinearPath() if path is None else path
-    xt, ut = path.sample(x0, x1, t, noise=noise)
-    diff = model(xt, t, y) - ut
-    return (diff * diff).sum() / xt.shape[0]
+    x0, x1, t, y, noise = checks.fm_loss_inputs(model, path, x0, x1, t, y, noise)
+    return velocity_regression_loss(checks.maths_of(model), path, x0, x1, t, y, noise)
+
+
+def velocity_regression_loss(v, path, x0, x1, t, y=None, noise=None) -> mg.Tensor:
+    """The maths of :func:`fm_loss` on checked inputs (Eq. 16), for the field `v`:
+    ``x_t, u_t`` on the path, then the squared norm of ``v(x_t, t, y) - u_t`` per point,
+    averaged over the batch."""
+    x_t, u_t = path.interpolate(x0, x1, t, noise)
+    diff = v(x_t, t, y) - u_t
+    return (diff * diff).sum() / x_t.shape[0]

@@ -38,18 +38,17 @@ import numpy as np
 
 import minigrad as mg
 
-from . import nf
-from .checks import as_array, check_backend, check_labels, check_nonempty, check_points, check_positive_int
-from .solvers import check_method, check_steps, integrate
+from . import checks, nf
+from .solvers import METHODS, as_state_field, solve, time_grid
 
-__all__ = ["divergence", "log_prob", "nll", "standard_normal_log_prob"]
+__all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
 
 def standard_normal_log_prob(z) -> np.ndarray:
     """``log N(z; 0, I) = -|z|^2 / 2 - D/2 log(2 pi)`` per row of the (N, D) array z, as an
     array: the formula's one home is :func:`flows_np.nf.standard_normal_log_prob`, here
     applied to z as a constant Tensor (integers are read as float64)."""
-    z = as_array(z)
+    z = checks.as_array(z)
     return nf.standard_normal_log_prob(mg.Tensor(z if z.dtype.kind == "f" else z.astype(np.float64))).data
 
 
@@ -78,20 +77,18 @@ def divergence(v, x, t, y=None):
     (so that it is differentiable in x) and treat the rows of a batch independently.
     Returns ``(velocity (N, D), div (N,))`` as arrays in x's dtype.
     """
-    check_backend(v, "v", "numpy")
-    x = check_points(x, "x")
+    x, t, y = checks.divergence_inputs(v, x, t, y)
+    return velocity_and_divergence(v, x, t, y)
+
+
+def velocity_and_divergence(v, x: np.ndarray, t: np.ndarray, y=None):
+    """The maths of :func:`divergence` on checked inputs (t an (N,) array)."""
     n, d = x.shape
-    t = np.broadcast_to(np.asarray(t, dtype=x.dtype), (n,))
     with mg.enable_grad(), _frozen_parameters(v):
         leaf = mg.Tensor(x, requires_grad=True)
-        out = v(leaf, t, y)
-        if not isinstance(out, mg.Tensor) or not out.requires_grad:
-            raise ValueError(
-                "v must return a minigrad Tensor computed from x with minigrad ops; its divergence "
-                "cannot be taken from a constant or a plain array"
-            )
-        if out.shape != x.shape:
-            raise ValueError(f"v returned shape {out.shape} for x of shape {x.shape}")
+        out = checks.maths_of(v)(leaf, t, y)
+        checks.check_divergence_output(isinstance(out, mg.Tensor) and out.requires_grad, np.shape(out), x.shape,
+                                       "a minigrad Tensor computed from x with minigrad ops")
         div = np.zeros(n, dtype=x.dtype)
         for i in range(d):
             upstream = np.zeros_like(out.data)
@@ -112,20 +109,21 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     ``(log_prob, trajectory)``, the trajectory of shape (steps + 1, N, D) running from
     the data (t = 1, index 0) to the noise (t = 0, index -1).
     """
-    check_backend(v, "v", "numpy")
-    x = check_points(x, "x", nonempty=True)
-    steps, method = check_steps(steps), check_method(method)
-    n, d = x.shape
-    y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
+    x, steps, y = checks.log_prob_inputs(v, x, steps, method, y, METHODS)
+    return exact_log_prob(v, x, steps, method, y, return_trajectory)
 
-    def joint_field(state, t, y=None):
-        state = as_array(state)
-        velocity, div = divergence(v, state[:, :d], t, y)
+
+def exact_log_prob(v, x: np.ndarray, steps: int, method: str, y=None, return_trajectory: bool = False):
+    """The maths of :func:`log_prob` on checked inputs: the joint ODE
+    ``d/dt [x_t, l_t] = [v, div v]`` from ``[x, 0]`` at t = 1 to t = 0."""
+    n, d = x.shape
+
+    def joint_field(state, t, y):
+        velocity, div = velocity_and_divergence(v, state[:, :d], t, y)
         return np.concatenate([velocity, div[:, None]], axis=1)
 
     start = np.concatenate([x, np.zeros((n, 1), dtype=x.dtype)], axis=1)
-    result = integrate(joint_field, start, t0=1.0, t1=0.0, steps=steps, method=method, y=y,
-                       trajectory=return_trajectory)
+    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method, return_trajectory)
     end = result[-1] if return_trajectory else result
     logp = standard_normal_log_prob(end[:, :d]) + end[:, d]
     if return_trajectory:
@@ -140,13 +138,10 @@ def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_siz
     On held-out data this is the cross-entropy ``H(data, model)``; subtracting the
     data's entropy (:func:`flows_np.data.data_entropy`) leaves ``KL(data || model)``.
     """
-    points = check_points(points, "points")
-    batch_size = check_positive_int("batch_size", batch_size)
-    check_nonempty("points", len(points), "the mean NLL")
-    labels = check_labels(labels, len(points), getattr(v, "num_classes", None))
+    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method, METHODS)
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)
         y = None if labels is None else np.asarray(labels)[batch]
-        total += float(np.sum(log_prob(v, points[batch], steps=steps, method=method, y=y), dtype=np.float64))
+        total += float(np.sum(exact_log_prob(v, points[batch], steps, method, y), dtype=np.float64))
     return -total / len(points)

@@ -68,8 +68,8 @@ class TrainingRecord:
 
     def __init__(self, n: int, *, epochs: int, batch_size: int, lr: float, clip_grad=None, progress=None,
                  eta_min: float = 0.0, betas=(0.9, 0.999), largest: float = math.inf):
-        self.epochs = check_positive_int("epochs", epochs)
-        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.lr = check_learning_rate(lr)
         check_eta_min(eta_min, lr)
         check_adam_lr(lr, betas[0], largest)

@@ -26,6 +26,11 @@ The PyTorch twin :mod:`flows_torch.nf` has the same classes, arguments and
 state-dict keys; weights move between the two with ``state_dict()`` /
 ``load_state_dict()``.
 
+Every layer kind (and the flow itself) is a :class:`FlowLayer`: it writes its maths once
+per direction, ``forward_and_log_det(z)`` and ``inverse_and_log_det(y)``, each returning
+the point and its log-determinant; the checked public API (``forward``, ``inverse``,
+``log_det_forward``, the trajectories) is written once, in the base class.
+
 Everything here runs one minigrad operation at a time: this file is the exercise, the
 reader's path. Training opts into a faster path by default,
 :mod:`flows_np.nf_fast`, which computes the same inverse pass and loss as ONE graph
@@ -39,45 +44,33 @@ import numpy as np
 
 import minigrad as mg
 from minigrad import nn
-from .checks import (check_coupling_architecture, check_nonempty, check_permutation, check_positive_int,
-                     check_real_array)
 
-__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
-           "check_permutation", "default_permutations", "as_points"]
+from . import checks
+from .named import FlowLoss
+
+__all__ = ["FlowLayer", "AffineCoupling", "Permutation", "NormalizingFlow", "FlowLoss", "standard_normal_log_prob",
+           "likelihood_loss", "default_permutations"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# --------------------------------------------------------------------------- helpers
-def as_points(x, dim: int, dtype, name: str = "x") -> mg.Tensor:
-    """`x` (array or Tensor of real numbers) as a Tensor of shape (N, dim) in `dtype`;
-    ValueError otherwise."""
-    data = check_real_array(x, name)
-    if data.ndim != 2 or data.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (N, {dim}), got {data.shape}")
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if isinstance(x, mg.Tensor):
-        return x if x.dtype == dtype else mg.astype(x, dtype)
-    return mg.Tensor(data.astype(dtype, copy=False))
-
-
+# --------------------------------------------------------------------------- the likelihood (Eq. 2, 9)
 def standard_normal_log_prob(z: mg.Tensor) -> mg.Tensor:
     """``log N(z; 0, I) = -|z|^2 / 2 - (D/2) log(2 pi)`` per row: shape (N,)."""
     dim = z.shape[1]
     return -0.5 * mg.sum(z * z, axis=1) - 0.5 * dim * _LOG_2PI
 
 
-def likelihood_loss(z: mg.Tensor, log_det: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor, mg.Tensor]:
-    """``(nll, log_pz, log_det)`` from the inverse pass's ``z = phi^{-1}(x)`` (N, D) and
+def likelihood_loss(z: mg.Tensor, log_det: mg.Tensor) -> FlowLoss:
+    """``FlowLoss(nll, log_pz, log_det)`` from the inverse pass's ``z = phi^{-1}(x)`` (N, D) and
     ``log|det d phi^{-1}/dx|`` (N,): batch means of Eq. 9 and of its two parts,
     ``nll = -(log_pz + log_det)``. Scalars."""
     log_pz = mg.mean(standard_normal_log_prob(z))
     log_det = mg.mean(log_det)
-    return -(log_pz + log_det), log_pz, log_det
+    return FlowLoss(-(log_pz + log_det), log_pz, log_det)
 
 
-def _mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: float, rng, dtype) -> nn.Sequential:
+def mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: float, rng, dtype) -> nn.Sequential:
     """`n_layers` Linear layers (n_in -> hidden -> ... -> hidden -> n_out) with LeakyReLU
     between them (the exercise's recommendation: 5 layers, hidden 8, Sec. 3.3)."""
     sizes = [n_in] + [hidden] * (n_layers - 1) + [n_out]
@@ -89,15 +82,86 @@ def _mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: floa
     return nn.Sequential(*modules)
 
 
-def _model_dtype(module: nn.Module):
-    """dtype of the module's first parameter (found lazily: no walk over all 300)."""
-    for _, parameter in module.named_parameters():
-        return parameter.data.dtype
-    raise ValueError(f"{type(module).__name__} has no parameters")
+# --------------------------------------------------------------------------- the checked API, once
+class FlowLayer(nn.Module):
+    """An invertible map with a log-determinant: a coupling, a permutation, or a whole flow.
+
+    A layer kind writes its maths, one method per direction, on inputs already checked:
+
+    * ``forward_and_log_det(z) -> (y, log|det dy/dz|)``, the sampling direction;
+    * ``inverse_and_log_det(y) -> (z, log|det dz/dy|)``, the density direction.
+
+    This class writes the checked public API once for all of them: ``forward``, ``inverse``
+    and ``log_det_forward`` check their input (points (N, dim) of real numbers, cast to
+    :meth:`input_dtype`) and call the maths; the trajectories run the maths layer by layer
+    (:attr:`steps`: the layer itself, or a flow's layers). ``input_names`` name the input of
+    each direction in error messages.
+    """
+
+    input_names = ("z", "y")
+
+    @property
+    def dtype(self):
+        """The parameters' dtype (the first parameter's: found without walking them all)."""
+        return next(p for _, p in self.named_parameters()).data.dtype
+
+    def input_dtype(self, data: np.ndarray):
+        """The dtype inputs are cast to: the parameters'."""
+        return self.dtype
+
+    def points(self, x, name: str, mean_of: str | None = None) -> mg.Tensor:
+        """`x` checked as points (N, dim), as a Tensor of :meth:`input_dtype` (a Tensor keeps
+        its graph)."""
+        data = checks.check_flow_points(x, self.dim, name, mean_of)
+        dtype = self.input_dtype(data)
+        if isinstance(x, mg.Tensor):
+            return x if x.dtype == dtype else mg.astype(x, dtype)
+        return mg.Tensor(data.astype(dtype, copy=False))
+
+    @property
+    def steps(self) -> list:
+        """The layers a trajectory passes, in forward order: the layer itself."""
+        return [self]
+
+    def forward(self, z) -> mg.Tensor:
+        """``y = h(z)``: Tensor (N, dim)."""
+        return self.forward_and_log_det(self.points(z, self.input_names[0]))[0]
+
+    def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(z, log_det)`` with ``z = h^{-1}(y)`` and ``log_det = log|det d h^{-1}/dy|``,
+        Tensors (N, dim), (N,)."""
+        return self.inverse_and_log_det(self.points(y, self.input_names[1]))
+
+    def log_det_forward(self, z) -> mg.Tensor:
+        """``log|det d h(z)/dz|`` (N,): minus the inverse's log-det at ``y = h(z)``."""
+        return self.forward_and_log_det(self.points(z, self.input_names[0]))[1]
+
+    def _trajectory(self, x: mg.Tensor, layers, step, include_permutations: bool) -> np.ndarray:
+        with mg.no_grad():
+            states = [x.data]
+            for layer in layers:
+                x = step(layer, x)[0]
+                if include_permutations or not isinstance(layer, Permutation):
+                    states.append(x.data)
+        return np.stack(states)
+
+    def forward_trajectory(self, z, include_permutations: bool = True) -> np.ndarray:
+        """States of the sampling pass (Q3, Q4): array (S, N, dim), ``[0] = z``, then the
+        state after every layer (after every coupling only, when ``include_permutations``
+        is False), ``[-1] = phi(z)``. In 2D a permutation swaps the axes, so states after
+        different couplings may be expressed in swapped coordinates."""
+        return self._trajectory(self.points(z, self.input_names[0]), self.steps,
+                                lambda layer, h: layer.forward_and_log_det(h), include_permutations)
+
+    def inverse_trajectory(self, x, include_permutations: bool = True) -> np.ndarray:
+        """States of the density pass (Q5): array (S, N, dim), ``[0] = x``, then the state
+        after every inverse layer, last layer first; ``[-1] = phi^{-1}(x)``."""
+        return self._trajectory(self.points(x, self.input_names[1]), self.steps[::-1],
+                                lambda layer, h: layer.inverse_and_log_det(h), include_permutations)
 
 
 # --------------------------------------------------------------------------- layers
-class AffineCoupling(nn.Module):
+class AffineCoupling(FlowLayer):
     """One affine coupling layer h (Sec. 3.1.2-3.1.3, Eq. 3-6).
 
     Split ``z = (z_l, z_r)`` (first ``dim // 2`` coordinates, the rest). Two networks
@@ -142,15 +206,15 @@ class AffineCoupling(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, rng=None, dtype=np.float32, *,
                  scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True):
-        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
+        checks.check_coupling_architecture(dim, hidden, n_layers, scale_bound)
         rng = np.random.default_rng() if rng is None else rng
         self.dim = int(dim)
         self.split = self.dim // 2
         self.scale_bound = float(scale_bound)
         self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers), scale_bound=self.scale_bound,
                            negative_slope=float(negative_slope))
-        self.scale_net = _mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
-        self.shift_net = _mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
+        self.scale_net = mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
+        self.shift_net = mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
         if zero_init:
             for net in (self.scale_net, self.shift_net):
                 for p in net[len(net) - 1].parameters():
@@ -162,38 +226,25 @@ class AffineCoupling(nn.Module):
         log_s = bound * mg.tanh(self.scale_net(z_l) / bound)
         return log_s, self.shift_net(z_l)
 
-    def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """Eq. 3 and the forward log-det ``+sum log s`` (no input checks)."""
+    def forward_and_log_det(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """Eq. 3 and the forward log-det ``+sum log s``."""
         z_l, z_r = z[:, :self.split], z[:, self.split:]
         log_s, b = self.scale_and_shift(z_l)
         y_r = z_r * mg.exp(log_s) + b
         return mg.concat([z_l, y_r], axis=1), mg.sum(log_s, axis=1)
 
-    def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """Eq. 4 and Eq. 6 (no input checks)."""
+    def inverse_and_log_det(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """Eq. 4 and Eq. 6: ``z = (y_l, (y_r - b) exp(-log s))``, ``log|det dz/dy| = -sum log s``."""
         y_l, y_r = y[:, :self.split], y[:, self.split:]
         log_s, b = self.scale_and_shift(y_l)
         z_r = (y_r - b) * mg.exp(-log_s)
         return mg.concat([y_l, z_r], axis=1), -mg.sum(log_s, axis=1)
 
-    def forward(self, z) -> mg.Tensor:
-        """``y = h(z)`` (Eq. 3): Tensor (N, dim)."""
-        return self._forward(as_points(z, self.dim, _model_dtype(self), "z"))[0]
-
-    def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
-        """``(z, log_det)`` with ``z = h^{-1}(y)`` (Eq. 4) and
-        ``log_det = log|det d h^{-1}/dy| = -sum log s`` (Eq. 6), shapes (N, dim), (N,)."""
-        return self._inverse(as_points(y, self.dim, _model_dtype(self), "y"))
-
-    def log_det_forward(self, z) -> mg.Tensor:
-        """``log|det d h(z)/dz| = +sum log s(z_l)``, shape (N,): minus Eq. 6 at ``y = h(z)``."""
-        return self._forward(as_points(z, self.dim, _model_dtype(self), "z"))[1]
-
     def extra_repr(self) -> str:
         return f"dim={self.dim}, scale_bound={self.scale_bound}"
 
 
-class Permutation(nn.Module):
+class Permutation(FlowLayer):
     """A fixed reordering of the coordinates (Sec. 3.1.5): ``y = z[:, perm]``.
 
     Its matching inverse is ``z = y[:, argsort(perm)]`` (``argsort`` of a permutation
@@ -203,48 +254,37 @@ class Permutation(nn.Module):
     ``perm`` is stored as an int64 buffer (state-dict key ``perm``), so a loaded
     state dict restores it, after :meth:`check_buffer` has checked that it is a
     permutation of the right length. In 2D the only useful choice is the swap ``[1, 0]``
-    (see :class:`NormalizingFlow`).
+    (see :class:`NormalizingFlow`). It has no parameters: inputs keep their own floating
+    dtype (float32 for integers).
     """
 
     def __init__(self, perm):
-        self.register_buffer("perm", check_permutation(perm))
+        self.register_buffer("perm", checks.check_permutation(perm))
 
     def check_buffer(self, name: str, value) -> None:
         """Called by ``load_state_dict`` before anything is written: the incoming ``perm``
         must be a permutation of ``0..dim-1`` (a flow with any other index array is not invertible)."""
-        check_permutation(value, self.dim)
+        checks.check_permutation(value, self.dim)
 
     @property
     def dim(self) -> int:
         return int(self.perm.size)
 
-    def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        return z[:, self.perm], mg.Tensor(np.zeros(z.shape[0], dtype=z.dtype))
+    def input_dtype(self, data: np.ndarray):
+        return data.dtype if data.dtype.kind == "f" else np.float32
 
     @property
     def inverse_order(self) -> np.ndarray:
         """``argsort(perm)``, the inverse permutation: ``z = y[:, inverse_order]``."""
         return np.argsort(self.perm)
 
-    def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        return y[:, self.inverse_order], mg.Tensor(np.zeros(y.shape[0], dtype=y.dtype))
+    def forward_and_log_det(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(z[:, perm], zeros(N))``."""
+        return z[:, self.perm], mg.Tensor(np.zeros(z.shape[0], dtype=z.dtype))
 
-    def _points(self, x, name: str) -> mg.Tensor:
-        """`x` checked as (N, dim) points, in its own float dtype (float32 for integers)."""
-        data = x.data if isinstance(x, mg.Tensor) else np.asarray(x)
-        return as_points(x, self.dim, data.dtype if data.dtype.kind == "f" else np.float32, name)
-
-    def forward(self, z) -> mg.Tensor:
-        """``z[:, perm]``: Tensor (N, dim)."""
-        return self._forward(self._points(z, "z"))[0]
-
-    def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
+    def inverse_and_log_det(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
         """``(y[:, argsort(perm)], zeros(N))``."""
-        return self._inverse(self._points(y, "y"))
-
-    def log_det_forward(self, z) -> mg.Tensor:
-        """Zeros (N,): a permutation preserves volume."""
-        return self._forward(self._points(z, "z"))[1]
+        return y[:, self.inverse_order], mg.Tensor(np.zeros(y.shape[0], dtype=y.dtype))
 
     def extra_repr(self) -> str:
         return f"perm={self.perm.tolist()}"
@@ -260,18 +300,8 @@ def default_permutations(dim: int, n_couplings: int) -> list:
     return [np.arange(dim)[::-1].copy() for _ in range(max(n_couplings - 1, 0))]
 
 
-def _check_permutations(permutations, dim: int, n_couplings: int) -> list:
-    if permutations is None:
-        return default_permutations(dim, n_couplings)
-    permutations = list(permutations)
-    if len(permutations) != n_couplings - 1:
-        raise ValueError(f"need n_couplings - 1 = {n_couplings - 1} permutations (one between each pair of "
-                         f"couplings), got {len(permutations)}")
-    return [check_permutation(p, dim) for p in permutations]
-
-
 # --------------------------------------------------------------------------- the flow
-class NormalizingFlow(nn.Module):
+class NormalizingFlow(FlowLayer):
     """``x = phi(z)``: affine couplings with permutations between them (Sec. 3.1.4, Eq. 7-9).
 
     ``layers`` holds ``[coupling, permutation, coupling, ..., coupling]`` (2 n - 1
@@ -290,21 +320,22 @@ class NormalizingFlow(nn.Module):
         dtype: parameter dtype (float32 by default; float64 for property tests).
         coupling: ``None`` (affine couplings, the exercise) or a function
             ``coupling(rng, dtype) -> layer`` that builds one coupling of another kind,
-            e.g. :class:`flows_np.splines.RationalQuadraticCoupling`: any module with the
-            ``_forward(z) -> (y, log|det dy/dz|)`` and ``_inverse(y) -> (z, log|det dz/dy|)``
-            pair (``hidden``, ``n_layers``, ``scale_bound`` and friends are then unused).
+            e.g. :class:`flows_np.splines.RationalQuadraticCoupling`: any :class:`FlowLayer`
+            (``hidden``, ``n_layers``, ``scale_bound`` and friends are then unused).
 
     Differentiable methods return minigrad Tensors; ``sample`` and the trajectories
     return numpy arrays (computed without a graph).
     """
 
+    input_names = ("z", "x")
+
     def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
                  permutations=None, rng=None, dtype=np.float32, *, scale_bound: float = 3.0,
                  negative_slope: float = 0.01, zero_init: bool = True, coupling=None):
-        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
-        check_positive_int("n_couplings", n_couplings)
+        checks.check_flow_architecture(dim, hidden, n_layers, scale_bound, n_couplings)
+        permutations = checks.check_permutations(permutations, dim, n_couplings)
+        permutations = default_permutations(dim, n_couplings) if permutations is None else permutations
         rng = np.random.default_rng() if rng is None else rng
-        permutations = _check_permutations(permutations, dim, n_couplings)
         self.dim = int(dim)
         layers = []
         for i in range(n_couplings):
@@ -324,41 +355,28 @@ class NormalizingFlow(nn.Module):
         return [layer for layer in self.layers if not isinstance(layer, Permutation)]
 
     @property
-    def dtype(self):
-        return _model_dtype(self)
-
-    def _points(self, x, name: str) -> mg.Tensor:
-        return as_points(x, self.dim, self.dtype, name)
+    def steps(self) -> list:
+        """Every layer, in forward order (the trajectories' states)."""
+        return list(self.layers)
 
     # ------------------------------------------------------------ the two directions
-    def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+    def forward_and_log_det(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """``x = phi(z)`` (Eq. 1), layer by layer, first to last, and ``log|det d phi/dz|``."""
         log_det = 0.0
         for layer in self.layers:
-            z, layer_log_det = layer._forward(z)
+            z, layer_log_det = layer.forward_and_log_det(z)
             log_det = log_det + layer_log_det
         return z, log_det
 
-    def _inverse(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """The density pass, last layer first (Eq. 8), each layer its own graph node(s)."""
+    def inverse_and_log_det(self, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """The density pass, last layer first (Eq. 8): ``z = phi^{-1}(x)`` and
+        ``log|det d phi^{-1}(x)/dx|``, the sum of every coupling's Eq. 6 at the point where
+        the inverse pass meets it (Eq. 7). Each layer is its own graph node(s)."""
         log_det = 0.0
         for layer in reversed(list(self.layers)):
-            x, layer_log_det = layer._inverse(x)
+            x, layer_log_det = layer.inverse_and_log_det(x)
             log_det = log_det + layer_log_det  # a permutation's is 0 (Sec. 3.1.5)
         return x, log_det
-
-    def forward(self, z) -> mg.Tensor:
-        """``x = phi(z)`` (Eq. 1): layer by layer, first to last. Tensor (N, dim)."""
-        return self._forward(self._points(z, "z"))[0]
-
-    def inverse(self, x) -> tuple[mg.Tensor, mg.Tensor]:
-        """``(z, log_det)``: ``z = phi^{-1}(x)``, last layer to first, and
-        ``log_det = log|det d phi^{-1}(x)/dx|`` (Eq. 8), the sum of every coupling's Eq. 6
-        at the point where the inverse pass meets it (Eq. 7). Tensors (N, dim), (N,)."""
-        return self._inverse(self._points(x, "x"))
-
-    def log_det_forward(self, z) -> mg.Tensor:
-        """``log|det d phi(z)/dz|`` (N,): equals ``-log_det`` of ``inverse(phi(z))``."""
-        return self._forward(self._points(z, "z"))[1]
 
     # ------------------------------------------------------------ likelihood
     def log_prob(self, x) -> mg.Tensor:
@@ -366,42 +384,17 @@ class NormalizingFlow(nn.Module):
         z, log_det = self.inverse(x)
         return standard_normal_log_prob(z) + log_det
 
-    def loss(self, x) -> tuple[mg.Tensor, mg.Tensor, mg.Tensor]:
-        """``(nll, log_pz, log_det)``: batch means of Eq. 9 and of its two parts,
+    def loss(self, x) -> FlowLoss:
+        """``FlowLoss(nll, log_pz, log_det)``: batch means of Eq. 9 and of its two parts,
         ``nll = -(log_pz + log_det)`` with ``log_pz = log N(phi^{-1}(x); 0, I)`` and
         ``log_det = log|det d phi^{-1}/dx|`` (the components plotted in Q1). Scalars."""
-        x = self._points(x, "x")
-        check_nonempty("x", x.shape[0], "the mean loss")
-        return likelihood_loss(*self._inverse(x))
+        return likelihood_loss(*self.inverse_and_log_det(self.points(x, "x", mean_of="the mean loss")))
 
-    # ------------------------------------------------------------ sampling and analysis
+    # ------------------------------------------------------------ sampling
     def sample(self, n: int, rng=None) -> np.ndarray:
         """``n`` draws ``x = phi(z)``, ``z ~ N(0, I)`` from `rng` (Eq. 1): array (n, dim)."""
-        n = check_positive_int("n", n)
+        n = checks.check_positive_int(n, "n")
         rng = np.random.default_rng() if rng is None else rng
-        z = rng.standard_normal((int(n), self.dim)).astype(self.dtype)
+        z = rng.standard_normal((n, self.dim)).astype(self.dtype)
         with mg.no_grad():
-            return self._forward(mg.Tensor(z))[0].data
-
-    def _trajectory(self, x, layers, step, include_permutations: bool) -> np.ndarray:
-        with mg.no_grad():
-            states = [x.data]
-            for layer in layers:
-                x = step(layer, x)
-                if include_permutations or not isinstance(layer, Permutation):
-                    states.append(x.data)
-        return np.stack(states)
-
-    def forward_trajectory(self, z, include_permutations: bool = True) -> np.ndarray:
-        """States of the sampling pass (Q3, Q4): array (S, N, dim), ``[0] = z``, then the
-        state after every layer (after every coupling only, when ``include_permutations``
-        is False), ``[-1] = phi(z)``. In 2D a permutation swaps the axes, so states after
-        different couplings may be expressed in swapped coordinates."""
-        return self._trajectory(self._points(z, "z"), list(self.layers),
-                                lambda layer, h: layer._forward(h)[0], include_permutations)
-
-    def inverse_trajectory(self, x, include_permutations: bool = True) -> np.ndarray:
-        """States of the density pass (Q5): array (S, N, dim), ``[0] = x``, then the state
-        after every inverse layer, last layer first; ``[-1] = phi^{-1}(x)``."""
-        return self._trajectory(self._points(x, "x"), list(reversed(list(self.layers))),
-                                lambda layer, h: layer._inverse(h)[0], include_permutations)
+            return self.forward_and_log_det(mg.Tensor(z))[0].data

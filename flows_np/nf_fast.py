@@ -62,10 +62,10 @@ import minigrad as mg
 from minigrad.fused import TwinMLP, leaky_mlp_layers, mlp_backward, mlp_forward
 from minigrad.tensor import make_node
 
-from .checks import check_nonempty
-from .nf import AffineCoupling, Permutation, as_points, likelihood_loss
+from . import checks
+from .nf import AffineCoupling, Permutation, likelihood_loss
 
-__all__ = ["supports", "fused_loss", "fused_inverse", "fused_coupling_inverse", "twin_network", "coupling_parameters",
+__all__ = ["supports", "fused_loss", "fused_inverse", "inverse_node", "fused_coupling_inverse", "twin_network", "coupling_parameters",
            "coupling_inverse_arrays", "coupling_inverse_backward", "permutation_inverse_arrays",
            "permutation_inverse_backward"]
 
@@ -131,7 +131,7 @@ def fused_coupling_inverse(coupling: AffineCoupling, y) -> tuple[mg.Tensor, mg.T
     """``coupling.inverse(y)`` (Eq. 4, 6) as ONE graph node: ``(z, log_det)``, Tensors
     (N, dim) and (N,). Training uses the whole-flow node (:func:`fused_inverse`); this one
     lets a coupling be compared with its op-by-op inverse on its own."""
-    y = as_points(y, coupling.dim, coupling_parameters(coupling)[0].dtype, "y")
+    y = coupling.points(y, "y")
     dim = coupling.dim
     z, log_det, tape = coupling_inverse_arrays(coupling, y.data)
     out = np.concatenate([z, log_det[:, None]], axis=1)
@@ -162,7 +162,13 @@ def supports(flow) -> bool:
     """Whether :func:`fused_inverse` knows every layer of `flow`: affine couplings and
     permutations (the exercise's flow). Other couplings, e.g. the splines of
     :mod:`flows_np.splines`, have no fused pass and train on ``flow.loss``."""
-    return all(isinstance(layer, (AffineCoupling, Permutation)) for layer in flow.layers)
+    return not other_layer_kinds(flow)
+
+
+def other_layer_kinds(flow) -> list:
+    """The names of `flow`'s layer kinds that the fused pass does not know."""
+    return sorted({type(layer).__name__ for layer in flow.layers
+                   if not isinstance(layer, (AffineCoupling, Permutation))})
 
 
 def fused_inverse(flow, x) -> tuple[mg.Tensor, mg.Tensor]:
@@ -170,12 +176,12 @@ def fused_inverse(flow, x) -> tuple[mg.Tensor, mg.Tensor]:
     and (N,); `x` an array or Tensor of shape (N, dim), checked and cast to the flow's
     dtype as ``flow.inverse`` does. Passes in the module docstring. ValueError for a flow
     with other layers than affine couplings and permutations (see :func:`supports`)."""
-    if not supports(flow):
-        others = sorted({type(layer).__name__ for layer in flow.layers
-                         if not isinstance(layer, (AffineCoupling, Permutation))})
-        raise ValueError(f"the fused inverse pass knows AffineCoupling and Permutation layers only, "
-                         f"this flow has {', '.join(others)}: use flow.inverse / flow.loss")
-    x = as_points(x, flow.dim, flow.dtype, "x")
+    checks.check_fused_layers(other_layer_kinds(flow))
+    return inverse_node(flow, flow.points(x, "x"))
+
+
+def inverse_node(flow, x: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+    """The pass of :func:`fused_inverse` on checked points (a Tensor in the flow's dtype)."""
     layers = list(reversed(list(flow.layers)))
     h, log_det, tapes = x.data, None, []
     for layer in layers:
@@ -205,11 +211,10 @@ def fused_inverse(flow, x) -> tuple[mg.Tensor, mg.Tensor]:
     return node[:, :dim], node[:, dim]
 
 
-def fused_loss(flow, x) -> tuple[mg.Tensor, mg.Tensor, mg.Tensor]:
-    """``flow.loss(x)``: ``(nll, log_pz, log_det)``, the batch means of Eq. 9 and of its
-    two parts (:func:`flows_np.nf.likelihood_loss`), with the inverse pass as one node
+def fused_loss(flow, x):
+    """``flow.loss(x)``: ``FlowLoss(nll, log_pz, log_det)``, the batch means of Eq. 9 and of
+    its two parts (:func:`flows_np.nf.likelihood_loss`), with the inverse pass as one node
     (:func:`fused_inverse`). Scalars; ``fused_loss(flow, x)[0].backward()`` fills the
     gradients of ``flow.parameters()``. An empty batch is refused, as by ``flow.loss``."""
-    z, log_det = fused_inverse(flow, x)
-    check_nonempty("x", z.shape[0], "the mean loss")
-    return likelihood_loss(z, log_det)
+    checks.check_fused_layers(other_layer_kinds(flow))
+    return likelihood_loss(*inverse_node(flow, flow.points(x, "x", mean_of="the mean loss")))

@@ -48,52 +48,24 @@ backends can be fed the same random numbers in the parity tests.
 """
 from __future__ import annotations
 
-import math
+import abc
 
 import numpy as np
 
+from . import checks
 from .assignment_fast import fast_assignment
-from .checks import check_labels, check_points
+from .named import PathSample
 
 __all__ = [
-    "AffinePath", "LinearPath", "CosinePath",
-    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
-    "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals",
+    "AffinePath", "LinearPath", "CosinePath", "PathSample",
+    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
+    "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t", "logit_normal_t", "uniform_t_from_uniforms",
+    "logit_normal_t_from_normals",
 ]
 
 
-# --------------------------------------------------------------------------- checks
-def _check_points(name: str, x) -> np.ndarray:
-    """A batch (N, ...) with N >= 1 of finite floating-point values (:func:`flows_np.checks.check_points`)."""
-    return check_points(x, name, ndim=None, nonempty=True)
-
-
-def _check_pair(x0, x1) -> tuple[np.ndarray, np.ndarray]:
-    x0, x1 = _check_points("x0", x0), _check_points("x1", x1)
-    if x0.shape != x1.shape:
-        raise ValueError(f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}")
-    return x0, x1
-
-
-def _check_time(t, n: int, dtype) -> np.ndarray:
-    """t as an array of `dtype`: a scalar, or shape (n,). Must lie in [0, 1]."""
-    t = np.asarray(t, dtype=dtype)
-    if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != n):
-        raise ValueError(f"t must be a float or an array of shape ({n},), got shape {t.shape}")
-    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t > 1):
-        raise ValueError("t must lie in [0, 1] (and be finite)")
-    return t
-
-
-def check_sigma(sigma) -> float:
-    sigma = float(sigma)
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
-    return sigma
-
-
 # --------------------------------------------------------------------------- paths
-class AffinePath:
+class AffinePath(abc.ABC):
     """The conditional path ``x_t = a_t x1 + b_t x0 (+ sigma eps)``, ``u_t = a'_t x1 + b'_t x0``.
 
     Subclasses define the schedule: :meth:`alpha` (``a_t``), :meth:`beta` (``b_t``)
@@ -104,22 +76,26 @@ class AffinePath:
     """
 
     def __init__(self, sigma: float = 0.0):
-        self.sigma = check_sigma(sigma)
+        self.sigma = checks.check_sigma(sigma)
 
+    @abc.abstractmethod
     def alpha(self, t):
-        raise NotImplementedError
+        """``a_t``, the data's weight."""
 
+    @abc.abstractmethod
     def beta(self, t):
-        raise NotImplementedError
+        """``b_t``, the noise's weight."""
 
+    @abc.abstractmethod
     def d_alpha(self, t):
-        raise NotImplementedError
+        """``a'_t``."""
 
+    @abc.abstractmethod
     def d_beta(self, t):
-        raise NotImplementedError
+        """``b'_t``."""
 
-    def sample(self, x0, x1, t, noise=None):
-        """A point on the path and the path's velocity there: ``(x_t, u_t)``.
+    def sample(self, x0, x1, t, noise=None) -> PathSample:
+        """A point on the path and the path's velocity there: ``PathSample(x_t, u_t)``.
 
         x0, x1: arrays of shape (N, ...) (noise and data; points (N, D) or images
         (N, C, H, W)); t: a float or an (N,) array in [0, 1], broadcast over the
@@ -127,19 +103,17 @@ class AffinePath:
         ``sigma > 0`` (the caller owns the randomness), ignored otherwise.
         Returns two arrays of x1's shape and dtype.
         """
-        x0, x1 = _check_pair(x0, x1)
-        t = _check_time(t, x1.shape[0], x1.dtype)
+        x0, x1, t, noise = checks.path_inputs(self, x0, x1, t, noise)
+        return self.interpolate(x0, x1, t, noise)
+
+    def interpolate(self, x0, x1, t, noise=None) -> PathSample:
+        """The maths of :meth:`sample` on checked inputs (t an array of x1's dtype)."""
         t = t.reshape(t.shape + (1,) * (x1.ndim - t.ndim))  # (N,) -> (N, 1, ..., 1)
-        xt = self.alpha(t) * x1 + self.beta(t) * x0
-        ut = self.d_alpha(t) * x1 + self.d_beta(t) * x0
+        x_t = self.alpha(t) * x1 + self.beta(t) * x0
+        u_t = self.d_alpha(t) * x1 + self.d_beta(t) * x0
         if self.sigma > 0:
-            if noise is None:
-                raise ValueError(f"{type(self).__name__}(sigma={self.sigma}) needs noise= (standard normal, x0's shape)")
-            noise = _check_points("noise", noise)
-            if noise.shape != x0.shape:
-                raise ValueError(f"noise must have x0's shape {x0.shape}, got {noise.shape}")
-            xt = xt + self.sigma * noise
-        return xt.astype(x1.dtype, copy=False), ut.astype(x1.dtype, copy=False)
+            x_t = x_t + self.sigma * noise
+        return PathSample(x_t.astype(x1.dtype, copy=False), u_t.astype(x1.dtype, copy=False))
 
     def draw_noise(self, x1, rng: np.random.Generator):
         """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``.
@@ -203,17 +177,16 @@ def independent_coupling(x0, x1, rng: np.random.Generator | None = None) -> np.n
     without `rng` the pairing is the identity; with `rng` it is a uniformly random
     permutation (the same distribution of pairs, other randomness).
     """
-    x0, x1 = _check_pair(x0, x1)
-    n = x1.shape[0]
+    x0, x1 = checks.coupling_inputs(x0, x1)
     if rng is None:
-        return np.arange(n, dtype=np.int64)
-    return rng.permutation(n).astype(np.int64)
+        return identity_permutation(x0, x1)
+    return rng.permutation(x1.shape[0]).astype(np.int64)
 
 
 def pairwise_sq_dists(x1, x0) -> np.ndarray:
     """``cost[i, j] = |x1_i - x0_j|^2`` over the flattened trailing dimensions, (N, N) float64."""
     # Coordinates first, (D, N): the sum over them is then D additions of whole (N, N)
-    # arrays, some 20x faster at N = 128 in 2D than numpy's sum over a trailing axis of length 2.
+    # arrays, much faster in 2D than a sum over a trailing axis of length 2 (benchmarks.run).
     a = np.ascontiguousarray(x1.reshape(x1.shape[0], -1).T)
     b = np.ascontiguousarray(x0.reshape(x0.shape[0], -1).T)
     diff = a[:, :, None] - b[:, None, :]  # (D, N, N)
@@ -223,12 +196,17 @@ def pairwise_sq_dists(x1, x0) -> np.ndarray:
 def ot_coupling(x0, x1) -> np.ndarray:
     """Exact minibatch optimal transport: the permutation minimising
     ``sum_i |x1_i - x0_perm[i]|^2`` (squared Euclidean cost on flattened points), so
-    that ``x0[perm]`` goes with ``x1``. Solved exactly by
-    :func:`flows_np.assignment_fast.fast_assignment` (scipy's compiled solver by default,
-    the reference :func:`flows_np.assignment.linear_sum_assignment` without scipy);
-    returns int64 of shape (N,).
+    that ``x0[perm]`` goes with ``x1``; int64 of shape (N,). See :func:`ot_permutation`.
     """
-    x0, x1 = _check_pair(x0, x1)
+    x0, x1 = checks.coupling_inputs(x0, x1)
+    return ot_permutation(x0, x1)
+
+
+def ot_permutation(x0, x1) -> np.ndarray:
+    """The maths of :func:`ot_coupling` on checked arrays: the assignment problem on
+    :func:`pairwise_sq_dists`, solved exactly by :func:`flows_np.assignment_fast.fast_assignment`
+    (scipy's compiled solver by default, the reference
+    :func:`flows_np.assignment.linear_sum_assignment` without scipy)."""
     return fast_assignment(pairwise_sq_dists(x1, x0))
 
 
@@ -243,39 +221,38 @@ def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:
     (N,)) with ``perm[rows_k] ⊂ rows_k`` for each class k, so ``x0[perm]`` goes with ``x1``.
     With :func:`independent_coupling` (identity) the result is the identity.
     """
-    x0, x1 = _check_pair(x0, x1)
-    labels = np.asarray(check_labels(labels, x1.shape[0]))
-    if coupling is independent_coupling:  # the identity pairs every class with itself already
-        return independent_coupling(x0, x1)
+    x0, x1, labels = checks.coupling_inputs(x0, x1, labels, labelled=True)
+    return permutation_within_classes(coupling_maths(coupling), x0, x1, labels)
+
+
+def permutation_within_classes(pairing, x0, x1, labels) -> np.ndarray:
+    """The maths of :func:`couple_within_classes` on checked arrays; `pairing` is a
+    coupling's maths (:func:`coupling_maths`)."""
+    if pairing is identity_permutation:  # the identity pairs every class with itself already
+        return identity_permutation(x0, x1)
     perm = np.arange(x1.shape[0], dtype=np.int64)
     for k in np.unique(labels):
         rows = np.flatnonzero(labels == k)
-        perm[rows] = rows[np.asarray(coupling(x0[rows], x1[rows]))]
+        perm[rows] = rows[np.asarray(pairing(x0[rows], x1[rows]))]
     return perm
 
 
+def identity_permutation(x0, x1) -> np.ndarray:
+    """The maths of :func:`independent_coupling` without a generator: the identity."""
+    return np.arange(x1.shape[0], dtype=np.int64)
+
+
+def coupling_maths(coupling):
+    """The maths of a coupling of this module, for inputs already checked (a training step's):
+    :func:`identity_permutation` for :func:`independent_coupling`, :func:`ot_permutation` for
+    :func:`ot_coupling`; any other callable as it is."""
+    return {independent_coupling: identity_permutation, ot_coupling: ot_permutation}.get(coupling, coupling)
+
+
 # --------------------------------------------------------------------------- time samplers
-def check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    return int(n)
-
-
-def check_mean_std(mean, std) -> tuple[float, float]:
-    mean, std = float(mean), float(std)
-    if not math.isfinite(mean):
-        raise ValueError(f"mean must be finite, got {mean}")
-    if not math.isfinite(std) or std <= 0:
-        raise ValueError(f"std must be a finite number > 0, got {std}")
-    return mean, std
-
-
 def uniform_t_from_uniforms(u, dtype=None) -> np.ndarray:
     """Times from given U[0, 1) numbers: ``t = u`` (checked to lie in [0, 1])."""
-    u = np.asarray(u, dtype=dtype)
-    if not np.all(np.isfinite(u)) or np.any(u < 0) or np.any(u > 1):
-        raise ValueError("uniforms must lie in [0, 1]")
-    return u
+    return checks.as_uniforms(u, dtype)
 
 
 def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0, dtype=None) -> np.ndarray:
@@ -285,10 +262,7 @@ def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0, dtype=No
     x < 0: no overflow, and full relative precision for t near 0.
     (Seed 003 writes ``t = 1 / (1 + exp(u))``, i.e. ``sigmoid(-u)``: the same law for mean 0.)
     """
-    mean, std = check_mean_std(mean, std)
-    z = np.asarray(z, dtype=dtype)
-    if not np.all(np.isfinite(z)):
-        raise ValueError("normals must be finite")
+    z, mean, std = checks.logit_normal_inputs(z, mean, std, dtype)
     x = mean + std * z
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
@@ -296,15 +270,14 @@ def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0, dtype=No
 
 def uniform_t(n: int, rng: np.random.Generator | None = None, dtype=np.float32) -> np.ndarray:
     """``n`` times ``t ~ U[0, 1)`` (Alg. 1), shape (n,)."""
-    n = check_n(n)
+    n = checks.time_sampler_inputs(n)
     rng = np.random.default_rng() if rng is None else rng
-    return uniform_t_from_uniforms(rng.random(n)).astype(dtype)
+    return rng.random(n).astype(dtype)
 
 
 def logit_normal_t(n: int, rng: np.random.Generator | None = None, mean: float = 0.0, std: float = 1.0,
                    dtype=np.float32) -> np.ndarray:
     """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003), shape (n,)."""
-    n = check_n(n)
-    check_mean_std(mean, std)
+    n = checks.time_sampler_inputs(n, mean, std)
     rng = np.random.default_rng() if rng is None else rng
     return logit_normal_t_from_normals(rng.standard_normal(n), mean, std).astype(dtype)

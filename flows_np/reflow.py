@@ -48,10 +48,10 @@ import numpy as np
 
 import minigrad as mg
 
-from .checks import as_array, check_labels, check_points
-from .fm import fm_loss
+from . import checks
+from .fm import velocity_regression_loss
 from .paths import LinearPath, uniform_t
-from .solvers import integrate
+from .solvers import METHODS, as_state_field, integrate, solve, time_grid
 from .train import train_loop
 
 __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance", "rings_support",
@@ -61,10 +61,10 @@ __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_d
 # --------------------------------------------------------------------------- pairs and training
 def reflow_pairs(v, noise, steps: int = 100, method: str = "rk4", y=None):
     """The model's own coupling: ``(noise, phi(noise))`` with ``phi`` the flow of `v` from
-    t = 0 to 1 (Alg. 2) solved with `steps` steps of `method`; `y`: labels (N,) of a
-    class-conditional model (the sample keeps its noise's label)."""
-    noise = check_points(noise, "noise")
-    return noise, integrate(v, noise, steps=steps, method=method, y=y)
+    t = 0 to 1 (Alg. 2) solved with `steps` steps of `method` (:func:`flows_np.solvers.integrate`,
+    which checks the arguments); `y`: labels (N,) of a class-conditional model (the sample
+    keeps its noise's label)."""
+    return checks.as_array(noise), integrate(v, noise, steps=steps, method=method, y=y)
 
 
 def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int = 128, lr: float = 1e-3,
@@ -76,11 +76,9 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
     only the times ``t = time_sampler(n, rng)`` (and, for a path with ``sigma > 0``, its
     noise). Returns the loop's history.
     """
+    x0, x1, labels = checks.pairs_inputs(model, x0, x1, labels)
     path = LinearPath() if path is None else path
-    x0, x1 = check_points(x0, "x0"), check_points(x1, "x1")
-    if x0.shape != x1.shape:
-        raise ValueError(f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}")
-    labels = check_labels(labels, len(x0), getattr(model, "num_classes", None))
+    field = checks.maths_of(model)
     dtype = model.parameters()[0].data.dtype
     data = (x0.astype(dtype, copy=False), x1.astype(dtype, copy=False))
     if labels is not None:
@@ -91,7 +89,7 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
         y = batch[2] if len(batch) == 3 else None
         t = np.asarray(time_sampler(len(b1), rng, dtype=b1.dtype))
         noise = path.draw_noise(b1, rng)
-        return fm_loss(model, b0, b1, t, y, path=path, noise=noise)
+        return velocity_regression_loss(field, path, b0, b1, t, y, noise)
 
     return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng,
                       progress=progress, **loop_kwargs)
@@ -107,10 +105,8 @@ def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100, 
     :func:`train_on_pairs` (epochs, batch_size, lr, rng, ...).
     Returns ``(student, history, (x0, x1))``.
     """
-    if student is None:
-        if not isinstance(teacher, mg.nn.Module):
-            raise ValueError("the teacher is not a minigrad Module: pass the student model to train")
-        student = copy.deepcopy(teacher)
+    checks.check_student(student is not None or isinstance(teacher, mg.nn.Module), "minigrad")
+    student = copy.deepcopy(teacher) if student is None else student
     x0, x1 = reflow_pairs(teacher, noise, steps=teacher_steps, method=teacher_method, y=labels)
     history = train_on_pairs(student, x0, x1, labels=labels, **train_kwargs)
     return student, history, (x0, x1)
@@ -129,14 +125,16 @@ def straightness(v, noise, steps: int = 100, method: str = "rk4", y=None) -> dic
     "liu_straightness": int_0^1 E |(x_1 - x_0) - v(x_t, t)|^2 dt}``, both 0 for a
     straight, constant-speed flow.
     """
-    noise = check_points(noise, "noise")
-    path = integrate(v, noise, steps=steps, method=method, y=y, trajectory=True)  # (K+1, N, D)
+    noise, _, _, steps, y = checks.ode_inputs(v, noise, 0.0, 1.0, steps, method, y, METHODS)
+    field = as_state_field(checks.maths_of(v), y, cast=False)
+    path = solve(as_state_field(checks.maths_of(v), y), noise, time_grid(0.0, 1.0, steps), method,
+                 trajectory=True)  # (K+1, N, D)
     k, n, d = path.shape
     t = np.linspace(0.0, 1.0, k, dtype=path.dtype)[:, None, None]
     chord = (1 - t) * path[0] + t * path[-1]
     deviation = np.linalg.norm(path - chord, axis=-1)  # (K+1, N)
     with mg.no_grad():
-        velocity = np.stack([as_array(v(path[i], np.full(n, t[i, 0, 0]), y)) for i in range(k)])
+        velocity = np.stack([field(path[i], t[i, 0, 0]) for i in range(k)])
     excess = np.sum((path[-1] - path[0] - velocity) ** 2, axis=-1)  # (K+1, N)
     return {"chord_deviation": _trapezoid_mean(deviation), "liu_straightness": _trapezoid_mean(excess)}
 
@@ -156,10 +154,7 @@ def _mean_pairwise_distance(a: np.ndarray, b: np.ndarray, exclude_diagonal: bool
 def energy_distance(samples, reference) -> float:
     """Unbiased estimate of the squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|``
     between the (N, D) `samples` and the (M, D) `reference` (N, M >= 2), in float64."""
-    a = check_points(samples, "samples").astype(np.float64)
-    b = check_points(reference, "reference").astype(np.float64)
-    if len(a) < 2 or len(b) < 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"energy_distance needs (N, D) and (M, D) with N, M >= 2, got {a.shape} and {b.shape}")
+    a, b = checks.energy_inputs(samples, reference)
     return (2.0 * _mean_pairwise_distance(a, b, False) - _mean_pairwise_distance(a, a, True)
             - _mean_pairwise_distance(b, b, True))
 
@@ -180,9 +175,11 @@ def few_step_quality(v, noise, reference, few_steps=(1, 2, 4, 8), method: str = 
     "support_fraction": ...}}``; the support fraction (the share of samples for which
     ``support(samples)`` is True, e.g. :func:`rings_support`) only when `support` is given.
     """
+    noise, few_steps, y = checks.few_step_inputs(v, noise, few_steps, method, y, METHODS)
+    field = as_state_field(checks.maths_of(v), y)
     scores = {}
     for k in few_steps:
-        samples = integrate(v, noise, steps=k, method=method, y=y)
+        samples = solve(field, noise, time_grid(0.0, 1.0, k), method)
         scores[k] = {"energy_distance": energy_distance(samples, reference)}
         if support is not None:
             scores[k]["support_fraction"] = float(np.mean(support(samples)))

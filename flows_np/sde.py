@@ -73,14 +73,13 @@ std 1.10 instead of 1.00), while ``g = sqrt(1 - t)`` gives 0.0012 and 0.0029.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 import minigrad as mg
 
-from .checks import as_array, check_backend, check_finite_step, check_labels, check_points
-from .solvers import all_finite, check_steps, time_grid
+from . import checks
+from .solvers import as_state_field, time_grid
 
 __all__ = ["score_from_velocity", "sample_sde"]
 
@@ -92,11 +91,13 @@ def score_from_velocity(velocity, x, t, min_gap: float = 1e-5) -> np.ndarray:
     ``1 - t`` is clamped to at least `min_gap` so that ``t = 1`` gives a large but
     finite value instead of a division by zero (the formula itself is 0/0 there).
     """
-    velocity = as_array(velocity)
-    x = as_array(x)
+    velocity, x = checks.as_array(velocity), checks.as_array(x)
+    return score(velocity, x, checks.score_time(t, x.dtype), min_gap)
+
+
+def score(velocity: np.ndarray, x: np.ndarray, t, min_gap: float = 1e-5) -> np.ndarray:
+    """The maths of :func:`score_from_velocity` (t a float or an (N,) array)."""
     t = np.asarray(t, dtype=x.dtype)
-    if np.any(np.isnan(t)) or np.any(t < 0) or np.any(t > 1):
-        raise ValueError(f"t must lie in [0, 1], got {t}")
     if t.ndim == 1:
         t = t[:, None]
     gap = np.maximum(1 - t, np.asarray(min_gap, dtype=x.dtype))
@@ -127,66 +128,25 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
     that is NaN or inf at the first or the last step, or samples that end so, raise
     FloatingPointError.
     """
-    check_backend(v, "v", "numpy")
-    x = check_points(x0, "x0", nonempty=True)
-    steps = check_steps(steps)
-    g_of_t = check_noise_scale(g)
+    x, steps, g_of_t, y, noise = checks.sde_inputs(v, x0, steps, g, rng, noise, y)
+    field = as_state_field(checks.maths_of(v), y, cast=False)
     n, d = x.shape
-    y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
-    deterministic = isinstance(g, numbers.Real) and g == 0
-    if noise is not None and rng is not None:
-        raise ValueError("pass either rng or noise, not both")
-    if noise is not None:
-        noise = np.asarray(noise)
-        if noise.shape != (steps, n, d):
-            raise ValueError(f"noise must have shape (steps, N, D) = {(steps, n, d)}, got {noise.shape}")
-        if not np.all(np.isfinite(noise)):
-            raise ValueError("noise contains NaN or inf")
-        noise = noise.astype(x.dtype, copy=False)
-    elif rng is None and not deterministic:
-        raise ValueError("a stochastic sampler (g != 0) needs rng= or noise=")
-    elif rng is not None and not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
-
     grid = time_grid(0.0, 1.0, steps)  # the time grid of integrate, so that g = 0 is its Euler run
     states = [x] if trajectory else None
     with mg.no_grad():
         for k in range(steps):
             t, dt = grid[k], grid[k + 1] - grid[k]
-            velocity = as_array(v(x, np.full(n, t, dtype=x.dtype), y))
-            if velocity.shape != x.shape:
-                raise ValueError(f"v returned shape {velocity.shape} for x of shape {x.shape}")
+            velocity = field(x, t)
             if k in (0, steps - 1):
-                check_finite_step(all_finite(x), "the state became", k + 1, steps, t)
-                check_finite_step(all_finite(velocity), "the velocity field returned", k + 1, steps, t)
+                checks.check_sde_step(x, velocity, k + 1, steps, t)
             scale = 0.0 if k == steps - 1 else g_of_t(t)  # the last step is an ODE step
             if scale == 0:
                 x = x + dt * velocity  # Eq. 17
             else:
-                if noise is not None:
-                    eps = noise[k]
-                else:
-                    eps = rng.standard_normal((n, d)).astype(x.dtype, copy=False)
-                drift = velocity + (0.5 * scale**2) * score_from_velocity(velocity, x, t)
+                eps = noise[k] if noise is not None else rng.standard_normal((n, d)).astype(x.dtype, copy=False)
+                drift = velocity + (0.5 * scale**2) * score(velocity, x, t)
                 x = x + dt * drift + (scale * math.sqrt(dt)) * eps
             if trajectory:
                 states.append(x)
-    check_finite_step(all_finite(x), "the state became", steps, steps, 1.0)
+    checks.check_finite_step(lambda: bool(np.all(np.isfinite(x))), "the state became", steps, steps, 1.0)
     return np.stack(states) if trajectory else x
-
-
-# --------------------------------------------------------------------------- checks
-def check_noise_scale(g):
-    """``g`` (a number or a callable of the float t) as a function of t that checks its
-    values (finite, >= 0). Shared with the torch twin."""
-    if callable(g):
-        def g_of_t(t):
-            value = float(g(t))
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"g({t}) = {value}: the noise scale must be finite and >= 0")
-            return value
-        return g_of_t
-    if isinstance(g, bool) or not isinstance(g, numbers.Real) or not np.isfinite(g) or g < 0:
-        raise ValueError(f"g must be a finite number >= 0 or a callable g(t), got {g!r}")
-    value = float(g)
-    return lambda t: value

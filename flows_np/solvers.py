@@ -34,10 +34,9 @@ import numpy as np
 
 import minigrad as mg
 
-from .checks import MAX_STEPS, as_array, check_backend, check_finite_step, check_labels, check_points, \
-    check_positive_int
+from . import checks
 
-__all__ = ["integrate", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid"]
+__all__ = ["integrate", "solve", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid", "as_state_field"]
 
 
 # --------------------------------------------------------------------------- one step of each method
@@ -76,30 +75,10 @@ ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 _EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 
 
-# --------------------------------------------------------------------------- checks shared with the torch twin
-def check_method(method) -> str:
-    if method not in STEPPERS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return method
-
-
-def check_steps(steps) -> int:
-    """A step count: a positive integer, at most :data:`flows_np.checks.MAX_STEPS`."""
-    return check_positive_int("steps", steps, maximum=MAX_STEPS)
-
-
-def check_time_interval(t0, t1) -> tuple[float, float]:
-    t0, t1 = float(t0), float(t1)
-    for name, value in (("t0", t0), ("t1", t1)):
-        if not (0.0 <= value <= 1.0):  # also rejects NaN
-            raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return t0, t1
-
-
 def nfe(method: str, steps: int) -> int:
     """Number of velocity-field evaluations of a run: ``steps`` times 1 (euler), 2 (midpoint,
     heun) or 4 (rk4). Compare solvers at equal cost, not at equal steps."""
-    return _EVALS_PER_STEP[check_method(method)] * check_steps(steps)
+    return _EVALS_PER_STEP[checks.check_method(method, METHODS)] * checks.check_steps(steps)
 
 
 def time_grid(t0: float, t1: float, steps: int) -> list:
@@ -108,16 +87,6 @@ def time_grid(t0: float, t1: float, steps: int) -> list:
 
 
 # --------------------------------------------------------------------------- integrate
-def _as_state(x) -> np.ndarray:
-    check_backend(x, "x", "numpy")
-    return check_points(np.array(as_array(x), copy=True), "x", ndim=None, nonempty=True)
-
-
-def all_finite(x: np.ndarray):
-    """A callable telling whether every value of `x` is finite (for the checks' ``all_finite``)."""
-    return lambda: bool(np.all(np.isfinite(x)))
-
-
 def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler", y=None,
               trajectory: bool = False) -> np.ndarray:
     """Solve ``dx/dt = v(x, t, y)`` from ``t0`` to ``t1`` in ``steps`` equal steps (Alg. 2).
@@ -134,33 +103,46 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
     NaN or inf there or at the end, raises FloatingPointError (no other step is checked:
     the checks cost no time).
     """
-    step = STEPPERS[check_method(method)]
-    steps = check_steps(steps)
-    t0, t1 = check_time_interval(t0, t1)
-    check_backend(v, "v", "numpy")
-    x = _as_state(x)
-    n, dtype = x.shape[0], x.dtype
-    y = check_labels(y, n, getattr(v, "num_classes", None), name="labels y")
+    x, t0, t1, steps, y = checks.ode_inputs(v, x, t0, t1, steps, method, y, METHODS)
+    return solve(as_state_field(checks.maths_of(v), y), x, time_grid(t0, t1, steps), method, trajectory)
 
-    def f(state, t: float) -> np.ndarray:
-        out = v(state, np.full(n, t, dtype=dtype), y)
+
+def as_state_field(v, y=None, cast: bool = True):
+    """``f(x, t)`` for the steppers: ``v(x, t, y)`` with the float t as an (N,) array of x's
+    dtype, the result as an ndarray (a Tensor's data), in x's dtype unless ``cast=False``."""
+    def f(state: np.ndarray, t: float) -> np.ndarray:
+        out = v(state, np.full(state.shape[0], t, dtype=state.dtype), y)
         out = np.asarray(out.data if isinstance(out, mg.Tensor) else out)
-        if out.shape != state.shape:
-            raise ValueError(f"the velocity field returned shape {out.shape} for a state of shape {state.shape}")
-        return out.astype(dtype, copy=False)
+        return out.astype(state.dtype, copy=False) if cast else out
+    return f
 
-    def checked_f(state, t: float) -> np.ndarray:  # the first and the last step
-        check_finite_step(all_finite(state), "the state became", k + 1, steps, t)
+
+def solve(f, x: np.ndarray, grid: list, method: str = "euler", trajectory: bool = False) -> np.ndarray:
+    """The maths of :func:`integrate`: ``steps = len(grid) - 1`` steps of `method` on the time
+    grid, from the checked state `x` with the field ``f(x, t)`` (:func:`as_state_field`).
+
+    The runtime faults a computation can meet are reported by :mod:`flows_np.checks` at the
+    first and the last step only: a field of the wrong shape, NaN or inf in the field or the
+    state (FloatingPointError)."""
+    step, steps = STEPPERS[method], len(grid) - 1
+
+    def watched_f(state, t: float):  # the first and the last step
+        checks.check_finite_step(all_finite(state), "the state became", k + 1, steps, t)
         out = f(state, t)
-        check_finite_step(all_finite(out), "the velocity field returned", k + 1, steps, t)
+        checks.check_field_output(np.shape(out), state.shape)
+        checks.check_finite_step(all_finite(out), "the velocity field returned", k + 1, steps, t)
         return out
 
-    grid = time_grid(t0, t1, steps)
     states = [x] if trajectory else None
     with mg.no_grad():
         for k in range(steps):
-            x = step(checked_f if k in (0, steps - 1) else f, x, grid[k], grid[k + 1] - grid[k])
+            x = step(watched_f if k in (0, steps - 1) else f, x, grid[k], grid[k + 1] - grid[k])
             if trajectory:
                 states.append(x)
-    check_finite_step(all_finite(x), "the state became", steps, steps, t1)
+    checks.check_finite_step(all_finite(x), "the state became", steps, steps, grid[-1])
     return np.stack(states) if trajectory else x
+
+
+def all_finite(x: np.ndarray):
+    """A callable telling whether every value of `x` is finite (for the checks' ``all_finite``)."""
+    return lambda: bool(np.all(np.isfinite(x)))

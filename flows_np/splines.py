@@ -53,18 +53,18 @@ state-dict keys.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 import minigrad as mg
 from minigrad import nn
 
-from .nf import NormalizingFlow, as_points
+from . import checks
+from .nf import FlowLayer, NormalizingFlow
 
 __all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives", "identity_derivative_offset",
            "rq_forward", "rq_inverse", "rq_log_derivative", "ResidualNet", "RationalQuadraticCoupling",
-           "SplineFlow", "check_spline_architecture"]
+           "SplineFlow"]
 
 
 # --------------------------------------------------------------------------- spline parameters
@@ -149,10 +149,9 @@ def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights, unno
     same from both sides, since the spline is continuous), then the bin's knot,
     width, height and end derivatives are gathered with :func:`minigrad.take_along_axis`.
     """
-    x = x if isinstance(x, mg.Tensor) else mg.Tensor(np.asarray(x))
     n_bins = unnormalized_widths.shape[-1]
-    if min_bin_width * n_bins >= 1 or min_bin_height * n_bins >= 1:
-        raise ValueError(f"minimal bin sizes ({min_bin_width}, {min_bin_height}) times {n_bins} bins must be < 1")
+    checks.check_bin_floors(n_bins, min_bin_width, min_bin_height)
+    x = x if isinstance(x, mg.Tensor) else mg.Tensor(np.asarray(x))
     xs = spline_knots(unnormalized_widths, bound, min_bin_width)
     ys = spline_knots(unnormalized_heights, bound, min_bin_height)
     ds = knot_derivatives(unnormalized_derivatives, min_derivative)
@@ -204,18 +203,8 @@ class ResidualNet(nn.Module):
         return self.output(self.activation(h))
 
 
-def check_spline_architecture(dim, hidden, n_blocks, n_bins, bound) -> None:
-    """ValueError naming the first bad argument of a spline coupling (both backends use it)."""
-    for name, value, low in (("dim", dim, 2), ("hidden", hidden, 1), ("n_blocks", n_blocks, 0),
-                             ("n_bins", n_bins, 2)):
-        if not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not (bound > 0 and math.isfinite(bound)):
-        raise ValueError(f"bound must be a positive number, got {bound!r}")
-
-
 # --------------------------------------------------------------------------- the coupling
-class RationalQuadraticCoupling(nn.Module):
+class RationalQuadraticCoupling(FlowLayer):
     """A coupling layer whose map of ``z_r`` is a rational-quadratic spline (NSF Sec. 3).
 
     As :class:`flows_np.nf.AffineCoupling`: split ``z = (z_l, z_r)`` (first ``dim // 2``
@@ -245,7 +234,7 @@ class RationalQuadraticCoupling(nn.Module):
     def __init__(self, dim: int = 2, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8, bound: float = 3.0,
                  rng=None, dtype=np.float32, *, negative_slope: float = 0.01, min_bin_width: float = 1e-3,
                  min_bin_height: float = 1e-3, min_derivative: float = 1e-3, zero_init: bool = True):
-        check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
         rng = np.random.default_rng() if rng is None else rng
         self.dim, self.split, self.n_bins, self.bound = int(dim), int(dim) // 2, int(n_bins), float(bound)
         self.spline_options = dict(min_bin_width=min_bin_width, min_bin_height=min_bin_height,
@@ -264,28 +253,13 @@ class RationalQuadraticCoupling(nn.Module):
                                                           inverse, **self.spline_options)
         return mg.concat([u_l, out_r], axis=1), mg.sum(log_derivative, axis=1)
 
-    def _forward(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """``(h(z), log|det dh/dz|)`` (no input checks)."""
+    def forward_and_log_det(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(h(z), log|det dh/dz|)``: the spline g on ``z_r`` (NSF Eq. 4-5)."""
         return self._transform(z, inverse=False)
 
-    def _inverse(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """``(h^{-1}(y), log|det dh^{-1}/dy|)`` (no input checks)."""
+    def inverse_and_log_det(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
+        """``(h^{-1}(y), log|det dh^{-1}/dy|)``: ``g^{-1}`` on ``y_r`` (NSF Eq. 6-8)."""
         return self._transform(y, inverse=True)
-
-    def _points(self, x, name: str) -> mg.Tensor:
-        return as_points(x, self.dim, self.conditioner.input.weight.dtype, name)
-
-    def forward(self, z) -> mg.Tensor:
-        """``y = h(z)``: Tensor (N, dim)."""
-        return self._forward(self._points(z, "z"))[0]
-
-    def inverse(self, y) -> tuple[mg.Tensor, mg.Tensor]:
-        """``(z, log_det)`` with ``z = h^{-1}(y)`` and ``log_det = log|det d h^{-1}/dy|``."""
-        return self._inverse(self._points(y, "y"))
-
-    def log_det_forward(self, z) -> mg.Tensor:
-        """``log|det d h(z)/dz| = sum log g'(z_r)``, shape (N,)."""
-        return self._forward(self._points(z, "z"))[1]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_bins={self.n_bins}, bound={self.bound}"
@@ -307,7 +281,7 @@ class SplineFlow(NormalizingFlow):
                  bound: float = 3.0, permutations=None, rng=None, dtype=np.float32, *, negative_slope: float = 0.01,
                  min_bin_width: float = 1e-3, min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
                  zero_init: bool = True):
-        check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
         options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
                        min_derivative=min_derivative, zero_init=zero_init)
 

@@ -40,31 +40,17 @@ import numpy as np
 import minigrad as mg
 from minigrad.optim import Adam, CosineAnnealingLR
 
-from . import nf_fast
-from .checks import check_backend, check_labels, check_positive_int, check_real_array
-from .fm import fm_loss
+from . import checks, nf_fast
+from .fm import velocity_regression_loss
 from .loop import TrainingRecord, validation_metrics
-from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t
+from .nf import likelihood_loss
+from .paths import LinearPath, coupling_maths, independent_coupling, permutation_within_classes, uniform_t
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "nf_metrics", "train_fm",
            "draw_fm_randomness", "fm_metrics", "print_progress", "global_grad_norm"]
 
 #: The exercise's normalizing-flow setting (Sec. 3.3).
 NF_RECIPE = dict(n_points=250_000, epochs=20, batch_size=128, lr=1e-3, n_couplings=15, hidden=8, n_layers=5)
-
-
-def _as_array_tuple(data, name: str) -> tuple:
-    """`data` (one array or a tuple/list of arrays of equal length) as a tuple of arrays."""
-    arrays = tuple(data) if isinstance(data, (tuple, list)) else (data,)
-    arrays = tuple(np.asarray(a) for a in arrays)
-    if not arrays or any(a.ndim == 0 for a in arrays):
-        raise ValueError(f"{name} must be an array or a tuple of arrays with a leading batch dimension")
-    lengths = {len(a) for a in arrays}
-    if len(lengths) != 1:
-        raise ValueError(f"{name}: arrays have different lengths {sorted(lengths)}")
-    if arrays[0].shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    return arrays
 
 
 def global_grad_norm(params) -> float:
@@ -83,8 +69,8 @@ def evaluate(metrics, data, batch_size: int = 8192) -> dict:
     `data` is an array or tuple of arrays; each chunk is passed as a tuple. The chunk
     means are weighted by chunk size, so the result is the mean over all points.
     """
-    arrays = _as_array_tuple(data, "data")
-    batch_size = check_positive_int("batch_size", batch_size)
+    arrays = checks.as_array_tuple(data, "data")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
     n = len(arrays[0])
     totals: dict = {}
     with mg.no_grad():
@@ -124,8 +110,8 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     Returns the history dict described in the module docstring.
     Raises ValueError for bad arguments, FloatingPointError on a non-finite loss/gradient.
     """
-    check_backend(model, "model", "numpy")
-    arrays = _as_array_tuple(train_data, "train_data")
+    checks.check_backend(model, "model", "numpy")
+    arrays = checks.as_array_tuple(train_data, "train_data")
     params = model.parameters()
     record = TrainingRecord(len(arrays[0]), epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
                             progress=progress, eta_min=eta_min, betas=betas,
@@ -159,25 +145,16 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     return record.history
 
 
-def _flow_points(flow, points, name: str) -> np.ndarray:
-    """Points as an (N, dim) array in the flow's dtype, checked once up front."""
-    check_backend(flow, "flow", "numpy")
-    array = check_real_array(points, name)
-    if array.ndim != 2 or array.shape[1] != flow.dim or array.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, {flow.dim}) with N >= 1, got {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array.astype(flow.dtype, copy=False)
-
-
 def nf_metrics(flow, fast: bool = False):
     """``batch -> {"nll", "log_pz", "log_det"}`` for :func:`evaluate` (Eq. 9 and its parts),
-    from ``flow.loss``, or with ``fast`` from :func:`flows_np.nf_fast.fused_loss` (the same
-    numbers up to rounding; :func:`train_nf` scores with the loss it trains on)."""
-    loss = (lambda x: nf_fast.fused_loss(flow, x)) if fast else flow.loss
+    on batches already checked and in the flow's dtype: the reader's inverse pass
+    (``flow.inverse_and_log_det``), or with ``fast`` the one-node pass of
+    :func:`flows_np.nf_fast.inverse_node` (the same numbers up to rounding; :func:`train_nf`
+    scores with the loss it trains on)."""
+    inverse = (lambda x: nf_fast.inverse_node(flow, x)) if fast else flow.inverse_and_log_det
 
     def metrics(batch):
-        nll, log_pz, log_det = loss(batch[0])
+        nll, log_pz, log_det = likelihood_loss(*inverse(mg.Tensor(batch[0])))
         return {"nll": nll, "log_pz": log_pz, "log_det": log_det}
     return metrics
 
@@ -203,11 +180,11 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
 
     Returns the history of :func:`train_loop`.
     """
-    train_points = _flow_points(flow, train_points, "train_points")
+    train_points = checks.model_points(flow, train_points, "train_points")
     metrics = nf_metrics(flow, fast and nf_fast.supports(flow))
     validate = None
     if val_points is not None:
-        val_points = _flow_points(flow, val_points, "val_points")
+        val_points = checks.model_points(flow, val_points, "val_points")
         validate = lambda: evaluate(metrics, val_points, val_batch_size)  # noqa: E731
 
     def batch_loss(batch, rng):
@@ -220,7 +197,7 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
 
 def print_progress(every: int = 100, print_fn=print):
     """A ``progress`` callback that prints every `every` batches and after every epoch."""
-    every = check_positive_int("every", every)
+    every = checks.check_positive_int(every, "every")
 
     def progress(event):
         if event["kind"] == "batch" and event["step"] % every == 0:
@@ -252,21 +229,14 @@ def draw_fm_randomness(x1, rng, time_sampler=uniform_t, sigma: float = 0.0):
     n = x1.shape[0]
     x0 = rng.standard_normal(x1.shape).astype(x1.dtype)
     t = np.asarray(time_sampler(n, rng, dtype=x1.dtype))
-    return x0, t, AffinePath(sigma).draw_noise(x1, rng)
+    return x0, t, LinearPath(sigma).draw_noise(x1, rng)  # the rule does not depend on the schedule
 
 
-def _fm_data(model, points, labels, name: str, label_name: str = "labels"):
-    """(points in the model's dtype, labels or None), checked against the model."""
-    check_backend(model, "model", "numpy")
-    dtype = model.parameters()[0].data.dtype
-    points = check_real_array(points, name)
-    if points.ndim != 2 or points.shape[1] != model.dim or points.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, {model.dim}) with N >= 1, got {points.shape}")
-    if not np.all(np.isfinite(points)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    labels = check_labels(labels, points.shape[0], getattr(model, "num_classes", None), name=label_name,
-                          strict=True)
-    return points.astype(dtype, copy=False), labels
+def fm_data(model, points, labels, name: str, label_name: str = "labels"):
+    """(points in the model's dtype, labels or None), checked against the model once."""
+    points = checks.model_points(model, points, name)
+    return points, checks.check_labels(labels, points.shape[0], getattr(model, "num_classes", None),
+                                       name=label_name, strict=True)
 
 
 def fm_metrics(model, path, x0, t, noise):
@@ -275,8 +245,8 @@ def fm_metrics(model, path, x0, t, noise):
     def metrics(batch):
         x1, idx = batch[0], batch[-1]
         y = batch[1] if len(batch) == 3 else None
-        return {"loss": fm_loss(model, x0[idx], x1, t[idx], y, path=path,
-                                noise=None if noise is None else noise[idx])}
+        return {"loss": velocity_regression_loss(checks.maths_of(model), path, x0[idx], x1, t[idx], y,
+                                                 None if noise is None else noise[idx])}
     return metrics
 
 
@@ -316,25 +286,25 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
     Returns the history of :func:`train_loop` (``history["loss"]``: the loss of every
     batch, Q1).
     """
-    points, labels = _fm_data(model, points, labels, "points")
+    points, labels = fm_data(model, points, labels, "points")
+    checks.check_callables(coupling=coupling, time_sampler=time_sampler, draw=draw)
     path = LinearPath() if path is None else path
     rng = np.random.default_rng() if rng is None else rng
-    if not callable(coupling) or not callable(time_sampler) or (draw is not None and not callable(draw)):
-        raise ValueError("coupling, time_sampler and draw must be callables")
+    field, pairing = checks.maths_of(model), coupling_maths(coupling)
     if draw is None:
         def draw(x1, rng):
             return draw_fm_randomness(x1, rng, time_sampler, path.sigma)
 
-    def batch_loss(batch, rng):
+    def batch_loss(batch, rng):  # the data were checked once, above: the maths only
         x1 = batch[0]
         y = batch[1] if labels is not None else None
         x0, t, noise = draw(x1, rng)
-        perm = coupling(x0, x1) if y is None else couple_within_classes(coupling, x0, x1, y)
-        return fm_loss(model, x0[perm], x1, t, y, path=path, noise=noise)
+        perm = pairing(x0, x1) if y is None else permutation_within_classes(pairing, x0, x1, y)
+        return velocity_regression_loss(field, path, x0[perm], x1, np.asarray(t, dtype=x1.dtype), y, noise)
 
     validate = None
     if val_points is not None:
-        val_points, val_labels = _fm_data(model, val_points, val_labels, "val_points", "val_labels")
+        val_points, val_labels = fm_data(model, val_points, val_labels, "val_points", "val_labels")
         val_x0, val_t, val_noise = draw_fm_randomness(val_points, rng.spawn(1)[0], time_sampler, path.sigma)
         metrics = fm_metrics(model, path, val_x0, val_t, val_noise)
         rows = np.arange(len(val_points))

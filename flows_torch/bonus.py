@@ -10,7 +10,8 @@ import torch
 
 from flows_np.bonus import BONUS_TARGET
 
-from .solvers import integrate
+from . import checks
+from .solvers import METHODS, as_state_field, solve, time_grid
 
 __all__ = ["BONUS_TARGET", "bonus_point_trajectory"]
 
@@ -29,13 +30,12 @@ def bonus_point_trajectory(v, target=BONUS_TARGET, steps: int = 1000, method: st
     ``trajectory`` and ``reverse_trajectory`` (steps + 1, D) tensors, and the floats
     ``landing_error`` and ``noise_norm``."""
     default_dtype, device = _default_dtype_device(v)
-    point = torch.as_tensor(target, dtype=default_dtype if dtype is None else dtype, device=device).reshape(1, -1)
-    if point.shape[1] == 0 or not bool(torch.isfinite(point).all()):
-        raise ValueError(f"target must be a finite point of shape (D,), got {target!r}")
-    labels = None if y is None else torch.as_tensor(y, device=device).reshape(1)
-    reverse = integrate(v, point, t0=1.0, t1=0.0, steps=steps, method=method, y=labels, trajectory=True)[:, 0]
+    point, steps, labels = checks.bonus_inputs(v, target, default_dtype if dtype is None else dtype, device, steps,
+                                               method, y, METHODS)
+    field = as_state_field(checks.maths_of(v), labels)
+    reverse = solve(field, point, time_grid(1.0, 0.0, steps), method, trajectory=True)[:, 0]  # Eq. 18
     noise = reverse[-1]
-    forward = integrate(v, noise[None], t0=0.0, t1=1.0, steps=steps, method=method, y=labels, trajectory=True)[:, 0]
+    forward = solve(field, noise[None], time_grid(0.0, 1.0, steps), method, trajectory=True)[:, 0]  # Alg. 2
     return {
         "noise": noise,
         "trajectory": forward,

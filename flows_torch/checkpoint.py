@@ -50,7 +50,7 @@ def check_loadable(model: torch.nn.Module, state_dict) -> None:
                             lambda value=value: bool(torch.isfinite(value).all())))
         else:
             entries.extend(array_entries({name: value}))
-    check_state_entries(f"load_state_dict into {type(model).__name__}", entries)
+    check_state_entries(entries, f"load_state_dict into {type(model).__name__}")
     for prefix, module in model.named_modules():
         check_module_buffers(module, state_dict, f"{prefix}." if prefix else "", type(model).__name__)
 

@@ -13,13 +13,13 @@ import math
 import torch
 import torch.nn as nn
 
-from flows_np.fm import architecture, check_architecture, layer_widths, num_time_features
+from flows_np.fm import architecture, layer_widths, num_time_features
 
+from . import checks
 from .checkpoint import CheckedLoading
 from .paths import LinearPath
-from .solvers import as_input_tensor, check_labels_tensor
 
-__all__ = ["VelocityMLP", "fm_loss", "time_features"]
+__all__ = ["VelocityMLP", "fm_loss", "velocity_regression_loss", "time_features"]
 
 
 def time_features(t: torch.Tensor, time_embedding, num_frequencies: int) -> torch.Tensor:
@@ -43,7 +43,8 @@ class VelocityMLP(CheckedLoading, nn.Module):
                  time_embedding: str | None = None, class_dim: int = 8, num_frequencies: int = 4,
                  negative_slope: float = 0.01, generator: torch.Generator | None = None, dtype=None, device=None):
         super().__init__()
-        check_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies)
+        checks.check_velocity_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim,
+                                           num_frequencies)
         self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies,
                                    negative_slope)
         self.dim, self.num_classes = int(dim), num_classes
@@ -72,38 +73,39 @@ class VelocityMLP(CheckedLoading, nn.Module):
             elif isinstance(module, nn.Embedding):
                 module.weight.normal_(generator=generator)
 
-    def _inputs(self, x, t, y) -> torch.Tensor:
-        """Check the call and build ``[x, time features, e_y]``. x (a tensor or an array of
-        real numbers) is moved to the model's dtype and device (torch's Linear layers take no
-        other dtype)."""
-        x = as_input_tensor(x, "x")
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (N, {self.dim}), got {tuple(x.shape)}")
-        weight = self.net[0].weight
-        x = x.to(dtype=weight.dtype, device=weight.device)
-        n = x.shape[0]
-        t = as_input_tensor(t, "t").to(dtype=x.dtype, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(n)
-        if t.shape != (n,):
-            raise ValueError(f"t must be a float or have shape ({n},), got {tuple(t.shape)}")
-        if not bool(((t >= 0) & (t <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
-        pieces = [x, time_features(t[:, None], self.time_embedding, self.num_frequencies)]
-        y = check_labels_tensor(y, x, self.num_classes, name="labels y", strict=True)
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net[0].weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.net[0].weight.device
+
+    def forward(self, x, t, y=None) -> torch.Tensor:
+        """x (N, D), t a float or (N,) in [0, 1], y (N,) labels -> v (N, D)."""
+        x, t, y = checks.velocity_inputs(self, x, t, y)
+        return self.velocity(x, t, y)
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+        """The maths of :meth:`forward` on checked inputs (t an (N,) tensor):
+        ``v = net([x, time features, e_y])``, x taken to the model's dtype and device."""
+        x = x.to(dtype=self.dtype, device=self.device)
+        pieces = [x, time_features(t.to(x)[:, None], self.time_embedding, self.num_frequencies)]
         if y is not None:
             pieces.append(self.embedding(y).to(x.dtype))
-        return torch.cat(pieces, dim=1)
-
-    def forward(self, x: torch.Tensor, t, y=None) -> torch.Tensor:
-        """x (N, D), t a float or (N,) in [0, 1], y (N,) labels -> v (N, D)."""
-        return self.net(self._inputs(x, t, y))
+        return self.net(torch.cat(pieces, dim=1))
 
 
 def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> torch.Tensor:
     """Eq. 16 on one batch: ``mean_i || model(x_t_i, t_i, y_i) - u_t_i ||^2`` (squared norm over
     the non-batch dimensions, mean over the batch), ``(x_t, u_t) = path.sample(x0, x1, t, noise)``."""
     path = LinearPath() if path is None else path
-    xt, ut = path.sample(x0, x1, t, noise=noise)
-    diff = model(xt, t, y) - ut
-    return (diff * diff).sum() / xt.shape[0]
+    x0, x1, t, y, noise = checks.fm_loss_inputs(model, path, x0, x1, t, y, noise)
+    return velocity_regression_loss(checks.maths_of(model), path, x0, x1, t, y, noise)
+
+
+def velocity_regression_loss(v, path, x0, x1, t, y=None, noise=None) -> torch.Tensor:
+    """The maths of :func:`fm_loss` on checked inputs (Eq. 16), for the field `v`."""
+    x_t, u_t = path.interpolate(x0, x1, t, noise)
+    diff = v(x_t, t, y) - u_t
+    return (diff * diff).sum() / x_t.shape[0]

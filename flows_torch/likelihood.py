@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from flows_np.checks import check_backend, check_nonempty, check_positive_int
-from flows_np.solvers import check_method, check_steps
+from . import checks, nf
+from .solvers import METHODS, as_state_field, solve, time_grid
 
-from . import nf
-from .solvers import check_labels_tensor, check_points, integrate
-
-__all__ = ["divergence", "log_prob", "nll", "standard_normal_log_prob"]
+__all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
 
 def standard_normal_log_prob(z) -> torch.Tensor:
@@ -34,20 +31,19 @@ def divergence(v, x, t, y=None):
     D calls of ``torch.autograd.grad`` on one graph; `v` must be differentiable in x and
     treat the rows of a batch independently. Both results are detached.
     """
-    check_backend(v, "v", "torch")
-    x = check_points(x, "x")
+    x, t, y = checks.divergence_inputs(v, x, t, y)
+    return velocity_and_divergence(v, x, t, y)
+
+
+def velocity_and_divergence(v, x: torch.Tensor, t: torch.Tensor, y=None):
+    """The maths of :func:`divergence` on checked inputs (t an (N,) tensor)."""
     n, d = x.shape
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(n)
     with torch.enable_grad():
         leaf = x.clone().requires_grad_(True)
-        out = v(leaf, t, y)
-        if not isinstance(out, torch.Tensor) or not out.requires_grad:
-            raise ValueError(
-                "v must return a torch.Tensor computed from x with differentiable ops; its divergence "
-                "cannot be taken from a constant"
-            )
-        if out.shape != x.shape:
-            raise ValueError(f"v returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
+        out = checks.maths_of(v)(leaf, t, y)
+        checks.check_divergence_output(isinstance(out, torch.Tensor) and out.requires_grad,
+                                       getattr(out, "shape", ()), x.shape,
+                                       "a torch.Tensor computed from x with differentiable ops")
         div = torch.zeros(n, dtype=x.dtype, device=x.device)
         for i in range(d):
             (grad,) = torch.autograd.grad(out[:, i].sum(), leaf, retain_graph=i < d - 1)
@@ -62,19 +58,20 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     ``return_trajectory=True`` returns ``(log_prob, trajectory)``, the trajectory
     (steps + 1, N, D) running from the data (t = 1) to the noise (t = 0).
     """
-    check_backend(v, "v", "torch")
-    x = check_points(x, "x", nonempty=True)
-    steps, method = check_steps(steps), check_method(method)
-    n, d = x.shape
-    y = check_labels_tensor(y, x, getattr(v, "num_classes", None))
+    x, steps, y = checks.log_prob_inputs(v, x, steps, method, y, METHODS)
+    return exact_log_prob(v, x, steps, method, y, return_trajectory)
 
-    def joint_field(state, t, y=None):
-        velocity, div = divergence(v, state[:, :d], t, y)
+
+def exact_log_prob(v, x: torch.Tensor, steps: int, method: str, y=None, return_trajectory: bool = False):
+    """The maths of :func:`log_prob` on checked inputs (see :func:`flows_np.likelihood.exact_log_prob`)."""
+    n, d = x.shape
+
+    def joint_field(state, t, y):
+        velocity, div = velocity_and_divergence(v, state[:, :d], t, y)
         return torch.cat([velocity, div[:, None]], dim=1)
 
     start = torch.cat([x, torch.zeros((n, 1), dtype=x.dtype, device=x.device)], dim=1)
-    result = integrate(joint_field, start, t0=1.0, t1=0.0, steps=steps, method=method, y=y,
-                       trajectory=return_trajectory)
+    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method, return_trajectory)
     end = result[-1] if return_trajectory else result
     logp = standard_normal_log_prob(end[:, :d]) + end[:, d]
     if return_trajectory:
@@ -85,13 +82,10 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
 def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_size: int = 1024) -> float:
     """Mean negative log-likelihood in nats over `points`, in batches (see
     :func:`flows_np.likelihood.nll`)."""
-    points = check_points(points, "points")
-    batch_size = check_positive_int("batch_size", batch_size)
-    check_nonempty("points", len(points), "the mean NLL")
-    labels = check_labels_tensor(labels, points, getattr(v, "num_classes", None), name="labels")
+    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method, METHODS)
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)
         y = None if labels is None else labels[batch]
-        total += float(log_prob(v, points[batch], steps=steps, method=method, y=y).double().sum())
+        total += float(exact_log_prob(v, points[batch], steps, method, y).double().sum())
     return -total / len(points)

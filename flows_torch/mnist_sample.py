@@ -67,7 +67,7 @@ def sample_images(
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    check_positive_int("batch_size", batch_size)
+    check_positive_int(batch_size, "batch_size")
     labels = torch.as_tensor(labels)
     if labels.numel() == 0:
         raise ValueError(f"labels is empty (shape {tuple(labels.shape)}): sample_images makes one image per label")

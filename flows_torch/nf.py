@@ -10,6 +10,9 @@ The mathematics is documented in :mod:`flows_np.nf`; in brief, ``forward`` maps
 ``z -> x`` (Eq. 1), ``inverse`` maps ``x -> z`` and returns
 ``log|det d phi^{-1}/dx|`` (Eq. 6-8), ``loss`` is Eq. 9 with its two parts.
 
+Every layer kind and the flow are :class:`FlowLayer` s: the maths once per direction
+(``forward_and_log_det``, ``inverse_and_log_det``), the checked API written once.
+
 Differences that are only idiom: randomness comes from a ``torch.Generator``
 (``generator=`` instead of ``rng=``); inputs (tensors or numpy arrays) are moved
 to the model's device and dtype; ``sample`` and the trajectories return torch
@@ -22,51 +25,32 @@ import math
 import torch
 import torch.nn as nn
 
-from flows_np import checks
-from flows_np.checks import check_coupling_architecture, check_nonempty, check_positive_int
+from flows_np.named import FlowLoss
 
+from . import checks
 from .checkpoint import CheckedLoading, buffer_check_hook
-from .solvers import as_input_tensor
 
-__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow", "standard_normal_log_prob", "likelihood_loss",
-           "check_permutation", "default_permutations", "as_points"]
+__all__ = ["FlowLayer", "AffineCoupling", "Permutation", "NormalizingFlow", "FlowLoss", "standard_normal_log_prob",
+           "likelihood_loss", "default_permutations"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# --------------------------------------------------------------------------- helpers
-def as_points(x, dim: int, like: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """`x` (tensor or array of real numbers) as a (N, dim) tensor with `like`'s dtype and
-    device; ValueError otherwise."""
-    x = as_input_tensor(x, name)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x.to(device=like.device, dtype=like.dtype)
-
-
-def check_permutation(perm, dim: int | None = None) -> torch.Tensor:
-    """`perm` as an int64 tensor, after checking it is a permutation of 0..len-1 (of
-    length `dim` when given) by the rule of :func:`flows_np.checks.check_permutation`."""
-    array = perm.detach().cpu().numpy() if isinstance(perm, torch.Tensor) else perm
-    return torch.from_numpy(checks.check_permutation(array, dim))
-
-
+# --------------------------------------------------------------------------- the likelihood (Eq. 2, 9)
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I) = -|z|^2 / 2 - (D/2) log(2 pi)`` per row: shape (N,)."""
     return -0.5 * (z * z).sum(dim=1) - 0.5 * z.shape[1] * _LOG_2PI
 
 
-def likelihood_loss(z: torch.Tensor, log_det: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(nll, log_pz, log_det)`` from the inverse pass's ``z`` and log-det: batch means of
-    Eq. 9 and of its two parts."""
+def likelihood_loss(z: torch.Tensor, log_det: torch.Tensor) -> FlowLoss:
+    """``FlowLoss(nll, log_pz, log_det)`` from the inverse pass's ``z`` and log-det: batch
+    means of Eq. 9 and of its two parts."""
     log_pz = standard_normal_log_prob(z).mean()
     log_det = log_det.mean()
-    return -(log_pz + log_det), log_pz, log_det
+    return FlowLoss(-(log_pz + log_det), log_pz, log_det)
 
 
-def _mlp(n_in, n_out, hidden, n_layers, negative_slope, generator, dtype, device) -> nn.Sequential:
+def mlp(n_in, n_out, hidden, n_layers, negative_slope, generator, dtype, device) -> nn.Sequential:
     """`n_layers` Linear layers with LeakyReLU between them; weights and biases drawn
     uniform in +-1/sqrt(fan_in) (torch's default) from `generator`."""
     sizes = [n_in] + [hidden] * (n_layers - 1) + [n_out]
@@ -83,13 +67,69 @@ def _mlp(n_in, n_out, hidden, n_layers, negative_slope, generator, dtype, device
     return nn.Sequential(*modules)
 
 
-def _reference(module: nn.Module) -> torch.Tensor:
-    """A parameter or buffer whose device (and, for parameters, dtype) the module follows."""
-    return next(module.parameters())
+# --------------------------------------------------------------------------- the checked API, once
+class FlowLayer(CheckedLoading, nn.Module):
+    """An invertible map with a log-determinant (see :class:`flows_np.nf.FlowLayer`): a layer
+    kind writes ``forward_and_log_det`` and ``inverse_and_log_det``; ``forward``, ``inverse``,
+    ``log_det_forward`` and the trajectories are written here once. Inputs (tensors or
+    arrays) are checked and moved to :meth:`reference`'s dtype and device."""
+
+    input_names = ("z", "y")
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """A tensor whose dtype and device inputs follow: the first parameter."""
+        return next(self.parameters())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def points(self, x, name: str, mean_of: str | None = None) -> torch.Tensor:
+        x = checks.as_input_tensor(x, name)
+        return checks.as_points(x, self.dim, self.reference(x), name, mean_of)
+
+    @property
+    def steps(self) -> list:
+        return [self]
+
+    def forward(self, z) -> torch.Tensor:
+        """``y = h(z)``."""
+        return self.forward_and_log_det(self.points(z, self.input_names[0]))[0]
+
+    def inverse(self, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h^{-1}(y), log|det d h^{-1}/dy|)``."""
+        return self.inverse_and_log_det(self.points(y, self.input_names[1]))
+
+    def log_det_forward(self, z) -> torch.Tensor:
+        """``log|det d h(z)/dz|``, shape (N,)."""
+        return self.forward_and_log_det(self.points(z, self.input_names[0]))[1]
+
+    @torch.no_grad()
+    def _trajectory(self, x, layers, step, include_permutations):
+        states = [x]
+        for layer in layers:
+            x = step(layer, x)[0]
+            if include_permutations or not isinstance(layer, Permutation):
+                states.append(x)
+        return torch.stack(states)
+
+    def forward_trajectory(self, z, include_permutations: bool = True) -> torch.Tensor:
+        """(S, N, dim): ``[0] = z``, then the state after every layer; ``[-1] = phi(z)``."""
+        return self._trajectory(self.points(z, self.input_names[0]), self.steps,
+                                lambda layer, h: layer.forward_and_log_det(h), include_permutations)
+
+    def inverse_trajectory(self, x, include_permutations: bool = True) -> torch.Tensor:
+        """(S, N, dim): ``[0] = x``, then the state after every inverse layer; ``[-1] = phi^{-1}(x)``."""
+        return self._trajectory(self.points(x, self.input_names[1]), self.steps[::-1],
+                                lambda layer, h: layer.inverse_and_log_det(h), include_permutations)
 
 
 # --------------------------------------------------------------------------- layers
-class AffineCoupling(CheckedLoading, nn.Module):
+class AffineCoupling(FlowLayer):
     """One affine coupling layer (Eq. 3-6); see :class:`flows_np.nf.AffineCoupling`.
 
     ``log s = scale_bound * tanh(scale_net(z_l) / scale_bound)``, ``b = shift_net(z_l)``;
@@ -103,15 +143,15 @@ class AffineCoupling(CheckedLoading, nn.Module):
                  dtype: torch.dtype = torch.float32, device=None, *, scale_bound: float = 3.0,
                  negative_slope: float = 0.01, zero_init: bool = True):
         super().__init__()
-        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
+        checks.check_coupling_architecture(dim, hidden, n_layers, scale_bound)
         self.dim = int(dim)
         self.split = self.dim // 2
         self.scale_bound = float(scale_bound)
         self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers), scale_bound=self.scale_bound,
                            negative_slope=float(negative_slope))
         args = (self.split, dim - self.split, hidden, n_layers, negative_slope, generator, dtype, device)
-        self.scale_net = _mlp(*args)
-        self.shift_net = _mlp(*args)
+        self.scale_net = mlp(*args)
+        self.shift_net = mlp(*args)
         if zero_init:
             with torch.no_grad():
                 for net in (self.scale_net, self.shift_net):
@@ -123,39 +163,30 @@ class AffineCoupling(CheckedLoading, nn.Module):
         bound = self.scale_bound
         return bound * torch.tanh(self.scale_net(z_l) / bound), self.shift_net(z_l)
 
-    def _forward(self, z):
+    def forward_and_log_det(self, z):
+        """Eq. 3 and the forward log-det ``+sum log s``."""
         z_l, z_r = z[:, :self.split], z[:, self.split:]
         log_s, b = self.scale_and_shift(z_l)
         return torch.cat([z_l, z_r * torch.exp(log_s) + b], dim=1), log_s.sum(dim=1)
 
-    def _inverse(self, y):
+    def inverse_and_log_det(self, y):
+        """Eq. 4 and Eq. 6."""
         y_l, y_r = y[:, :self.split], y[:, self.split:]
         log_s, b = self.scale_and_shift(y_l)
         return torch.cat([y_l, (y_r - b) * torch.exp(-log_s)], dim=1), -log_s.sum(dim=1)
-
-    def forward(self, z) -> torch.Tensor:
-        """``y = h(z)`` (Eq. 3)."""
-        return self._forward(as_points(z, self.dim, _reference(self), "z"))[0]
-
-    def inverse(self, y) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z, log_det)``: Eq. 4 and Eq. 6."""
-        return self._inverse(as_points(y, self.dim, _reference(self), "y"))
-
-    def log_det_forward(self, z) -> torch.Tensor:
-        """``log|det d h(z)/dz| = +sum log s``, shape (N,)."""
-        return self._forward(as_points(z, self.dim, _reference(self), "z"))[1]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, scale_bound={self.scale_bound}"
 
 
-class Permutation(CheckedLoading, nn.Module):
+class Permutation(FlowLayer):
     """``y = z[:, perm]``, inverse ``y[:, argsort(perm)]``, log-det 0 (Sec. 3.1.5).
-    ``perm`` is an int64 buffer (state-dict key ``perm``), checked on loading."""
+    ``perm`` is an int64 buffer (state-dict key ``perm``), checked on loading. Inputs keep
+    their own floating dtype (float32 for integers), on the buffer's device."""
 
     def __init__(self, perm):
         super().__init__()
-        self.register_buffer("perm", check_permutation(perm))
+        self.register_buffer("perm", checks.check_permutation(perm))
         self.register_load_state_dict_pre_hook(buffer_check_hook)  # also inside any other container
 
     def check_buffer(self, name: str, value) -> None:
@@ -167,30 +198,19 @@ class Permutation(CheckedLoading, nn.Module):
     def dim(self) -> int:
         return int(self.perm.numel())
 
-    def _forward(self, z):
-        return z[:, self.perm], z.new_zeros(z.shape[0])
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return (x if x.is_floating_point() else x.float()).to(self.perm.device)
 
     @property
     def inverse_order(self) -> torch.Tensor:
         """``argsort(perm)``, the inverse permutation: ``z = y[:, inverse_order]``."""
         return torch.argsort(self.perm)
 
-    def _inverse(self, y):
+    def forward_and_log_det(self, z):
+        return z[:, self.perm], z.new_zeros(z.shape[0])
+
+    def inverse_and_log_det(self, y):
         return y[:, self.inverse_order], y.new_zeros(y.shape[0])
-
-    def _points(self, x, name):
-        x = as_input_tensor(x, name)
-        like = x if x.is_floating_point() else x.float()
-        return as_points(x, self.dim, like.to(self.perm.device), name)
-
-    def forward(self, z) -> torch.Tensor:
-        return self._forward(self._points(z, "z"))[0]
-
-    def inverse(self, y) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._inverse(self._points(y, "y"))
-
-    def log_det_forward(self, z) -> torch.Tensor:
-        return self._forward(self._points(z, "z"))[1]
 
     def extra_repr(self) -> str:
         return f"perm={self.perm.tolist()}"
@@ -201,18 +221,8 @@ def default_permutations(dim: int, n_couplings: int) -> list:
     return [torch.arange(dim - 1, -1, -1) for _ in range(max(n_couplings - 1, 0))]
 
 
-def _check_permutations(permutations, dim: int, n_couplings: int) -> list:
-    if permutations is None:
-        return default_permutations(dim, n_couplings)
-    permutations = list(permutations)
-    if len(permutations) != n_couplings - 1:
-        raise ValueError(f"need n_couplings - 1 = {n_couplings - 1} permutations (one between each pair of "
-                         f"couplings), got {len(permutations)}")
-    return [check_permutation(p, dim) for p in permutations]
-
-
 # --------------------------------------------------------------------------- the flow
-class NormalizingFlow(CheckedLoading, nn.Module):
+class NormalizingFlow(FlowLayer):
     """``x = phi(z)``: couplings with permutations between them (Sec. 3.1.4, Eq. 7-9).
 
     ``layers`` is an ``nn.ModuleList`` ``[coupling, permutation, ..., coupling]``; see
@@ -223,14 +233,16 @@ class NormalizingFlow(CheckedLoading, nn.Module):
     :class:`flows_torch.splines.RationalQuadraticCoupling`) in place of the affine coupling.
     """
 
+    input_names = ("z", "x")
+
     def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
                  permutations=None, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                  device=None, *, scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True,
                  coupling=None):
         super().__init__()
-        check_coupling_architecture(dim, hidden, n_layers, scale_bound)
-        check_positive_int("n_couplings", n_couplings)
-        permutations = _check_permutations(permutations, dim, n_couplings)
+        checks.check_flow_architecture(dim, hidden, n_layers, scale_bound, n_couplings)
+        permutations = checks.check_permutations(permutations, dim, n_couplings)
+        permutations = default_permutations(dim, n_couplings) if permutations is None else permutations
         self.dim = int(dim)
         layers = []
         for i in range(n_couplings):
@@ -250,75 +262,37 @@ class NormalizingFlow(CheckedLoading, nn.Module):
         return [layer for layer in self.layers if not isinstance(layer, Permutation)]
 
     @property
-    def dtype(self) -> torch.dtype:
-        return _reference(self).dtype
+    def steps(self) -> list:
+        return list(self.layers)
 
-    @property
-    def device(self) -> torch.device:
-        return _reference(self).device
-
-    def _points(self, x, name):
-        return as_points(x, self.dim, _reference(self), name)
-
-    def _forward(self, z):
+    def forward_and_log_det(self, z):
+        """``x = phi(z)`` (Eq. 1) and ``log|det d phi/dz|``, first layer to last."""
         log_det = 0.0
         for layer in self.layers:
-            z, layer_log_det = layer._forward(z)
+            z, layer_log_det = layer.forward_and_log_det(z)
             log_det = log_det + layer_log_det
         return z, log_det
 
-    def _inverse(self, x):
+    def inverse_and_log_det(self, x):
+        """``(phi^{-1}(x), log|det d phi^{-1}/dx|)`` (Eq. 7-8), last layer first."""
         log_det = 0.0
         for layer in list(self.layers)[::-1]:
-            x, layer_log_det = layer._inverse(x)
+            x, layer_log_det = layer.inverse_and_log_det(x)
             log_det = log_det + layer_log_det  # a permutation's is 0
         return x, log_det
-
-    def forward(self, z) -> torch.Tensor:
-        """``x = phi(z)`` (Eq. 1)."""
-        return self._forward(self._points(z, "z"))[0]
-
-    def inverse(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(phi^{-1}(x), log|det d phi^{-1}/dx|)`` (Eq. 7-8)."""
-        return self._inverse(self._points(x, "x"))
-
-    def log_det_forward(self, z) -> torch.Tensor:
-        """``log|det d phi(z)/dz|``, shape (N,)."""
-        return self._forward(self._points(z, "z"))[1]
 
     def log_prob(self, x) -> torch.Tensor:
         """``log N(phi^{-1}(x); 0, I) + log|det d phi^{-1}/dx|`` (Eq. 2), shape (N,)."""
         z, log_det = self.inverse(x)
         return standard_normal_log_prob(z) + log_det
 
-    def loss(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(nll, log_pz, log_det)``: batch means of Eq. 9 and its two parts."""
-        x = self._points(x, "x")
-        check_nonempty("x", x.shape[0], "the mean loss")
-        return likelihood_loss(*self._inverse(x))
+    def loss(self, x) -> FlowLoss:
+        """``FlowLoss(nll, log_pz, log_det)``: batch means of Eq. 9 and its two parts."""
+        return likelihood_loss(*self.inverse_and_log_det(self.points(x, "x", mean_of="the mean loss")))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` draws ``phi(z)``, ``z ~ N(0, I)`` from `generator` (on the model's device)."""
-        n = check_positive_int("n", n)
-        z = torch.randn(int(n), self.dim, generator=generator, dtype=self.dtype, device=self.device)
-        return self._forward(z)[0]
-
-    @torch.no_grad()
-    def _trajectory(self, x, layers, step, include_permutations):
-        states = [x]
-        for layer in layers:
-            x = step(layer, x)
-            if include_permutations or not isinstance(layer, Permutation):
-                states.append(x)
-        return torch.stack(states)
-
-    def forward_trajectory(self, z, include_permutations: bool = True) -> torch.Tensor:
-        """(S, N, dim): ``[0] = z``, then the state after every layer; ``[-1] = phi(z)``."""
-        return self._trajectory(self._points(z, "z"), list(self.layers),
-                                lambda layer, h: layer._forward(h)[0], include_permutations)
-
-    def inverse_trajectory(self, x, include_permutations: bool = True) -> torch.Tensor:
-        """(S, N, dim): ``[0] = x``, then the state after every inverse layer; ``[-1] = phi^{-1}(x)``."""
-        return self._trajectory(self._points(x, "x"), list(self.layers)[::-1],
-                                lambda layer, h: layer._inverse(h)[0], include_permutations)
+        n = checks.check_positive_int(n, "n")
+        z = torch.randn(n, self.dim, generator=generator, dtype=self.dtype, device=self.device)
+        return self.forward_and_log_det(z)[0]

@@ -14,49 +14,26 @@ make the same choice and return the same permutation.
 """
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
 
 from flows_np.assignment_fast import fast_assignment
-from flows_np.paths import check_mean_std, check_n, check_sigma
+from flows_np.named import PathSample
 
-from .solvers import check_labels_tensor, check_points
+from . import checks
 
 __all__ = [
-    "AffinePath", "LinearPath", "CosinePath",
-    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
-    "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals",
+    "AffinePath", "LinearPath", "CosinePath", "PathSample",
+    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
+    "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t", "logit_normal_t", "uniform_t_from_uniforms",
+    "logit_normal_t_from_normals",
 ]
 
 
-# --------------------------------------------------------------------------- checks
-def _check_points(name: str, x) -> torch.Tensor:
-    """A tensor (N, ...) with N >= 1 of finite floating-point values, not detached
-    (:func:`flows_torch.solvers.check_points`)."""
-    return check_points(x, name, ndim=None, nonempty=True, detach=False)
-
-
-def _check_pair(x0, x1) -> tuple[torch.Tensor, torch.Tensor]:
-    x0, x1 = _check_points("x0", x0), _check_points("x1", x1)
-    if x0.shape != x1.shape:
-        raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-    return x0, x1
-
-
-def _check_time(t, like: torch.Tensor) -> torch.Tensor:
-    """t as a tensor of like's dtype and device: a scalar, or shape (N,). Must lie in [0, 1]."""
-    n = like.shape[0]
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
-    if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != n):
-        raise ValueError(f"t must be a float or an array of shape ({n},), got shape {tuple(t.shape)}")
-    if not bool((torch.isfinite(t) & (t >= 0) & (t <= 1)).all()):
-        raise ValueError("t must lie in [0, 1] (and be finite)")
-    return t
-
-
 # --------------------------------------------------------------------------- paths
-class AffinePath:
+class AffinePath(abc.ABC):
     """The conditional path ``x_t = a_t x1 + b_t x0 (+ sigma eps)``, ``u_t = a'_t x1 + b'_t x0``.
 
     Subclasses define :meth:`alpha`, :meth:`beta`, :meth:`d_alpha`, :meth:`d_beta`
@@ -65,37 +42,39 @@ class AffinePath:
     """
 
     def __init__(self, sigma: float = 0.0):
-        self.sigma = check_sigma(sigma)
+        self.sigma = checks.check_sigma(sigma)
 
+    @abc.abstractmethod
     def alpha(self, t):
-        raise NotImplementedError
+        """``a_t``, the data's weight."""
 
+    @abc.abstractmethod
     def beta(self, t):
-        raise NotImplementedError
+        """``b_t``, the noise's weight."""
 
+    @abc.abstractmethod
     def d_alpha(self, t):
-        raise NotImplementedError
+        """``a'_t``."""
 
+    @abc.abstractmethod
     def d_beta(self, t):
-        raise NotImplementedError
+        """``b'_t``."""
 
-    def sample(self, x0, x1, t, noise=None):
-        """``(x_t, u_t)`` for x0, x1 of shape (N, ...), t a float or (N,) tensor in [0, 1]
-        (broadcast over trailing dims); noise (standard normal, x0's shape) is required
+    def sample(self, x0, x1, t, noise=None) -> PathSample:
+        """``PathSample(x_t, u_t)`` for x0, x1 of shape (N, ...), t a float or (N,) tensor in
+        [0, 1] (broadcast over trailing dims); noise (standard normal, x0's shape) is required
         when ``sigma > 0``."""
-        x0, x1 = _check_pair(x0, x1)
-        t = _check_time(t, x1)
+        x0, x1, t, noise = checks.path_inputs(self, x0, x1, t, noise)
+        return self.interpolate(x0, x1, t, noise)
+
+    def interpolate(self, x0, x1, t, noise=None) -> PathSample:
+        """The maths of :meth:`sample` on checked inputs (t a tensor like x1)."""
         t = t.reshape(tuple(t.shape) + (1,) * (x1.ndim - t.ndim))  # (N,) -> (N, 1, ..., 1)
-        xt = self.alpha(t) * x1 + self.beta(t) * x0
-        ut = self.d_alpha(t) * x1 + self.d_beta(t) * x0
+        x_t = self.alpha(t) * x1 + self.beta(t) * x0
+        u_t = self.d_alpha(t) * x1 + self.d_beta(t) * x0
         if self.sigma > 0:
-            if noise is None:
-                raise ValueError(f"{type(self).__name__}(sigma={self.sigma}) needs noise= (standard normal, x0's shape)")
-            noise = _check_points("noise", noise)
-            if noise.shape != x0.shape:
-                raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
-            xt = xt + self.sigma * noise
-        return xt, ut
+            x_t = x_t + self.sigma * noise
+        return PathSample(x_t, u_t)
 
     def draw_noise(self, x1, generator: torch.Generator):
         """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``.
@@ -153,11 +132,10 @@ class CosinePath(AffinePath):
 def independent_coupling(x0, x1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Identity pairing without `generator` (noise is independent of data already), else a
     random permutation drawn with it. LongTensor (N,) on x1's device."""
-    x0, x1 = _check_pair(x0, x1)
-    n = x1.shape[0]
+    x0, x1 = checks.coupling_inputs(x0, x1)
     if generator is None:
-        return torch.arange(n, device=x1.device)
-    return torch.randperm(n, generator=generator, device=generator.device).to(x1.device)
+        return identity_permutation(x0, x1)
+    return torch.randperm(x1.shape[0], generator=generator, device=generator.device).to(x1.device)
 
 
 def pairwise_sq_dists(x1, x0) -> torch.Tensor:
@@ -171,9 +149,14 @@ def pairwise_sq_dists(x1, x0) -> torch.Tensor:
 
 def ot_coupling(x0, x1) -> torch.Tensor:
     """Exact minibatch optimal transport (squared Euclidean cost): LongTensor ``perm`` on x1's
-    device minimising ``sum_i |x1_i - x0_perm[i]|^2``. The cost is computed in torch and
-    solved on the CPU by :func:`flows_np.assignment_fast.fast_assignment`, as on the numpy side."""
-    x0, x1 = _check_pair(x0, x1)
+    device minimising ``sum_i |x1_i - x0_perm[i]|^2``; see :func:`ot_permutation`."""
+    x0, x1 = checks.coupling_inputs(x0, x1)
+    return ot_permutation(x0, x1)
+
+
+def ot_permutation(x0, x1) -> torch.Tensor:
+    """The maths of :func:`ot_coupling`: the cost computed in torch, solved on the CPU by
+    :func:`flows_np.assignment_fast.fast_assignment`, as on the numpy side."""
     with torch.no_grad():
         cost = pairwise_sq_dists(x1, x0).detach().to("cpu", torch.float64).numpy()
     return torch.from_numpy(fast_assignment(cost)).to(x1.device)
@@ -183,45 +166,54 @@ def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
     """`coupling` applied inside each class of a labelled batch, as in
     :func:`flows_np.paths.couple_within_classes` (the noise meeting class y stays N(0, I)).
     LongTensor ``perm`` (N,) on x1's device."""
-    x0, x1 = _check_pair(x0, x1)
-    labels = check_labels_tensor(labels, x1, None, name="labels")
-    if coupling is independent_coupling:  # the identity, with no per-class pass (nor GPU syncs)
-        return independent_coupling(x0, x1)
+    x0, x1, labels = checks.coupling_inputs(x0, x1, labels, labelled=True)
+    return permutation_within_classes(coupling_maths(coupling), x0, x1, labels)
+
+
+def permutation_within_classes(pairing, x0, x1, labels) -> torch.Tensor:
+    """The maths of :func:`couple_within_classes` on checked tensors; `pairing` is a
+    coupling's maths (:func:`coupling_maths`)."""
+    if pairing is identity_permutation:  # the identity, with no per-class pass (nor GPU syncs)
+        return identity_permutation(x0, x1)
     perm = torch.arange(x1.shape[0], device=x1.device)
     for k in torch.unique(labels):
         rows = torch.nonzero(labels == k).flatten()
-        perm[rows] = rows[torch.as_tensor(coupling(x0[rows], x1[rows]), device=x1.device)]
+        perm[rows] = rows[torch.as_tensor(pairing(x0[rows], x1[rows]), device=x1.device)]
     return perm
+
+
+def identity_permutation(x0, x1) -> torch.Tensor:
+    """The maths of :func:`independent_coupling` without a generator: the identity."""
+    return torch.arange(x1.shape[0], device=x1.device)
+
+
+def coupling_maths(coupling):
+    """The maths of a coupling of this module for checked inputs (see
+    :func:`flows_np.paths.coupling_maths`); any other callable as it is."""
+    return {independent_coupling: identity_permutation, ot_coupling: ot_permutation}.get(coupling, coupling)
 
 
 # --------------------------------------------------------------------------- time samplers
 def uniform_t_from_uniforms(u) -> torch.Tensor:
     """Times from given U[0, 1) numbers: ``t = u`` (checked to lie in [0, 1])."""
-    u = torch.as_tensor(u)
-    if not bool((torch.isfinite(u) & (u >= 0) & (u <= 1)).all()):
-        raise ValueError("uniforms must lie in [0, 1]")
-    return u
+    return checks.as_uniforms(u)
 
 
 def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
     """Times from given standard normals: ``t = sigmoid(mean + std * z)`` (logit-normal)."""
-    mean, std = check_mean_std(mean, std)
-    z = torch.as_tensor(z)
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError("normals must be finite")
+    z, mean, std = checks.logit_normal_inputs(z, mean, std)
     return torch.sigmoid(mean + std * z)
 
 
 def uniform_t(n: int, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
     """``n`` times ``t ~ U[0, 1)`` (Alg. 1), shape (n,)."""
-    n = check_n(n)
-    return uniform_t_from_uniforms(torch.rand(n, generator=generator, device=device, dtype=dtype))
+    n = checks.time_sampler_inputs(n)
+    return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
 
 def logit_normal_t(n: int, generator: torch.Generator | None = None, mean: float = 0.0, std: float = 1.0,
                    device=None, dtype=None) -> torch.Tensor:
     """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003), shape (n,)."""
-    n = check_n(n)
-    check_mean_std(mean, std)
+    n = checks.time_sampler_inputs(n, mean, std)
     z = torch.randn(n, generator=generator, device=device, dtype=dtype)
-    return logit_normal_t_from_normals(z, mean, std)
+    return torch.sigmoid(mean + std * z)

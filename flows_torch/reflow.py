@@ -14,9 +14,10 @@ import torch
 
 from flows_np.data import ring_membership
 
-from .fm import fm_loss
+from . import checks
+from .fm import velocity_regression_loss
 from .paths import LinearPath, uniform_t
-from .solvers import check_labels_tensor, check_points, integrate
+from .solvers import METHODS, as_state_field, integrate, solve, time_grid
 from .train import train_loop
 
 __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance", "rings_support",
@@ -26,8 +27,7 @@ __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_d
 # --------------------------------------------------------------------------- pairs and training
 def reflow_pairs(v, noise, steps: int = 100, method: str = "rk4", y=None):
     """``(noise, phi(noise))``: the teacher's own coupling, ``phi`` its flow from t = 0 to 1."""
-    noise = check_points(noise, "noise")
-    return noise, integrate(v, noise, steps=steps, method=method, y=y)
+    return torch.as_tensor(noise), integrate(v, noise, steps=steps, method=method, y=y)
 
 
 def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int = 128, lr: float = 1e-3,
@@ -37,11 +37,9 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
     path's noise) are drawn, from `generator` (on its device, then moved to the data's).
     Adam with a per-batch cosine learning rate (:func:`flows_torch.train.train_loop`).
     Returns the loop's history."""
+    x0, x1, labels = checks.pairs_inputs(model, x0, x1, labels)
     path = LinearPath() if path is None else path
-    x0, x1 = check_points(x0, "x0"), check_points(x1, "x1")
-    if x0.shape != x1.shape:
-        raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-    labels = check_labels_tensor(labels, x0, getattr(model, "num_classes", None), name="labels")
+    field = checks.maths_of(model)
     reference = next(model.parameters())
     data = (x0.to(reference), x1.to(reference))
     if labels is not None:
@@ -52,7 +50,7 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
         y = batch[2] if len(batch) == 3 else None
         t = time_sampler(len(b1), generator, dtype=b1.dtype, device=generator.device).to(b1.device)
         noise = path.draw_noise(b1, generator)
-        return fm_loss(model, b0, b1, t, y, path=path, noise=noise)
+        return velocity_regression_loss(field, path, b0, b1, t, y, noise)
 
     return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
                       progress=progress, **loop_kwargs)
@@ -62,10 +60,8 @@ def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100, 
            **train_kwargs):
     """One round of reflow (see :func:`flows_np.reflow.reflow`); the student defaults to a
     copy of the teacher. Returns ``(student, history, (x0, x1))``."""
-    if student is None:
-        if not isinstance(teacher, torch.nn.Module):
-            raise ValueError("the teacher is not a torch Module: pass the student model to train")
-        student = copy.deepcopy(teacher)
+    checks.check_student(student is not None or isinstance(teacher, torch.nn.Module), "torch")
+    student = copy.deepcopy(teacher) if student is None else student
     x0, x1 = reflow_pairs(teacher, noise, steps=teacher_steps, method=teacher_method, y=labels)
     history = train_on_pairs(student, x0, x1, labels=labels, **train_kwargs)
     return student, history, (x0, x1)
@@ -80,14 +76,16 @@ def _trapezoid_mean(values: torch.Tensor) -> float:
 def straightness(v, noise, steps: int = 100, method: str = "rk4", y=None) -> dict:
     """``{"chord_deviation", "liu_straightness"}`` of the flow of `v` from `noise` (see
     :func:`flows_np.reflow.straightness`)."""
-    noise = check_points(noise, "noise")
-    path = integrate(v, noise, steps=steps, method=method, y=y, trajectory=True)  # (K+1, N, D)
+    noise, _, _, steps, y = checks.ode_inputs(v, noise, 0.0, 1.0, steps, method, y, METHODS)
+    field = checks.maths_of(v)
+    path = solve(as_state_field(field, y), noise, time_grid(0.0, 1.0, steps), method,
+                 trajectory=True)  # (K+1, N, D)
     k, n, _ = path.shape
     t = torch.linspace(0.0, 1.0, k, dtype=path.dtype, device=path.device)[:, None, None]
     chord = (1 - t) * path[0] + t * path[-1]
     deviation = torch.linalg.vector_norm(path - chord, dim=-1)
     with torch.no_grad():
-        velocity = torch.stack([v(path[i], t[i, 0, 0].expand(n), y) for i in range(k)])
+        velocity = torch.stack([field(path[i], t[i, 0, 0].expand(n), y) for i in range(k)])
     excess = torch.sum((path[-1] - path[0] - velocity) ** 2, dim=-1)
     return {"chord_deviation": _trapezoid_mean(deviation), "liu_straightness": _trapezoid_mean(excess)}
 
@@ -105,11 +103,7 @@ def _mean_pairwise_distance(a: torch.Tensor, b: torch.Tensor, exclude_diagonal: 
 def energy_distance(samples, reference) -> float:
     """Unbiased squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` in float64 (see
     :func:`flows_np.reflow.energy_distance`)."""
-    a = check_points(samples, "samples").double()
-    b = check_points(reference, "reference").to(a)
-    if len(a) < 2 or len(b) < 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"energy_distance needs (N, D) and (M, D) with N, M >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = checks.energy_inputs(samples, reference)
     return (2.0 * _mean_pairwise_distance(a, b, False) - _mean_pairwise_distance(a, a, True)
             - _mean_pairwise_distance(b, b, True))
 
@@ -123,9 +117,11 @@ def few_step_quality(v, noise, reference, few_steps=(1, 2, 4, 8), method: str = 
                      support=None) -> dict:
     """``{k: {"energy_distance", "support_fraction"?}}`` of k-step samples (see
     :func:`flows_np.reflow.few_step_quality`)."""
+    noise, few_steps, y = checks.few_step_inputs(v, noise, few_steps, method, y, METHODS)
+    field = as_state_field(checks.maths_of(v), y)
     scores = {}
     for k in few_steps:
-        samples = integrate(v, noise, steps=k, method=method, y=y)
+        samples = solve(field, noise, time_grid(0.0, 1.0, k), method)
         scores[k] = {"energy_distance": energy_distance(samples, reference)}
         if support is not None:
             scores[k]["support_fraction"] = float(support(samples).double().mean())

@@ -14,15 +14,13 @@ with ``g`` set to 0 on the last step (from ``1 - h`` to 1), on the time grid of
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from flows_np.checks import check_backend, check_finite_step
-from flows_np.sde import check_noise_scale
-from flows_np.solvers import check_steps, time_grid
+from flows_np.solvers import time_grid
 
-from .solvers import all_finite, as_input_tensor, check_labels_tensor, check_points
+from . import checks
+from .solvers import as_state_field
 
 __all__ = ["score_from_velocity", "sample_sde"]
 
@@ -30,9 +28,12 @@ __all__ = ["score_from_velocity", "sample_sde"]
 def score_from_velocity(velocity, x, t, min_gap: float = 1e-5) -> torch.Tensor:
     """The score ``s = (t v - x) / (1 - t)`` of the linear path, ``1 - t`` clamped to at
     least `min_gap` (see :func:`flows_np.sde.score_from_velocity`)."""
+    return score(velocity, x, checks.score_time(t, x), min_gap)
+
+
+def score(velocity: torch.Tensor, x: torch.Tensor, t, min_gap: float = 1e-5) -> torch.Tensor:
+    """The maths of :func:`score_from_velocity` (t a float or an (N,) tensor)."""
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    if torch.isnan(t).any() or (t < 0).any() or (t > 1).any():
-        raise ValueError(f"t must lie in [0, 1], got {t}")
     if t.ndim == 1:
         t = t[:, None]
     gap = torch.clamp(1 - t, min=min_gap)
@@ -49,50 +50,26 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=No
     at t = 1, or the (steps + 1, N, D) trajectory. NaN or inf at the first or the last
     step raises FloatingPointError, as in numpy.
     """
-    check_backend(v, "v", "torch")
-    x = check_points(as_input_tensor(x0, "x0"), "x0", nonempty=True)
-    steps = check_steps(steps)
-    g_of_t = check_noise_scale(g)
+    x, steps, g_of_t, y, noise = checks.sde_inputs(v, x0, steps, g, generator, noise, y)
+    field = as_state_field(checks.maths_of(v), y, cast=False)
     n, d = x.shape
-    y = check_labels_tensor(y, x, getattr(v, "num_classes", None))
-    deterministic = isinstance(g, numbers.Real) and g == 0
-    if noise is not None and generator is not None:
-        raise ValueError("pass either generator or noise, not both")
-    if noise is not None:
-        noise = torch.as_tensor(noise)
-        if tuple(noise.shape) != (steps, n, d):
-            raise ValueError(f"noise must have shape (steps, N, D) = {(steps, n, d)}, got {tuple(noise.shape)}")
-        if not torch.isfinite(noise).all():
-            raise ValueError("noise contains NaN or inf")
-        noise = noise.to(dtype=x.dtype, device=x.device)
-    elif generator is None and not deterministic:
-        raise ValueError("a stochastic sampler (g != 0) needs generator= or noise=")
-    elif generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-
     grid = time_grid(0.0, 1.0, steps)  # the time grid of integrate, so that g = 0 is its Euler run
     states = [x] if trajectory else None
     with torch.no_grad():
         for k in range(steps):
             t, dt = grid[k], grid[k + 1] - grid[k]
-            velocity = v(x, torch.full((n,), t, dtype=x.dtype, device=x.device), y)
-            if not isinstance(velocity, torch.Tensor) or velocity.shape != x.shape:
-                shape = tuple(velocity.shape) if isinstance(velocity, torch.Tensor) else type(velocity).__name__
-                raise ValueError(f"v returned {shape} for x of shape {tuple(x.shape)}")
+            velocity = field(x, t)
             if k in (0, steps - 1):
-                check_finite_step(all_finite(x), "the state became", k + 1, steps, t)
-                check_finite_step(all_finite(velocity), "the velocity field returned", k + 1, steps, t)
+                checks.check_sde_step(x, velocity, k + 1, steps, t)
             scale = 0.0 if k == steps - 1 else g_of_t(t)  # the last step is an ODE step
             if scale == 0:
                 x = x + dt * velocity  # Eq. 17
             else:
-                if noise is not None:
-                    eps = noise[k]
-                else:
-                    eps = torch.randn((n, d), generator=generator, dtype=x.dtype, device=x.device)
-                drift = velocity + (0.5 * scale**2) * score_from_velocity(velocity, x, t)
+                eps = noise[k] if noise is not None else \
+                    torch.randn((n, d), generator=generator, dtype=x.dtype, device=x.device)
+                drift = velocity + (0.5 * scale**2) * score(velocity, x, t)
                 x = x + dt * drift + (scale * math.sqrt(dt)) * eps
             if trajectory:
                 states.append(x)
-    check_finite_step(all_finite(x), "the state became", steps, steps, 1.0)
+    checks.check_finite_step(checks.all_finite(x), "the state became", steps, steps, 1.0)
     return torch.stack(states) if trajectory else x

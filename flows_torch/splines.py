@@ -14,9 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flows_np.splines import identity_derivative_offset, check_spline_architecture
+from flows_np.splines import identity_derivative_offset
 
-from .nf import NormalizingFlow, as_points
+from . import checks
+from .nf import FlowLayer, NormalizingFlow
 
 __all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives", "rq_forward", "rq_inverse",
            "rq_log_derivative", "ResidualNet", "RationalQuadraticCoupling", "SplineFlow"]
@@ -76,8 +77,7 @@ def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights, unno
     """``(g(x), log g'(x))`` or, with ``inverse``, ``(g^{-1}(x), -log g'(g^{-1}(x)))``;
     identity tails outside ``[-B, B]``. See :func:`flows_np.splines.rational_quadratic_spline`."""
     n_bins = unnormalized_widths.shape[-1]
-    if min_bin_width * n_bins >= 1 or min_bin_height * n_bins >= 1:
-        raise ValueError(f"minimal bin sizes ({min_bin_width}, {min_bin_height}) times {n_bins} bins must be < 1")
+    checks.check_bin_floors(n_bins, min_bin_width, min_bin_height)
     xs = spline_knots(unnormalized_widths, bound, min_bin_width)
     ys = spline_knots(unnormalized_heights, bound, min_bin_height)
     ds = knot_derivatives(unnormalized_derivatives, min_derivative)
@@ -139,7 +139,7 @@ class ResidualNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- the coupling
-class RationalQuadraticCoupling(nn.Module):
+class RationalQuadraticCoupling(FlowLayer):
     """A spline coupling layer; see :class:`flows_np.splines.RationalQuadraticCoupling`.
 
     ``y = (z_l, g(z_r; conditioner(z_l)))`` (NSF Eq. 4), inverse by NSF Eq. 6-8,
@@ -150,7 +150,7 @@ class RationalQuadraticCoupling(nn.Module):
                  negative_slope: float = 0.01, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
                  min_derivative: float = 1e-3, zero_init: bool = True):
         super().__init__()
-        check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
         self.dim, self.split, self.n_bins, self.bound = int(dim), int(dim) // 2, int(n_bins), float(bound)
         self.spline_options = dict(min_bin_width=min_bin_width, min_bin_height=min_bin_height,
                                    min_derivative=min_derivative)
@@ -169,23 +169,13 @@ class RationalQuadraticCoupling(nn.Module):
                                                           inverse, **self.spline_options)
         return torch.cat([u_l, out_r], dim=1), log_derivative.sum(dim=1)
 
-    def _forward(self, z):
+    def forward_and_log_det(self, z):
+        """``(h(z), log|det dh/dz|)``: the spline g on ``z_r`` (NSF Eq. 4-5)."""
         return self._transform(z, inverse=False)
 
-    def _inverse(self, y):
+    def inverse_and_log_det(self, y):
+        """``(h^{-1}(y), log|det dh^{-1}/dy|)``: ``g^{-1}`` on ``y_r`` (NSF Eq. 6-8)."""
         return self._transform(y, inverse=True)
-
-    def forward(self, z) -> torch.Tensor:
-        """``y = h(z)``."""
-        return self._forward(as_points(z, self.dim, self.conditioner.input.weight, "z"))[0]
-
-    def inverse(self, y) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(h^{-1}(y), log|det d h^{-1}/dy|)``."""
-        return self._inverse(as_points(y, self.dim, self.conditioner.input.weight, "y"))
-
-    def log_det_forward(self, z) -> torch.Tensor:
-        """``log|det d h(z)/dz|``, shape (N,)."""
-        return self._forward(as_points(z, self.dim, self.conditioner.input.weight, "z"))[1]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_bins={self.n_bins}, bound={self.bound}"
@@ -202,7 +192,7 @@ class SplineFlow(NormalizingFlow):
                  dtype: torch.dtype = torch.float32, device=None, *, negative_slope: float = 0.01,
                  min_bin_width: float = 1e-3, min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
                  zero_init: bool = True):
-        check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
         options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
                        min_derivative=min_derivative, zero_init=zero_init)
 

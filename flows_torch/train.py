@@ -40,76 +40,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flows_np.checks import check_backend, check_positive_int
 from flows_np.loop import TrainingRecord, validation_metrics
 from flows_np.train import FM_RECIPE, NF_RECIPE, print_progress
 
-from .fm import fm_loss
-from .paths import AffinePath, LinearPath, couple_within_classes, independent_coupling, uniform_t
-from .solvers import as_input_tensor, check_labels_tensor
+from . import checks
+from .fm import velocity_regression_loss
+from .nf import likelihood_loss
+from .paths import LinearPath, coupling_maths, independent_coupling, permutation_within_classes, uniform_t
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "train_fm", "nf_metrics", "fm_metrics",
            "draw_fm_randomness", "print_progress", "global_grad_norm"]
 
 
 # --------------------------------------------------------------------------- checks and helpers
-def _check_generator(generator) -> torch.Generator:
-    """`generator`, or a fresh one seeded from OS entropy when None (as np.random.default_rng())."""
-    if generator is None:
-        generator = torch.Generator()
-        generator.seed()
-        return generator
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
-                         "(the numpy backend takes rng=np.random.Generator; here pass "
-                         "generator=torch.Generator().manual_seed(seed))")
-    return generator
-
-
 def _spawn(generator: torch.Generator) -> torch.Generator:
     """An independent generator derived from `generator`'s seed (a :class:`numpy.random.SeedSequence`
     child), leaving `generator`'s own stream untouched, as ``np.random.Generator.spawn``."""
     seed = np.random.SeedSequence(generator.initial_seed()).spawn(1)[0].generate_state(1, np.uint64)[0]
     return torch.Generator(device=generator.device).manual_seed(int(seed))
-
-
-def _as_tensor_tuple(data, name: str) -> tuple:
-    """`data` (a tensor/array or a tuple/list of them, equal lengths) as a tuple of tensors."""
-    items = tuple(data) if isinstance(data, (tuple, list)) else (data,)
-    tensors = tuple(a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a)) for a in items)
-    if not tensors or any(a.ndim == 0 for a in tensors):
-        raise ValueError(f"{name} must be a tensor or a tuple of tensors with a leading batch dimension")
-    lengths = {a.shape[0] for a in tensors}
-    if len(lengths) != 1:
-        raise ValueError(f"{name}: tensors have different lengths {sorted(lengths)}")
-    if tensors[0].shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    return tensors
-
-
-def _reference(model: torch.nn.Module) -> torch.Tensor:
-    """The first parameter: its dtype and device are the model's."""
-    return next(model.parameters())
-
-
-def _model_points(model, points, name: str) -> torch.Tensor:
-    """Points as an (N, model.dim) tensor on the model's device and dtype, checked once up front."""
-    check_backend(model, "model", "torch")
-    x = as_input_tensor(points, name)
-    if x.ndim != 2 or x.shape[1] != model.dim or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, {model.dim}) with N >= 1, got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    reference = _reference(model)
-    return x.detach().to(device=reference.device, dtype=reference.dtype)
-
-
-def _model_labels(model, labels, points: torch.Tensor, name: str):
-    """Labels as an int64 tensor on the model's device (None for an unconditional model),
-    checked by :func:`flows_np.checks.check_labels` (strict: labels for an unconditional
-    model are refused) for the rows of `points` (already on the model's device)."""
-    checked = check_labels_tensor(labels, points, getattr(model, "num_classes", None), name=name, strict=True)
-    return None if checked is None else checked.long()
 
 
 def global_grad_norm(params) -> float:
@@ -143,8 +91,8 @@ def evaluate(metrics, data, batch_size: int = 8192) -> dict:
     are weighted by chunk size (in python floats, as the numpy twin), so the result is
     the mean over all points.
     """
-    tensors = _as_tensor_tuple(data, "data")
-    batch_size = check_positive_int("batch_size", batch_size)
+    tensors = checks.as_tensor_tuple(data, "data")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
     n = tensors[0].shape[0]
     totals: dict = {}
     with torch.no_grad():
@@ -181,13 +129,13 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     Returns the history dict (plain python numbers; see the module docstring).
     Raises ValueError for bad arguments, FloatingPointError on a non-finite loss/gradient.
     """
-    check_backend(model, "model", "torch")
-    tensors = _as_tensor_tuple(train_data, "train_data")
+    checks.check_backend(model, "model", "torch")
+    tensors = checks.as_tensor_tuple(train_data, "train_data")
     params = list(model.parameters())
     record = TrainingRecord(tensors[0].shape[0], epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
                             progress=progress, eta_min=eta_min, betas=betas,
                             largest=torch.finfo(params[0].dtype).max if params else float("inf"))
-    generator = _check_generator(generator)
+    generator = checks.check_generator(generator)
     optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=record.total_steps, eta_min=eta_min)
 
@@ -215,9 +163,10 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
 
 # =========================================================================== normalizing flow (Eq. 9)
 def nf_metrics(flow):
-    """``batch -> {"nll", "log_pz", "log_det"}`` for :func:`evaluate` (Eq. 9 and its parts)."""
+    """``batch -> {"nll", "log_pz", "log_det"}`` for :func:`evaluate` (Eq. 9 and its parts), on
+    batches already checked and on the flow's dtype and device (``flow.inverse_and_log_det``)."""
     def metrics(batch):
-        nll, log_pz, log_det = flow.loss(batch[0])
+        nll, log_pz, log_det = likelihood_loss(*flow.inverse_and_log_det(batch[0]))
         return {"nll": nll, "log_pz": log_pz, "log_det": log_det}
     return metrics
 
@@ -234,15 +183,15 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
     given) are scored: ``history["val_nll"]``, ``["val_log_pz"]``, ``["val_log_det"]`` (Q1).
     See :func:`flows_np.train.train_nf`. Returns the history of :func:`train_loop`.
     """
-    train_points = _model_points(flow, train_points, "train_points")
+    train_points = checks.model_points(flow, train_points, "train_points")
+    metrics = nf_metrics(flow)
     validate = None
     if val_points is not None:
-        val_points = _model_points(flow, val_points, "val_points")
-        metrics = nf_metrics(flow)
+        val_points = checks.model_points(flow, val_points, "val_points")
         validate = lambda: evaluate(metrics, val_points, val_batch_size)  # noqa: E731
 
-    def batch_loss(batch, generator):
-        return flow.loss(batch[0])[0]
+    def batch_loss(batch, generator):  # the points were checked once, above
+        return metrics(batch)["nll"]
 
     return train_loop(flow, batch_loss, train_points, epochs=epochs, batch_size=batch_size, lr=lr,
                       generator=generator, clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay,
@@ -261,7 +210,7 @@ def draw_fm_randomness(x1, generator, time_sampler=uniform_t, sigma: float = 0.0
     n, device = x1.shape[0], generator.device
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=device).to(x1.device)
     t = time_sampler(n, generator, dtype=x1.dtype, device=device).to(x1.device)
-    return x0, t, AffinePath(sigma).draw_noise(x1, generator)
+    return x0, t, LinearPath(sigma).draw_noise(x1, generator)  # the rule does not depend on the schedule
 
 
 def _as_draws(draws, x1: torch.Tensor):
@@ -278,8 +227,8 @@ def fm_metrics(model, path, x0, t, noise):
     def metrics(batch):
         x1, idx = batch[0], batch[-1]
         y = batch[1] if len(batch) == 3 else None
-        return {"loss": fm_loss(model, x0[idx], x1, t[idx], y, path=path,
-                                noise=None if noise is None else noise[idx])}
+        return {"loss": velocity_regression_loss(checks.maths_of(model), path, x0[idx], x1, t[idx], y,
+                                                 None if noise is None else noise[idx])}
     return metrics
 
 
@@ -307,12 +256,12 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
     once from a generator spawned from `generator`'s seed (the training stream is left
     untouched): ``history["val_loss"]``.
     """
-    points = _model_points(model, points, "points")
-    labels = _model_labels(model, labels, points, "labels")
+    points = checks.model_points(model, points, "points")
+    labels = checks.training_labels(model, labels, points, "labels")
+    checks.check_callables(coupling=coupling, time_sampler=time_sampler, draw=draw)
     path = LinearPath() if path is None else path
-    generator = _check_generator(generator)
-    if not callable(coupling) or not callable(time_sampler) or (draw is not None and not callable(draw)):
-        raise ValueError("coupling, time_sampler and draw must be callables")
+    generator = checks.check_generator(generator)
+    field, pairing = checks.maths_of(model), coupling_maths(coupling)
     if draw is None:
         def draw(x1, generator):
             return draw_fm_randomness(x1, generator, time_sampler, path.sigma)
@@ -321,13 +270,14 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
         x1 = batch[0]
         y = batch[1] if labels is not None else None
         x0, t, noise = _as_draws(draw(x1, generator), x1)
-        perm = coupling(x0, x1) if y is None else couple_within_classes(coupling, x0, x1, y)
-        return fm_loss(model, x0[perm], x1, t, y, path=path, noise=noise)
+        perm = pairing(x0, x1) if y is None else permutation_within_classes(pairing, x0, x1, y)
+        return velocity_regression_loss(field, path, x0[perm], x1, t.expand(x1.shape[0]) if t.ndim == 0 else t, y,
+                                        noise)
 
     validate = None
     if val_points is not None:
-        val_points = _model_points(model, val_points, "val_points")
-        val_labels = _model_labels(model, val_labels, val_points, "val_labels")
+        val_points = checks.model_points(model, val_points, "val_points")
+        val_labels = checks.training_labels(model, val_labels, val_points, "val_labels")
         val_x0, val_t, val_noise = draw_fm_randomness(val_points, _spawn(generator), time_sampler, path.sigma)
         metrics = fm_metrics(model, path, val_x0, val_t, val_noise)
         rows = torch.arange(val_points.shape[0], device=val_points.device)

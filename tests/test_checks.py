@@ -19,8 +19,8 @@ from flows_np.checks import (as_array, check_clip_grad, check_labels, check_lear
                              check_points, check_positive_int)
 from flows_np.loop import TrainingRecord, validation_metrics
 from flows_torch import paths as torch_paths
-from flows_torch.solvers import check_labels_tensor
-from flows_torch.solvers import check_points as check_points_tensor
+from flows_torch.checks import check_labels_tensor
+from flows_torch.checks import check_points as check_points_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,14 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- positive ints, rates
 @pytest.mark.parametrize("value", [1, 7, np.int64(3), np.uint8(2)])
 def test_positive_int_accepts_integers(value):
-    out = check_positive_int("epochs", value)
+    out = check_positive_int(value, "epochs")
     assert out == int(value) and type(out) is int
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.0, 1.5, True, "3", None])
 def test_positive_int_refuses_the_rest(value):
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
-        check_positive_int("epochs", value)
+        check_positive_int(value, "epochs")
 
 
 def test_rates():
@@ -139,11 +139,11 @@ def test_finiteness_is_only_asked_for_when_shape_and_dtype_are_fine():
         return True
 
     with pytest.raises(ValueError, match="shape"):
-        check_point_facts("x", (3,), np.float32, True, all_finite)
+        check_point_facts((3,), np.float32, True, all_finite, "x")
     with pytest.raises(ValueError, match="floating"):
-        check_point_facts("x", (3, 2), np.int64, False, all_finite)
+        check_point_facts((3, 2), np.int64, False, all_finite, "x")
     assert not asked
-    check_point_facts("x", (3, 2), np.float32, True, all_finite)
+    check_point_facts((3, 2), np.float32, True, all_finite, "x")
     assert asked
 
 

@@ -36,11 +36,11 @@ def test_check_permutation_accepts_integer_valued_floats():
 
 
 def test_step_bound_and_positive_ints():
-    assert check_positive_int("steps", MAX_STEPS, maximum=MAX_STEPS) == MAX_STEPS
+    assert check_positive_int(MAX_STEPS, "steps", maximum=MAX_STEPS) == MAX_STEPS
     with pytest.raises(ValueError, match="steps must be a positive integer <= 10,000,000"):
-        check_positive_int("steps", MAX_STEPS + 1, maximum=MAX_STEPS)
+        check_positive_int(MAX_STEPS + 1, "steps", maximum=MAX_STEPS)
     with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
-        check_positive_int("steps", 0, maximum=MAX_STEPS)
+        check_positive_int(0, "steps", maximum=MAX_STEPS)
 
 
 def test_eta_min_and_adam_rate():
@@ -71,8 +71,8 @@ def test_check_state_entries_names_every_key():
              "perm": np.array([1, 0])}
     with pytest.raises(ValueError, match=r"^owner: values that are not real numbers: c \(complex128\) \| "
                                          r"NaN or inf values: b, d$"):
-        check_state_entries("owner", array_entries(state))
-    check_state_entries("owner", array_entries({"a": np.zeros(2), "perm": np.array([1, 0])}))
+        check_state_entries(array_entries(state), "owner")
+    check_state_entries(array_entries({"a": np.zeros(2), "perm": np.array([1, 0])}), "owner")
 
 
 def test_check_config():
@@ -87,7 +87,7 @@ def test_finite_step_and_nonempty():
     with pytest.raises(FloatingPointError, match=r"the state became NaN or inf at step 10 of 10 \(t = 0\.9\)"):
         check_finite_step(lambda: False, "the state became", 10, 10, 0.9)
     with pytest.raises(ValueError, match="x is empty: the mean loss of no points is undefined"):
-        check_nonempty("x", 0, "the mean loss")
+        check_nonempty(0, "x", "the mean loss")
 
 
 # --------------------------------------------------------------------------- minigrad load_state_dict

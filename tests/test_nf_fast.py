@@ -202,24 +202,24 @@ def test_the_fast_path_reads_the_current_weights():
 
 def test_train_nf_trains_on_the_fast_loss_unless_told_otherwise(monkeypatch):
     calls = {"fast": 0, "flow.loss": 0}
-    fused = nf_fast.fused_loss
+    fused = nf_fast.inverse_node
 
     def counting_fused_loss(flow, x):
         calls["fast"] += 1
         return fused(flow, x)
 
-    monkeypatch.setattr(nf_fast, "fused_loss", counting_fused_loss)
+    monkeypatch.setattr(nf_fast, "inverse_node", counting_fused_loss)
     points = olympic_rings(256, np.random.default_rng(0))[0]
     for fast, expected in ((True, {"fast": 4 + 1, "flow.loss": 0}), (False, {"fast": 0, "flow.loss": 4 + 1})):
         calls.update({"fast": 0, "flow.loss": 0})
         flow = NormalizingFlow(n_couplings=2, rng=np.random.default_rng(0))
-        loss = flow.loss
+        loss = flow.inverse_and_log_det
 
         def counting_loss(x, loss=loss):
             calls["flow.loss"] += 1
             return loss(x)
 
-        monkeypatch.setattr(flow, "loss", counting_loss)
+        monkeypatch.setattr(flow, "inverse_and_log_det", counting_loss)
         kwargs = {} if fast else {"fast": False}
         train_nf(flow, points, points[:64], epochs=1, batch_size=64, rng=np.random.default_rng(1), **kwargs)
         assert calls == expected  # 4 training batches and 1 validation batch

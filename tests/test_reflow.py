@@ -230,12 +230,12 @@ def test_bonus_landing_error_reflects_the_solver():
 
 def test_bonus_check_rejects_a_reverse_run_that_goes_forward(monkeypatch):
     """Planted bug: the 'reverse' integration runs from 0 to 1 like the sampler."""
-    real = bonus.integrate
+    real = bonus.time_grid
 
-    def forward_only(v, x, t0=0.0, t1=1.0, **kw):
-        return real(v, x, t0=min(t0, t1), t1=max(t0, t1), **kw)
+    def forward_only(t0, t1, steps):
+        return real(min(t0, t1), max(t0, t1), steps)
 
-    monkeypatch.setattr(bonus, "integrate", forward_only)
+    monkeypatch.setattr(bonus, "time_grid", forward_only)
     assert bonus_point_trajectory(gaussian_velocity(MU, S), steps=100)["landing_error"] > 1.0
 
 

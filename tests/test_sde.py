@@ -76,8 +76,8 @@ def test_noisy_sampler_lands_on_the_target_gaussian(g):
 
 def test_wrong_score_sign_fails_the_moment_check(monkeypatch):
     """Planted bug: drift v - g^2/2 s. The variance check above rejects it."""
-    correct = sde.score_from_velocity
-    monkeypatch.setattr(sde, "score_from_velocity", lambda *args, **kw: -correct(*args, **kw))
+    correct = sde.score
+    monkeypatch.setattr(sde, "score", lambda *args, **kw: -correct(*args, **kw))
     mean, var = _endpoint_moments(1.0, seed=0)
     assert np.any(np.abs(var - S**2) > 4 * VAR_SE), var
 

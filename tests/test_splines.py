@@ -133,10 +133,10 @@ def coupling_log_det_error(dim, seed) -> float:
     log-det against the slogdet of the inverse map's Jacobian."""
     layer, rng = coupling_with_random_weights(dim, seed)
     z = rng.normal(size=(12, dim)) * 1.5
-    sign, brute = np.linalg.slogdet(autodiff_jacobian(lambda t: layer._forward(t)[0], z))
+    sign, brute = np.linalg.slogdet(autodiff_jacobian(lambda t: layer.forward_and_log_det(t)[0], z))
     assert np.all(sign > 0)
     forward_error = worst(layer.log_det_forward(z).data - brute)
-    _, brute_inverse = np.linalg.slogdet(autodiff_jacobian(lambda t: layer._inverse(t)[0], z))
+    _, brute_inverse = np.linalg.slogdet(autodiff_jacobian(lambda t: layer.inverse_and_log_det(t)[0], z))
     inverse_error = worst(layer.inverse(z)[1].data - brute_inverse)
     return float(max(forward_error, inverse_error))
 
@@ -263,7 +263,7 @@ def test_coupling_gradients_against_finite_differences():
     weight = layer.conditioner.input.weight  # a float64 leaf: gradcheck perturbs it in place
 
     def loss(w, points):
-        z, log_det = layer._inverse(points)
+        z, log_det = layer.inverse_and_log_det(points)
         return mg.sum(z * z, axis=1) * 0.5 - log_det
 
     assert mg.gradcheck(loss, weight, mg.Tensor(y, requires_grad=True))
