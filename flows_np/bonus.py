@@ -46,7 +46,8 @@ def _default_dtype(v):
     return np.float64
 
 
-def bonus_point_trajectory(v, target=BONUS_TARGET, steps: int = 1000, method: str = "rk4", y=None, dtype=None):
+def bonus_point_trajectory(v, target=BONUS_TARGET, steps: int = 1000, method: str = "rk4", y=None,
+                           dtype=None):
     """Find the noise that `v`'s flow sends to `target`, and sample from it.
 
     1. ``reverse``: integrate ``[target]`` from t = 1 back to t = 0 (Eq. 18) -> ``noise``;
@@ -62,16 +63,19 @@ def bonus_point_trajectory(v, target=BONUS_TARGET, steps: int = 1000, method: st
       ``landing_error``: ``|trajectory[-1] - target|``, the round trip's error;
       ``noise_norm``: ``|noise|`` (a typical draw from N(0, I) in 2D has norm ~1.25).
     """
-    point, steps, labels = checks.bonus_inputs(v, target, _default_dtype(v) if dtype is None else dtype, steps,
+    point, steps, labels = checks.bonus_inputs(v, target,
+                                               _default_dtype(v) if dtype is None else dtype, steps,
                                                method, y, METHODS)
     field = as_state_field(checks.maths_of(v), labels)
-    reverse = solve(field, point, time_grid(1.0, 0.0, steps), method, trajectory=True)[:, 0]  # Eq. 18
+    # Eq. 18: from the target back to its noise; then Alg. 2 from that noise
+    reverse = solve(field, point, time_grid(1.0, 0.0, steps), method, trajectory=True)[:, 0]
     noise = reverse[-1]
-    forward = solve(field, noise[None], time_grid(0.0, 1.0, steps), method, trajectory=True)[:, 0]  # Alg. 2
+    forward = solve(field, noise[None], time_grid(0.0, 1.0, steps), method, trajectory=True)[:, 0]
     return {
         "noise": noise,
         "trajectory": forward,
         "reverse_trajectory": reverse,
-        "landing_error": float(np.linalg.norm(forward[-1].astype(np.float64) - point[0].astype(np.float64))),
+        "landing_error": float(np.linalg.norm(forward[-1].astype(np.float64)
+                                              - point[0].astype(np.float64))),
         "noise_norm": float(np.linalg.norm(noise.astype(np.float64))),
     }

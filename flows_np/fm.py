@@ -30,8 +30,8 @@ from minigrad import nn
 from . import checks
 from .paths import LinearPath
 
-__all__ = ["VelocityMLP", "fm_loss", "velocity_regression_loss", "time_features", "num_time_features",
-           "layer_widths", "architecture"]
+__all__ = ["VelocityMLP", "fm_loss", "velocity_regression_loss", "time_features",
+           "num_time_features", "layer_widths", "architecture"]
 
 
 def num_time_features(time_embedding, num_frequencies: int) -> int:
@@ -52,12 +52,14 @@ def layer_widths(in_features: int, hidden: int, depth: int, dim: int) -> list:
     return [in_features] + [hidden] * (depth - 1) + [dim]
 
 
-def architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies, negative_slope) -> dict:
+def architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies,
+                 negative_slope) -> dict:
     """The constructor arguments that shape the model, as plain python values: the ``config``
     a checkpoint records and compares on loading (shared with the torch twin)."""
     return dict(dim=int(dim), hidden=int(hidden), depth=int(depth),
-                num_classes=None if num_classes is None else int(num_classes), time_embedding=time_embedding,
-                class_dim=int(class_dim), num_frequencies=int(num_frequencies), negative_slope=float(negative_slope))
+                num_classes=None if num_classes is None else int(num_classes),
+                time_embedding=time_embedding, class_dim=int(class_dim),
+                num_frequencies=int(num_frequencies), negative_slope=float(negative_slope))
 
 
 class VelocityMLP(nn.Module):
@@ -73,14 +75,15 @@ class VelocityMLP(nn.Module):
     layers at even indices, LeakyReLU at odd ones).
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 5, num_classes: int | None = None,
-                 time_embedding: str | None = None, class_dim: int = 8, num_frequencies: int = 4,
-                 negative_slope: float = 0.01, rng: np.random.Generator | None = None, dtype=np.float32):
-        checks.check_velocity_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim,
-                                           num_frequencies)
+    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 5,
+                 num_classes: int | None = None, time_embedding: str | None = None,
+                 class_dim: int = 8, num_frequencies: int = 4, negative_slope: float = 0.01,
+                 rng: np.random.Generator | None = None, dtype=np.float32):
+        checks.check_velocity_architecture(dim, hidden, depth, num_classes, time_embedding,
+                                           class_dim, num_frequencies)
         rng = np.random.default_rng() if rng is None else rng
-        self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies,
-                                   negative_slope)
+        self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim,
+                                   num_frequencies, negative_slope)
         self.dim, self.num_classes = int(dim), num_classes
         self.time_embedding, self.num_frequencies = time_embedding, int(num_frequencies)
         in_features = dim + num_time_features(time_embedding, num_frequencies)
@@ -101,7 +104,8 @@ class VelocityMLP(nn.Module):
         return self.net[0].weight.dtype
 
     def forward(self, x, t, y=None) -> mg.Tensor:
-        """x (N, D) ndarray or Tensor, t a float or (N,) in [0, 1], y (N,) labels -> v (N, D) Tensor."""
+        """x (N, D) ndarray or Tensor, t a float or (N,) in [0, 1], y (N,) labels -> v (N, D)
+        Tensor."""
         x, t, y = checks.velocity_inputs(self, x, t, y)
         return self.velocity(x, t, y)
 
@@ -118,7 +122,8 @@ class VelocityMLP(nn.Module):
 def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> mg.Tensor:
     """The flow-matching loss of one batch (Eq. 16; Alg. 1's ``||v - u||^2``), a scalar Tensor.
 
-    ``mean_i || model(x_t_i, t_i, y_i) - u_t_i ||^2`` with ``(x_t, u_t) = path.sample(x0, x1, t, noise)``
+    ``mean_i || model(x_t_i, t_i, y_i) - u_t_i ||^2`` with
+    ``(x_t, u_t) = path.sample(x0, x1, t, noise)``
     (default :class:`~flows_np.paths.LinearPath`, Eq. 14-15): squared norm over the
     non-batch dimensions, mean over the batch. x0 (noise) and x1 (data) are already
     paired (apply a coupling's permutation to x0 first); t: (N,) or a float.

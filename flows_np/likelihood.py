@@ -49,7 +49,8 @@ def standard_normal_log_prob(z) -> np.ndarray:
     array: the formula's one home is :func:`flows_np.nf.standard_normal_log_prob`, here
     applied to z as a constant Tensor (integers are read as float64)."""
     z = checks.as_array(z)
-    return nf.standard_normal_log_prob(mg.Tensor(z if z.dtype.kind == "f" else z.astype(np.float64))).data
+    z = z if z.dtype.kind == "f" else z.astype(np.float64)
+    return nf.standard_normal_log_prob(mg.Tensor(z)).data
 
 
 @contextlib.contextmanager
@@ -87,7 +88,8 @@ def velocity_and_divergence(v, x: np.ndarray, t: np.ndarray, y=None):
     with mg.enable_grad(), _frozen_parameters(v):
         leaf = mg.Tensor(x, requires_grad=True)
         out = checks.maths_of(v)(leaf, t, y)
-        checks.check_divergence_output(isinstance(out, mg.Tensor) and out.requires_grad, np.shape(out), x.shape,
+        checks.check_divergence_output(isinstance(out, mg.Tensor) and out.requires_grad,
+                                       np.shape(out), x.shape,
                                        "a minigrad Tensor computed from x with minigrad ops")
         div = np.zeros(n, dtype=x.dtype)
         for i in range(d):
@@ -113,7 +115,8 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     return exact_log_prob(v, x, steps, method, y, return_trajectory)
 
 
-def exact_log_prob(v, x: np.ndarray, steps: int, method: str, y=None, return_trajectory: bool = False):
+def exact_log_prob(v, x: np.ndarray, steps: int, method: str, y=None,
+                   return_trajectory: bool = False):
     """The maths of :func:`log_prob` on checked inputs: the joint ODE
     ``d/dt [x_t, l_t] = [v, div v]`` from ``[x, 0]`` at t = 1 to t = 0."""
     n, d = x.shape
@@ -123,7 +126,8 @@ def exact_log_prob(v, x: np.ndarray, steps: int, method: str, y=None, return_tra
         return np.concatenate([velocity, div[:, None]], axis=1)
 
     start = np.concatenate([x, np.zeros((n, 1), dtype=x.dtype)], axis=1)
-    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method, return_trajectory)
+    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method,
+                   return_trajectory)
     end = result[-1] if return_trajectory else result
     logp = standard_normal_log_prob(end[:, :d]) + end[:, d]
     if return_trajectory:
@@ -131,14 +135,16 @@ def exact_log_prob(v, x: np.ndarray, steps: int, method: str, y=None, return_tra
     return logp
 
 
-def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_size: int = 1024) -> float:
+def nll(v, points, labels=None, steps: int = 100, method: str = "rk4",
+        batch_size: int = 1024) -> float:
     """Mean negative log-likelihood ``-mean_i log p_1(x_i)`` in nats over a set of points,
     computed in batches of `batch_size` (each batch one :func:`log_prob` call).
 
     On held-out data this is the cross-entropy ``H(data, model)``; subtracting the
     data's entropy (:func:`flows_np.data.data_entropy`) leaves ``KL(data || model)``.
     """
-    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method, METHODS)
+    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method,
+                                                   METHODS)
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)

@@ -48,13 +48,13 @@ from minigrad import nn
 from . import checks
 from .named import FlowLoss
 
-__all__ = ["FlowLayer", "AffineCoupling", "Permutation", "NormalizingFlow", "FlowLoss", "standard_normal_log_prob",
-           "likelihood_loss", "default_permutations"]
+__all__ = ["FlowLayer", "AffineCoupling", "Permutation", "NormalizingFlow", "FlowLoss",
+           "standard_normal_log_prob", "likelihood_loss", "default_permutations"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# --------------------------------------------------------------------------- the likelihood (Eq. 2, 9)
+# --------------------------------------------------------------------------- likelihood (Eq. 2, 9)
 def standard_normal_log_prob(z: mg.Tensor) -> mg.Tensor:
     """``log N(z; 0, I) = -|z|^2 / 2 - (D/2) log(2 pi)`` per row: shape (N,)."""
     dim = z.shape[1]
@@ -70,7 +70,8 @@ def likelihood_loss(z: mg.Tensor, log_det: mg.Tensor) -> FlowLoss:
     return FlowLoss(-(log_pz + log_det), log_pz, log_det)
 
 
-def mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: float, rng, dtype) -> nn.Sequential:
+def mlp(n_in: int, n_out: int, hidden: int, n_layers: int, negative_slope: float, rng,
+        dtype) -> nn.Sequential:
     """`n_layers` Linear layers (n_in -> hidden -> ... -> hidden -> n_out) with LeakyReLU
     between them (the exercise's recommendation: 5 layers, hidden 8, Sec. 3.3)."""
     sizes = [n_in] + [hidden] * (n_layers - 1) + [n_out]
@@ -204,17 +205,19 @@ class AffineCoupling(FlowLayer):
     State dict: ``scale_net.{0,2,4,...}.{weight,bias}`` and ``shift_net...``, as in torch.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, rng=None, dtype=np.float32, *,
-                 scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True):
+    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, rng=None, dtype=np.float32,
+                 *, scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True):
         checks.check_coupling_architecture(dim, hidden, n_layers, scale_bound)
         rng = np.random.default_rng() if rng is None else rng
         self.dim = int(dim)
         self.split = self.dim // 2
         self.scale_bound = float(scale_bound)
-        self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers), scale_bound=self.scale_bound,
-                           negative_slope=float(negative_slope))
-        self.scale_net = mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
-        self.shift_net = mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope, rng, dtype)
+        self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers),
+                           scale_bound=self.scale_bound, negative_slope=float(negative_slope))
+        self.scale_net = mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope,
+                             rng, dtype)
+        self.shift_net = mlp(self.split, self.dim - self.split, hidden, n_layers, negative_slope,
+                             rng, dtype)
         if zero_init:
             for net in (self.scale_net, self.shift_net):
                 for p in net[len(net) - 1].parameters():
@@ -234,7 +237,8 @@ class AffineCoupling(FlowLayer):
         return mg.concat([z_l, y_r], axis=1), mg.sum(log_s, axis=1)
 
     def inverse_and_log_det(self, y: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
-        """Eq. 4 and Eq. 6: ``z = (y_l, (y_r - b) exp(-log s))``, ``log|det dz/dy| = -sum log s``."""
+        """Eq. 4 and Eq. 6: ``z = (y_l, (y_r - b) exp(-log s))``,
+        ``log|det dz/dy| = -sum log s``."""
         y_l, y_r = y[:, :self.split], y[:, self.split:]
         log_s, b = self.scale_and_shift(y_l)
         z_r = (y_r - b) * mg.exp(-log_s)
@@ -263,7 +267,8 @@ class Permutation(FlowLayer):
 
     def check_buffer(self, name: str, value) -> None:
         """Called by ``load_state_dict`` before anything is written: the incoming ``perm``
-        must be a permutation of ``0..dim-1`` (a flow with any other index array is not invertible)."""
+        must be a permutation of ``0..dim-1`` (a flow with any other index array is not
+        invertible)."""
         checks.check_permutation(value, self.dim)
 
     @property
@@ -334,7 +339,8 @@ class NormalizingFlow(FlowLayer):
                  negative_slope: float = 0.01, zero_init: bool = True, coupling=None):
         checks.check_flow_architecture(dim, hidden, n_layers, scale_bound, n_couplings)
         permutations = checks.check_permutations(permutations, dim, n_couplings)
-        permutations = default_permutations(dim, n_couplings) if permutations is None else permutations
+        if permutations is None:
+            permutations = default_permutations(dim, n_couplings)
         rng = np.random.default_rng() if rng is None else rng
         self.dim = int(dim)
         layers = []
@@ -342,12 +348,14 @@ class NormalizingFlow(FlowLayer):
             if i > 0:
                 layers.append(Permutation(permutations[i - 1]))
             layers.append(coupling(rng, dtype) if coupling is not None else
-                          AffineCoupling(dim, hidden, n_layers, rng=rng, dtype=dtype, scale_bound=scale_bound,
-                                         negative_slope=negative_slope, zero_init=zero_init))
+                          AffineCoupling(dim, hidden, n_layers, rng=rng, dtype=dtype,
+                                         scale_bound=scale_bound, negative_slope=negative_slope,
+                                         zero_init=zero_init))
         self.layers = nn.ModuleList(layers)
         # the architecture that a checkpoint records and compares on loading (flows_np.checkpoint)
         self.config = {"dim": self.dim, "n_couplings": int(n_couplings)}
-        self.config.update(layers[0].config if coupling is None else {"coupling": type(layers[0]).__name__})
+        self.config.update(layers[0].config if coupling is None else
+                           {"coupling": type(layers[0]).__name__})
 
     @property
     def couplings(self) -> list:
@@ -388,7 +396,8 @@ class NormalizingFlow(FlowLayer):
         """``FlowLoss(nll, log_pz, log_det)``: batch means of Eq. 9 and of its two parts,
         ``nll = -(log_pz + log_det)`` with ``log_pz = log N(phi^{-1}(x); 0, I)`` and
         ``log_det = log|det d phi^{-1}/dx|`` (the components plotted in Q1). Scalars."""
-        return likelihood_loss(*self.inverse_and_log_det(self.points(x, "x", mean_of="the mean loss")))
+        x = self.points(x, "x", mean_of="the mean loss")
+        return likelihood_loss(*self.inverse_and_log_det(x))
 
     # ------------------------------------------------------------ sampling
     def sample(self, n: int, rng=None) -> np.ndarray:

@@ -56,12 +56,10 @@ from . import checks
 from .assignment_fast import fast_assignment
 from .named import PathSample
 
-__all__ = [
-    "AffinePath", "LinearPath", "CosinePath", "PathSample",
-    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
-    "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t", "logit_normal_t", "uniform_t_from_uniforms",
-    "logit_normal_t_from_normals",
-]
+__all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "independent_coupling",
+           "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
+           "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t",
+           "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
 
 # --------------------------------------------------------------------------- paths
@@ -246,7 +244,8 @@ def coupling_maths(coupling):
     """The maths of a coupling of this module, for inputs already checked (a training step's):
     :func:`identity_permutation` for :func:`independent_coupling`, :func:`ot_permutation` for
     :func:`ot_coupling`; any other callable as it is."""
-    return {independent_coupling: identity_permutation, ot_coupling: ot_permutation}.get(coupling, coupling)
+    return {independent_coupling: identity_permutation,
+            ot_coupling: ot_permutation}.get(coupling, coupling)
 
 
 # --------------------------------------------------------------------------- time samplers
@@ -275,9 +274,10 @@ def uniform_t(n: int, rng: np.random.Generator | None = None, dtype=np.float32) 
     return rng.random(n).astype(dtype)
 
 
-def logit_normal_t(n: int, rng: np.random.Generator | None = None, mean: float = 0.0, std: float = 1.0,
-                   dtype=np.float32) -> np.ndarray:
-    """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003), shape (n,)."""
+def logit_normal_t(n: int, rng: np.random.Generator | None = None, mean: float = 0.0,
+                   std: float = 1.0, dtype=np.float32) -> np.ndarray:
+    """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003),
+    shape (n,)."""
     n = checks.time_sampler_inputs(n, mean, std)
     rng = np.random.default_rng() if rng is None else rng
     return logit_normal_t_from_normals(rng.standard_normal(n), mean, std).astype(dtype)

@@ -54,8 +54,8 @@ from .paths import LinearPath, uniform_t
 from .solvers import METHODS, as_state_field, integrate, solve, time_grid
 from .train import train_loop
 
-__all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance", "rings_support",
-           "few_step_quality"]
+__all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance",
+           "rings_support", "few_step_quality"]
 
 
 # --------------------------------------------------------------------------- pairs and training
@@ -67,8 +67,9 @@ def reflow_pairs(v, noise, steps: int = 100, method: str = "rk4", y=None):
     return checks.as_array(noise), integrate(v, noise, steps=steps, method=method, y=y)
 
 
-def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int = 128, lr: float = 1e-3,
-                   path=None, time_sampler=uniform_t, rng=None, progress=None, **loop_kwargs) -> dict:
+def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int = 128,
+                   lr: float = 1e-3, path=None, time_sampler=uniform_t, rng=None, progress=None,
+                   **loop_kwargs) -> dict:
     """Flow matching (Eq. 16) on *fixed* pairs: row i of `x0` always travels to row i of `x1`.
 
     The pairs (and labels) are shuffled together every epoch by
@@ -95,8 +96,8 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
                       progress=progress, **loop_kwargs)
 
 
-def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100, teacher_method: str = "rk4",
-           **train_kwargs):
+def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100,
+           teacher_method: str = "rk4", **train_kwargs):
     """One round of reflow: pair `noise` with the teacher's samples, train the student on them.
 
     `student` defaults to a copy of `teacher` (warm start; the teacher is not modified);
@@ -136,7 +137,8 @@ def straightness(v, noise, steps: int = 100, method: str = "rk4", y=None) -> dic
     with mg.no_grad():
         velocity = np.stack([field(path[i], t[i, 0, 0]) for i in range(k)])
     excess = np.sum((path[-1] - path[0] - velocity) ** 2, axis=-1)  # (K+1, N)
-    return {"chord_deviation": _trapezoid_mean(deviation), "liu_straightness": _trapezoid_mean(excess)}
+    return {"chord_deviation": _trapezoid_mean(deviation),
+            "liu_straightness": _trapezoid_mean(excess)}
 
 
 # --------------------------------------------------------------------------- sample quality

@@ -104,7 +104,8 @@ def score(velocity: np.ndarray, x: np.ndarray, t, min_gap: float = 1e-5) -> np.n
     return (t * velocity - x) / gap
 
 
-def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, trajectory: bool = False):
+def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None,
+               trajectory: bool = False):
     """Draw samples by Euler-Maruyama on ``dx = [v + g^2/2 s] dt + g dW`` from t = 0 to 1.
 
     Arguments
@@ -143,10 +144,12 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None, tr
             if scale == 0:
                 x = x + dt * velocity  # Eq. 17
             else:
-                eps = noise[k] if noise is not None else rng.standard_normal((n, d)).astype(x.dtype, copy=False)
+                eps = noise[k] if noise is not None else \
+                    rng.standard_normal((n, d)).astype(x.dtype, copy=False)
                 drift = velocity + (0.5 * scale**2) * score(velocity, x, t)
                 x = x + dt * drift + (scale * math.sqrt(dt)) * eps
             if trajectory:
                 states.append(x)
-    checks.check_finite_step(lambda: bool(np.all(np.isfinite(x))), "the state became", steps, steps, 1.0)
+    checks.check_finite_step(lambda: bool(np.all(np.isfinite(x))), "the state became", steps, steps,
+                             1.0)
     return np.stack(states) if trajectory else x

@@ -36,10 +36,11 @@ import minigrad as mg
 
 from . import checks
 
-__all__ = ["integrate", "solve", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid", "as_state_field"]
+__all__ = ["integrate", "solve", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid",
+           "as_state_field"]
 
 
-# --------------------------------------------------------------------------- one step of each method
+# --------------------------------------------------------------------------- one step of a method
 def euler_step(f, x, t: float, dt: float):
     """Eq. 17: ``x + dt f(x, t)``."""
     return x + dt * f(x, t)
@@ -87,8 +88,8 @@ def time_grid(t0: float, t1: float, steps: int) -> list:
 
 
 # --------------------------------------------------------------------------- integrate
-def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler", y=None,
-              trajectory: bool = False) -> np.ndarray:
+def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler",
+              y=None, trajectory: bool = False) -> np.ndarray:
     """Solve ``dx/dt = v(x, t, y)`` from ``t0`` to ``t1`` in ``steps`` equal steps (Alg. 2).
 
     v: a velocity field, called ``v(x, t, y)`` with x an ndarray of the state's shape
@@ -104,7 +105,8 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
     the checks cost no time).
     """
     x, t0, t1, steps, y = checks.ode_inputs(v, x, t0, t1, steps, method, y, METHODS)
-    return solve(as_state_field(checks.maths_of(v), y), x, time_grid(t0, t1, steps), method, trajectory)
+    return solve(as_state_field(checks.maths_of(v), y), x, time_grid(t0, t1, steps), method,
+                 trajectory)
 
 
 def as_state_field(v, y=None, cast: bool = True):
@@ -117,7 +119,8 @@ def as_state_field(v, y=None, cast: bool = True):
     return f
 
 
-def solve(f, x: np.ndarray, grid: list, method: str = "euler", trajectory: bool = False) -> np.ndarray:
+def solve(f, x: np.ndarray, grid: list, method: str = "euler",
+          trajectory: bool = False) -> np.ndarray:
     """The maths of :func:`integrate`: ``steps = len(grid) - 1`` steps of `method` on the time
     grid, from the checked state `x` with the field ``f(x, t)`` (:func:`as_state_field`).
 

@@ -23,7 +23,8 @@ The spline of one coordinate (NSF Sec. 3.1), on the interval ``[-B, B]``:
   and ``d_{k+1}`` at the ends, and is monotone for any positive ``w, h, d``;
 * its derivative (NSF Eq. 5)::
 
-      g'(x) = s_k^2 [d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2] / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)]^2
+      g'(x) = s_k^2 [d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2]
+              / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)]^2
 
 * its inverse (NSF Eq. 6-8): for y in bin k, ``xi`` is the root in [0, 1] of
   ``a xi^2 + b xi + c = 0`` with::
@@ -62,14 +63,15 @@ from minigrad import nn
 from . import checks
 from .nf import FlowLayer, NormalizingFlow
 
-__all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives", "identity_derivative_offset",
-           "rq_forward", "rq_inverse", "rq_log_derivative", "ResidualNet", "RationalQuadraticCoupling",
-           "SplineFlow"]
+__all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives",
+           "identity_derivative_offset", "rq_forward", "rq_inverse", "rq_log_derivative",
+           "ResidualNet", "RationalQuadraticCoupling", "SplineFlow"]
 
 
 # --------------------------------------------------------------------------- spline parameters
 def spline_knots(unnormalized, bound: float, min_size: float) -> mg.Tensor:
-    """Knot positions ``(..., K + 1)`` from raw bin sizes ``(..., K)``: ``-B = t_0 < ... < t_K = B``.
+    """Knot positions ``(..., K + 1)`` from raw bin sizes ``(..., K)``:
+    ``-B = t_0 < ... < t_K = B``.
 
     ``size_k = min_size + (1 - K min_size) softmax(u)_k`` (positive, summing to 1), the
     knots are ``-B + 2B * (0, size_0, size_0 + size_1, ...)``; the two ends are set to
@@ -128,9 +130,10 @@ def rq_log_derivative(xi, s_k, d_k, d_k1) -> mg.Tensor:
 
 
 # --------------------------------------------------------------------------- the spline
-def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
-                              bound: float = 3.0, inverse: bool = False, *, min_bin_width: float = 1e-3,
-                              min_bin_height: float = 1e-3, min_derivative: float = 1e-3):
+def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights,
+                              unnormalized_derivatives, bound: float = 3.0, inverse: bool = False,
+                              *, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+                              min_derivative: float = 1e-3):
     """The monotone spline ``g`` (or ``g^{-1}`` with ``inverse=True``), elementwise, with
     identity tails outside ``[-B, B]``.
 
@@ -183,12 +186,14 @@ class ResidualNet(nn.Module):
     ``zero_init`` sets the output layer to zero: the network outputs 0 for every input.
     State dict: ``input.*``, ``blocks.{i}.{1,3}.*``, ``output.*`` (as in the torch twin)."""
 
-    def __init__(self, n_in: int, n_out: int, hidden: int = 64, n_blocks: int = 2, rng=None, dtype=np.float32, *,
-                 negative_slope: float = 0.01, zero_init: bool = True):
+    def __init__(self, n_in: int, n_out: int, hidden: int = 64, n_blocks: int = 2, rng=None,
+                 dtype=np.float32, *, negative_slope: float = 0.01, zero_init: bool = True):
         self.input = nn.Linear(n_in, hidden, rng=rng, dtype=dtype)
         self.blocks = nn.ModuleList([
-            nn.Sequential(nn.LeakyReLU(negative_slope), nn.Linear(hidden, hidden, rng=rng, dtype=dtype),
-                          nn.LeakyReLU(negative_slope), nn.Linear(hidden, hidden, rng=rng, dtype=dtype))
+            nn.Sequential(nn.LeakyReLU(negative_slope),
+                          nn.Linear(hidden, hidden, rng=rng, dtype=dtype),
+                          nn.LeakyReLU(negative_slope),
+                          nn.Linear(hidden, hidden, rng=rng, dtype=dtype))
             for _ in range(n_blocks)])
         self.activation = nn.LeakyReLU(negative_slope)
         self.output = nn.Linear(hidden, n_out, rng=rng, dtype=dtype)
@@ -231,26 +236,32 @@ class RationalQuadraticCoupling(FlowLayer):
         rng, dtype: weights' generator and dtype.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8, bound: float = 3.0,
-                 rng=None, dtype=np.float32, *, negative_slope: float = 0.01, min_bin_width: float = 1e-3,
-                 min_bin_height: float = 1e-3, min_derivative: float = 1e-3, zero_init: bool = True):
+    def __init__(self, dim: int = 2, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8,
+                 bound: float = 3.0, rng=None, dtype=np.float32, *, negative_slope: float = 0.01,
+                 min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+                 min_derivative: float = 1e-3, zero_init: bool = True):
         checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
         rng = np.random.default_rng() if rng is None else rng
-        self.dim, self.split, self.n_bins, self.bound = int(dim), int(dim) // 2, int(n_bins), float(bound)
+        self.dim, self.split = int(dim), int(dim) // 2
+        self.n_bins, self.bound = int(n_bins), float(bound)
         self.spline_options = dict(min_bin_width=min_bin_width, min_bin_height=min_bin_height,
                                    min_derivative=min_derivative)
-        self.conditioner = ResidualNet(self.split, (self.dim - self.split) * (3 * self.n_bins - 1), hidden,
-                                       n_blocks, rng, dtype, negative_slope=negative_slope, zero_init=zero_init)
+        self.conditioner = ResidualNet(self.split, (self.dim - self.split) * (3 * self.n_bins - 1),
+                                       hidden, n_blocks, rng, dtype, negative_slope=negative_slope,
+                                       zero_init=zero_init)
 
     def spline_parameters(self, z_l: mg.Tensor) -> tuple:
-        """``(widths, heights, derivatives)``, raw, of shapes (N, D_r, K), (N, D_r, K), (N, D_r, K - 1)."""
-        raw = mg.reshape(self.conditioner(z_l), (z_l.shape[0], self.dim - self.split, 3 * self.n_bins - 1))
+        """``(widths, heights, derivatives)``, raw, of shapes (N, D_r, K), (N, D_r, K),
+        (N, D_r, K - 1)."""
+        raw = mg.reshape(self.conditioner(z_l),
+                         (z_l.shape[0], self.dim - self.split, 3 * self.n_bins - 1))
         return mg.split(raw, [self.n_bins, self.n_bins, self.n_bins - 1], axis=2)
 
     def _transform(self, u: mg.Tensor, inverse: bool) -> tuple[mg.Tensor, mg.Tensor]:
         u_l, u_r = u[:, :self.split], u[:, self.split:]
-        out_r, log_derivative = rational_quadratic_spline(u_r, *self.spline_parameters(u_l), self.bound,
-                                                          inverse, **self.spline_options)
+        out_r, log_derivative = rational_quadratic_spline(u_r, *self.spline_parameters(u_l),
+                                                          self.bound, inverse,
+                                                          **self.spline_options)
         return mg.concat([u_l, out_r], axis=1), mg.sum(log_derivative, axis=1)
 
     def forward_and_log_det(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
@@ -277,15 +288,19 @@ class SplineFlow(NormalizingFlow):
             min_derivative, zero_init: every coupling's, see :class:`RationalQuadraticCoupling`.
     """
 
-    def __init__(self, dim: int = 2, n_couplings: int = 4, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8,
-                 bound: float = 3.0, permutations=None, rng=None, dtype=np.float32, *, negative_slope: float = 0.01,
-                 min_bin_width: float = 1e-3, min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
+    def __init__(self, dim: int = 2, n_couplings: int = 4, hidden: int = 64, n_blocks: int = 2,
+                 n_bins: int = 8, bound: float = 3.0, permutations=None, rng=None, dtype=np.float32,
+                 *, negative_slope: float = 0.01, min_bin_width: float = 1e-3,
+                 min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
                  zero_init: bool = True):
         checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
-        options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
-                       min_derivative=min_derivative, zero_init=zero_init)
+        options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width,
+                       min_bin_height=min_bin_height, min_derivative=min_derivative,
+                       zero_init=zero_init)
 
         def coupling(layer_rng, layer_dtype):
-            return RationalQuadraticCoupling(dim, hidden, n_blocks, n_bins, bound, layer_rng, layer_dtype, **options)
+            return RationalQuadraticCoupling(dim, hidden, n_blocks, n_bins, bound, layer_rng,
+                                             layer_dtype, **options)
 
-        super().__init__(dim, n_couplings, permutations=permutations, rng=rng, dtype=dtype, coupling=coupling)
+        super().__init__(dim, n_couplings, permutations=permutations, rng=rng, dtype=dtype,
+                         coupling=coupling)

@@ -24,18 +24,20 @@ def _default_dtype_device(v):
     return torch.float64, torch.device("cpu")
 
 
-def bonus_point_trajectory(v, target=BONUS_TARGET, steps: int = 1000, method: str = "rk4", y=None, dtype=None):
+def bonus_point_trajectory(v, target=BONUS_TARGET, steps: int = 1000, method: str = "rk4", y=None,
+                           dtype=None):
     """Find the noise that `v`'s flow sends to `target` and sample from it (see
     :func:`flows_np.bonus.bonus_point_trajectory`). Returns a dict with ``noise`` (D,),
     ``trajectory`` and ``reverse_trajectory`` (steps + 1, D) tensors, and the floats
     ``landing_error`` and ``noise_norm``."""
     default_dtype, device = _default_dtype_device(v)
-    point, steps, labels = checks.bonus_inputs(v, target, default_dtype if dtype is None else dtype, device, steps,
-                                               method, y, METHODS)
+    point, steps, labels = checks.bonus_inputs(v, target, default_dtype if dtype is None else dtype,
+                                               device, steps, method, y, METHODS)
     field = as_state_field(checks.maths_of(v), labels)
-    reverse = solve(field, point, time_grid(1.0, 0.0, steps), method, trajectory=True)[:, 0]  # Eq. 18
+    # Eq. 18: from the target back to its noise; then Alg. 2 from that noise
+    reverse = solve(field, point, time_grid(1.0, 0.0, steps), method, trajectory=True)[:, 0]
     noise = reverse[-1]
-    forward = solve(field, noise[None], time_grid(0.0, 1.0, steps), method, trajectory=True)[:, 0]  # Alg. 2
+    forward = solve(field, noise[None], time_grid(0.0, 1.0, steps), method, trajectory=True)[:, 0]
     return {
         "noise": noise,
         "trajectory": forward,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from flows_np.checkpoint import check_state, read_archive, write_archive
-from flows_np.checks import array_entries, check_backend, check_state_entries
+from .checks import array_entries, check_backend, check_state_entries
 
 __all__ = ["save_checkpoint", "load_checkpoint", "check_loadable", "check_module_buffers", "buffer_check_hook",
            "CheckedLoading"]

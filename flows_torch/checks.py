@@ -16,15 +16,15 @@ import numpy as np
 import torch
 
 from flows_np import checks as rules
-from flows_np.checks import (MAX_STEPS, check_backend, check_bin_floors, check_callables,
+from flows_np.checks import (MAX_STEPS, array_entries, check_backend, check_bin_floors, check_callables,
                              check_coupling_architecture, check_divergence_output, check_field_output,
                              check_finite_step, check_flow_architecture, check_integer, check_labels,
                              check_method, check_model_dim, check_noise_scale, check_nonempty,
                              check_point_facts, check_positive_int, check_real, check_sigma,
                              check_spline_architecture, check_steps, check_student, check_time_interval,
-                             check_velocity_architecture, is_library_model, maths_of)
+                             check_state_entries, check_velocity_architecture, is_library_model, maths_of)
 
-__all__ = ["MAX_STEPS", "all_finite", "as_input_tensor", "as_points", "as_target", "bonus_inputs", "as_tensor_tuple", "as_times",
+__all__ = ["MAX_STEPS", "array_entries", "check_state_entries", "all_finite", "as_input_tensor", "as_points", "as_target", "bonus_inputs", "as_tensor_tuple", "as_times",
            "check_backend", "check_bin_floors", "check_callables", "check_coupling_architecture", "check_divergence_output", "check_field_output", "check_finite_step",
            "check_flow_architecture", "check_generator", "check_integer", "check_labels_tensor", "check_method",
            "check_noise_scale", "check_nonempty", "check_permutation", "check_permutations", "check_points",

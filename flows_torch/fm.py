@@ -39,14 +39,15 @@ class VelocityMLP(CheckedLoading, nn.Module):
     N(0, 1)); without it torch's default initialisation is used.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 5, num_classes: int | None = None,
-                 time_embedding: str | None = None, class_dim: int = 8, num_frequencies: int = 4,
-                 negative_slope: float = 0.01, generator: torch.Generator | None = None, dtype=None, device=None):
+    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 5,
+                 num_classes: int | None = None, time_embedding: str | None = None,
+                 class_dim: int = 8, num_frequencies: int = 4, negative_slope: float = 0.01,
+                 generator: torch.Generator | None = None, dtype=None, device=None):
         super().__init__()
-        checks.check_velocity_architecture(dim, hidden, depth, num_classes, time_embedding, class_dim,
-                                           num_frequencies)
-        self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim, num_frequencies,
-                                   negative_slope)
+        checks.check_velocity_architecture(dim, hidden, depth, num_classes, time_embedding,
+                                           class_dim, num_frequencies)
+        self.config = architecture(dim, hidden, depth, num_classes, time_embedding, class_dim,
+                                   num_frequencies, negative_slope)
         self.dim, self.num_classes = int(dim), num_classes
         self.time_embedding, self.num_frequencies = time_embedding, int(num_frequencies)
         in_features = dim + num_time_features(time_embedding, num_frequencies)
@@ -98,7 +99,8 @@ class VelocityMLP(CheckedLoading, nn.Module):
 
 def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> torch.Tensor:
     """Eq. 16 on one batch: ``mean_i || model(x_t_i, t_i, y_i) - u_t_i ||^2`` (squared norm over
-    the non-batch dimensions, mean over the batch), ``(x_t, u_t) = path.sample(x0, x1, t, noise)``."""
+    the non-batch dimensions, mean over the batch),
+    ``(x_t, u_t) = path.sample(x0, x1, t, noise)``."""
     path = LinearPath() if path is None else path
     x0, x1, t, y, noise = checks.fm_loss_inputs(model, path, x0, x1, t, y, noise)
     return velocity_regression_loss(checks.maths_of(model), path, x0, x1, t, y, noise)

@@ -62,8 +62,10 @@ def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_traject
     return exact_log_prob(v, x, steps, method, y, return_trajectory)
 
 
-def exact_log_prob(v, x: torch.Tensor, steps: int, method: str, y=None, return_trajectory: bool = False):
-    """The maths of :func:`log_prob` on checked inputs (see :func:`flows_np.likelihood.exact_log_prob`)."""
+def exact_log_prob(v, x: torch.Tensor, steps: int, method: str, y=None,
+                   return_trajectory: bool = False):
+    """The maths of :func:`log_prob` on checked inputs (see
+    :func:`flows_np.likelihood.exact_log_prob`)."""
     n, d = x.shape
 
     def joint_field(state, t, y):
@@ -71,7 +73,8 @@ def exact_log_prob(v, x: torch.Tensor, steps: int, method: str, y=None, return_t
         return torch.cat([velocity, div[:, None]], dim=1)
 
     start = torch.cat([x, torch.zeros((n, 1), dtype=x.dtype, device=x.device)], dim=1)
-    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method, return_trajectory)
+    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method,
+                   return_trajectory)
     end = result[-1] if return_trajectory else result
     logp = standard_normal_log_prob(end[:, :d]) + end[:, d]
     if return_trajectory:
@@ -79,10 +82,12 @@ def exact_log_prob(v, x: torch.Tensor, steps: int, method: str, y=None, return_t
     return logp
 
 
-def nll(v, points, labels=None, steps: int = 100, method: str = "rk4", batch_size: int = 1024) -> float:
+def nll(v, points, labels=None, steps: int = 100, method: str = "rk4",
+        batch_size: int = 1024) -> float:
     """Mean negative log-likelihood in nats over `points`, in batches (see
     :func:`flows_np.likelihood.nll`)."""
-    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method, METHODS)
+    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method,
+                                                   METHODS)
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flows_np.checks import check_labels, check_positive_int
+from .checks import check_labels, check_positive_int
 
 from .mnist_train import NUM_CLASSES, autocast_context
 from .unet import UNet

@@ -30,13 +30,13 @@ from flows_np.named import FlowLoss
 from . import checks
 from .checkpoint import CheckedLoading, buffer_check_hook
 
-__all__ = ["FlowLayer", "AffineCoupling", "Permutation", "NormalizingFlow", "FlowLoss", "standard_normal_log_prob",
-           "likelihood_loss", "default_permutations"]
+__all__ = ["FlowLayer", "AffineCoupling", "Permutation", "NormalizingFlow", "FlowLoss",
+           "standard_normal_log_prob", "likelihood_loss", "default_permutations"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# --------------------------------------------------------------------------- the likelihood (Eq. 2, 9)
+# --------------------------------------------------------------------------- likelihood (Eq. 2, 9)
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I) = -|z|^2 / 2 - (D/2) log(2 pi)`` per row: shape (N,)."""
     return -0.5 * (z * z).sum(dim=1) - 0.5 * z.shape[1] * _LOG_2PI
@@ -123,7 +123,8 @@ class FlowLayer(CheckedLoading, nn.Module):
                                 lambda layer, h: layer.forward_and_log_det(h), include_permutations)
 
     def inverse_trajectory(self, x, include_permutations: bool = True) -> torch.Tensor:
-        """(S, N, dim): ``[0] = x``, then the state after every inverse layer; ``[-1] = phi^{-1}(x)``."""
+        """(S, N, dim): ``[0] = x``, then the state after every inverse layer;
+        ``[-1] = phi^{-1}(x)``."""
         return self._trajectory(self.points(x, self.input_names[1]), self.steps[::-1],
                                 lambda layer, h: layer.inverse_and_log_det(h), include_permutations)
 
@@ -139,17 +140,19 @@ class AffineCoupling(FlowLayer):
     ``exp(log s)`` from overflowing.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5, generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32, device=None, *, scale_bound: float = 3.0,
-                 negative_slope: float = 0.01, zero_init: bool = True):
+    def __init__(self, dim: int = 2, hidden: int = 8, n_layers: int = 5,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device=None, *, scale_bound: float = 3.0, negative_slope: float = 0.01,
+                 zero_init: bool = True):
         super().__init__()
         checks.check_coupling_architecture(dim, hidden, n_layers, scale_bound)
         self.dim = int(dim)
         self.split = self.dim // 2
         self.scale_bound = float(scale_bound)
-        self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers), scale_bound=self.scale_bound,
-                           negative_slope=float(negative_slope))
-        args = (self.split, dim - self.split, hidden, n_layers, negative_slope, generator, dtype, device)
+        self.config = dict(dim=self.dim, hidden=int(hidden), n_layers=int(n_layers),
+                           scale_bound=self.scale_bound, negative_slope=float(negative_slope))
+        args = (self.split, dim - self.split, hidden, n_layers, negative_slope, generator, dtype,
+                device)
         self.scale_net = mlp(*args)
         self.shift_net = mlp(*args)
         if zero_init:
@@ -236,26 +239,28 @@ class NormalizingFlow(FlowLayer):
     input_names = ("z", "x")
 
     def __init__(self, dim: int = 2, n_couplings: int = 15, hidden: int = 8, n_layers: int = 5,
-                 permutations=None, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                 device=None, *, scale_bound: float = 3.0, negative_slope: float = 0.01, zero_init: bool = True,
-                 coupling=None):
+                 permutations=None, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32, device=None, *, scale_bound: float = 3.0,
+                 negative_slope: float = 0.01, zero_init: bool = True, coupling=None):
         super().__init__()
         checks.check_flow_architecture(dim, hidden, n_layers, scale_bound, n_couplings)
         permutations = checks.check_permutations(permutations, dim, n_couplings)
-        permutations = default_permutations(dim, n_couplings) if permutations is None else permutations
+        if permutations is None:
+            permutations = default_permutations(dim, n_couplings)
         self.dim = int(dim)
         layers = []
         for i in range(n_couplings):
             if i > 0:
                 layers.append(Permutation(permutations[i - 1]).to(device))
             layers.append(coupling(generator, dtype, device) if coupling is not None else
-                          AffineCoupling(dim, hidden, n_layers, generator=generator, dtype=dtype, device=device,
-                                         scale_bound=scale_bound, negative_slope=negative_slope,
-                                         zero_init=zero_init))
+                          AffineCoupling(dim, hidden, n_layers, generator=generator, dtype=dtype,
+                                         device=device, scale_bound=scale_bound,
+                                         negative_slope=negative_slope, zero_init=zero_init))
         self.layers = nn.ModuleList(layers)
         # the architecture that a checkpoint records and compares on loading (flows_np.checkpoint)
         self.config = {"dim": self.dim, "n_couplings": int(n_couplings)}
-        self.config.update(layers[0].config if coupling is None else {"coupling": type(layers[0]).__name__})
+        self.config.update(layers[0].config if coupling is None else
+                           {"coupling": type(layers[0]).__name__})
 
     @property
     def couplings(self) -> list:
@@ -288,7 +293,8 @@ class NormalizingFlow(FlowLayer):
 
     def loss(self, x) -> FlowLoss:
         """``FlowLoss(nll, log_pz, log_det)``: batch means of Eq. 9 and its two parts."""
-        return likelihood_loss(*self.inverse_and_log_det(self.points(x, "x", mean_of="the mean loss")))
+        x = self.points(x, "x", mean_of="the mean loss")
+        return likelihood_loss(*self.inverse_and_log_det(x))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

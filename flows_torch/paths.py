@@ -24,12 +24,10 @@ from flows_np.named import PathSample
 
 from . import checks
 
-__all__ = [
-    "AffinePath", "LinearPath", "CosinePath", "PathSample",
-    "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
-    "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t", "logit_normal_t", "uniform_t_from_uniforms",
-    "logit_normal_t_from_normals",
-]
+__all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "independent_coupling",
+           "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
+           "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t",
+           "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
 
 # --------------------------------------------------------------------------- paths
@@ -89,7 +87,8 @@ class AffinePath(abc.ABC):
         (the generator's stream is untouched) and returns None.
         """
         if self.sigma > 0:
-            return torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=generator.device).to(x1.device)
+            return torch.randn(x1.shape, generator=generator, dtype=x1.dtype,
+                               device=generator.device).to(x1.device)
         return None
 
     def __repr__(self) -> str:
@@ -190,7 +189,8 @@ def identity_permutation(x0, x1) -> torch.Tensor:
 def coupling_maths(coupling):
     """The maths of a coupling of this module for checked inputs (see
     :func:`flows_np.paths.coupling_maths`); any other callable as it is."""
-    return {independent_coupling: identity_permutation, ot_coupling: ot_permutation}.get(coupling, coupling)
+    return {independent_coupling: identity_permutation,
+            ot_coupling: ot_permutation}.get(coupling, coupling)
 
 
 # --------------------------------------------------------------------------- time samplers
@@ -205,15 +205,17 @@ def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0) -> torch
     return torch.sigmoid(mean + std * z)
 
 
-def uniform_t(n: int, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+def uniform_t(n: int, generator: torch.Generator | None = None, device=None,
+              dtype=None) -> torch.Tensor:
     """``n`` times ``t ~ U[0, 1)`` (Alg. 1), shape (n,)."""
     n = checks.time_sampler_inputs(n)
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
 
-def logit_normal_t(n: int, generator: torch.Generator | None = None, mean: float = 0.0, std: float = 1.0,
-                   device=None, dtype=None) -> torch.Tensor:
-    """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003), shape (n,)."""
+def logit_normal_t(n: int, generator: torch.Generator | None = None, mean: float = 0.0,
+                   std: float = 1.0, device=None, dtype=None) -> torch.Tensor:
+    """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003),
+    shape (n,)."""
     n = checks.time_sampler_inputs(n, mean, std)
     z = torch.randn(n, generator=generator, device=device, dtype=dtype)
     return torch.sigmoid(mean + std * z)

@@ -20,8 +20,8 @@ from .paths import LinearPath, uniform_t
 from .solvers import METHODS, as_state_field, integrate, solve, time_grid
 from .train import train_loop
 
-__all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance", "rings_support",
-           "few_step_quality"]
+__all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance",
+           "rings_support", "few_step_quality"]
 
 
 # --------------------------------------------------------------------------- pairs and training
@@ -30,8 +30,9 @@ def reflow_pairs(v, noise, steps: int = 100, method: str = "rk4", y=None):
     return torch.as_tensor(noise), integrate(v, noise, steps=steps, method=method, y=y)
 
 
-def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int = 128, lr: float = 1e-3,
-                   path=None, time_sampler=uniform_t, generator=None, progress=None, **loop_kwargs) -> dict:
+def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int = 128,
+                   lr: float = 1e-3, path=None, time_sampler=uniform_t, generator=None,
+                   progress=None, **loop_kwargs) -> dict:
     """Flow matching (Eq. 16) on fixed pairs: row i of `x0` always travels to row i of `x1`
     (see :func:`flows_np.reflow.train_on_pairs`); only the times (and a ``sigma > 0``
     path's noise) are drawn, from `generator` (on its device, then moved to the data's).
@@ -52,12 +53,12 @@ def train_on_pairs(model, x0, x1, labels=None, epochs: int = 5, batch_size: int 
         noise = path.draw_noise(b1, generator)
         return velocity_regression_loss(field, path, b0, b1, t, y, noise)
 
-    return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
-                      progress=progress, **loop_kwargs)
+    return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr,
+                      generator=generator, progress=progress, **loop_kwargs)
 
 
-def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100, teacher_method: str = "rk4",
-           **train_kwargs):
+def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100,
+           teacher_method: str = "rk4", **train_kwargs):
     """One round of reflow (see :func:`flows_np.reflow.reflow`); the student defaults to a
     copy of the teacher. Returns ``(student, history, (x0, x1))``."""
     checks.check_student(student is not None or isinstance(teacher, torch.nn.Module), "torch")
@@ -69,7 +70,8 @@ def reflow(teacher, noise, student=None, labels=None, teacher_steps: int = 100, 
 
 # --------------------------------------------------------------------------- straightness
 def _trapezoid_mean(values: torch.Tensor) -> float:
-    """``int_0^1 f dt`` by the trapezoidal rule from f on the uniform grid (dim 0), averaged over dim 1."""
+    """``int_0^1 f dt`` by the trapezoidal rule from f on the uniform grid (dim 0), averaged
+    over dim 1."""
     return float((values[1:] + values[:-1]).mean() / 2.0)
 
 
@@ -87,7 +89,8 @@ def straightness(v, noise, steps: int = 100, method: str = "rk4", y=None) -> dic
     with torch.no_grad():
         velocity = torch.stack([field(path[i], t[i, 0, 0].expand(n), y) for i in range(k)])
     excess = torch.sum((path[-1] - path[0] - velocity) ** 2, dim=-1)
-    return {"chord_deviation": _trapezoid_mean(deviation), "liu_straightness": _trapezoid_mean(excess)}
+    return {"chord_deviation": _trapezoid_mean(deviation),
+            "liu_straightness": _trapezoid_mean(excess)}
 
 
 # --------------------------------------------------------------------------- sample quality

@@ -40,7 +40,8 @@ def score(velocity: torch.Tensor, x: torch.Tensor, t, min_gap: float = 1e-5) -> 
     return (t * velocity - x) / gap
 
 
-def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=None, trajectory: bool = False):
+def sample_sde(v, x0, steps: int = 1000, g=1.0, generator=None, noise=None, y=None,
+               trajectory: bool = False):
     """Euler-Maruyama on ``dx = [v + g^2/2 s] dt + g dW`` from t = 0 to 1.
 
     Same arguments as :func:`flows_np.sde.sample_sde`, with torch tensors and a

@@ -14,12 +14,13 @@ from flows_np.solvers import METHODS, ORDERS, STEPPERS, nfe, time_grid
 
 from . import checks
 
-__all__ = ["integrate", "solve", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid", "as_state_field"]
+__all__ = ["integrate", "solve", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid",
+           "as_state_field"]
 
 
 @torch.no_grad()
-def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler", y=None,
-              trajectory: bool = False) -> torch.Tensor:
+def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler",
+              y=None, trajectory: bool = False) -> torch.Tensor:
     """Solve ``dx/dt = v(x, t, y)`` from ``t0`` to ``t1`` in ``steps`` equal steps (Alg. 2).
 
     v: called ``v(x, t, y)`` with x a tensor of the state's shape and t an (N,) tensor
@@ -31,7 +32,8 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method:
     stacked, shape (steps + 1, *x.shape), first entry x. No graph is recorded.
     """
     x, t0, t1, steps, y = checks.ode_inputs(v, x, t0, t1, steps, method, y, METHODS)
-    return solve(as_state_field(checks.maths_of(v), y), x, time_grid(t0, t1, steps), method, trajectory)
+    return solve(as_state_field(checks.maths_of(v), y), x, time_grid(t0, t1, steps), method,
+                 trajectory)
 
 
 def as_state_field(v, y=None, cast: bool = True):
@@ -45,7 +47,8 @@ def as_state_field(v, y=None, cast: bool = True):
 
 
 @torch.no_grad()
-def solve(f, x: torch.Tensor, grid: list, method: str = "euler", trajectory: bool = False) -> torch.Tensor:
+def solve(f, x: torch.Tensor, grid: list, method: str = "euler",
+          trajectory: bool = False) -> torch.Tensor:
     """The maths of :func:`integrate` (see :func:`flows_np.solvers.solve`): the steps of
     `method` on the time grid from the checked state `x`; faults reported at the first and
     the last step by :mod:`flows_torch.checks`."""
@@ -55,7 +58,8 @@ def solve(f, x: torch.Tensor, grid: list, method: str = "euler", trajectory: boo
         checks.check_finite_step(checks.all_finite(state), "the state became", k + 1, steps, t)
         out = f(state, t)
         checks.check_field_output(out.shape if isinstance(out, torch.Tensor) else None, state.shape)
-        checks.check_finite_step(checks.all_finite(out), "the velocity field returned", k + 1, steps, t)
+        checks.check_finite_step(checks.all_finite(out), "the velocity field returned", k + 1,
+                                 steps, t)
         return out
 
     states = [x] if trajectory else None

@@ -1,4 +1,5 @@
-"""PyTorch twin of :mod:`flows_np.splines`: rational-quadratic spline couplings (Durkan et al. 2019).
+"""PyTorch twin of :mod:`flows_np.splines`: rational-quadratic spline couplings
+(Durkan et al. 2019).
 
 Same functions, classes, arguments and state-dict keys as the numpy version; the
 mathematics (NSF Eq. 4 forward, Eq. 5 derivative, Eq. 6-8 inverse, the softmax /
@@ -19,8 +20,9 @@ from flows_np.splines import identity_derivative_offset
 from . import checks
 from .nf import FlowLayer, NormalizingFlow
 
-__all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives", "rq_forward", "rq_inverse",
-           "rq_log_derivative", "ResidualNet", "RationalQuadraticCoupling", "SplineFlow"]
+__all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives", "rq_forward",
+           "rq_inverse", "rq_log_derivative", "ResidualNet", "RationalQuadraticCoupling",
+           "SplineFlow"]
 
 
 # --------------------------------------------------------------------------- spline parameters
@@ -71,9 +73,10 @@ def rq_log_derivative(xi, s_k, d_k, d_k1):
 
 
 # --------------------------------------------------------------------------- the spline
-def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
-                              bound: float = 3.0, inverse: bool = False, *, min_bin_width: float = 1e-3,
-                              min_bin_height: float = 1e-3, min_derivative: float = 1e-3):
+def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights,
+                              unnormalized_derivatives, bound: float = 3.0, inverse: bool = False,
+                              *, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+                              min_derivative: float = 1e-3):
     """``(g(x), log g'(x))`` or, with ``inverse``, ``(g^{-1}(x), -log g'(g^{-1}(x)))``;
     identity tails outside ``[-B, B]``. See :func:`flows_np.splines.rational_quadratic_spline`."""
     n_bins = unnormalized_widths.shape[-1]
@@ -86,7 +89,8 @@ def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights, unno
     inside = (x >= -bound) & (x <= bound)
     x_in = torch.where(inside, x, torch.zeros_like(x))
     knots = ys if inverse else xs
-    k = torch.searchsorted(knots[..., 1:n_bins].contiguous(), x_in[..., None].detach(), right=True)[..., 0]
+    k = torch.searchsorted(knots[..., 1:n_bins].contiguous(), x_in[..., None].detach(),
+                           right=True)[..., 0]
     w_k, h_k = _at(widths, k), _at(heights, k)
     s_k, d_k, d_k1 = h_k / w_k, _at(ds, k), _at(ds, k + 1)
     if inverse:
@@ -97,7 +101,8 @@ def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights, unno
         xi = (x_in - _at(xs, k)) / w_k
         out = rq_forward(xi, _at(ys, k), h_k, s_k, d_k, d_k1)
         log_derivative = rq_log_derivative(xi, s_k, d_k, d_k1)
-    return torch.where(inside, out, x), torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
+    zero = torch.zeros_like(log_derivative)
+    return torch.where(inside, out, x), torch.where(inside, log_derivative, zero)
 
 
 # --------------------------------------------------------------------------- the conditioner
@@ -121,8 +126,10 @@ class ResidualNet(nn.Module):
         super().__init__()
         self.input = _linear(n_in, hidden, generator, dtype, device)
         self.blocks = nn.ModuleList([
-            nn.Sequential(nn.LeakyReLU(negative_slope), _linear(hidden, hidden, generator, dtype, device),
-                          nn.LeakyReLU(negative_slope), _linear(hidden, hidden, generator, dtype, device))
+            nn.Sequential(nn.LeakyReLU(negative_slope),
+                          _linear(hidden, hidden, generator, dtype, device),
+                          nn.LeakyReLU(negative_slope),
+                          _linear(hidden, hidden, generator, dtype, device))
             for _ in range(n_blocks)])
         self.activation = nn.LeakyReLU(negative_slope)
         self.output = _linear(hidden, n_out, generator, dtype, device)
@@ -145,28 +152,32 @@ class RationalQuadraticCoupling(FlowLayer):
     ``y = (z_l, g(z_r; conditioner(z_l)))`` (NSF Eq. 4), inverse by NSF Eq. 6-8,
     ``log|det d h^{-1}/dy| = -sum log g'(z_r)`` (NSF Eq. 5)."""
 
-    def __init__(self, dim: int = 2, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8, bound: float = 3.0,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32, device=None, *,
-                 negative_slope: float = 0.01, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+    def __init__(self, dim: int = 2, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8,
+                 bound: float = 3.0, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32, device=None, *, negative_slope: float = 0.01,
+                 min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
                  min_derivative: float = 1e-3, zero_init: bool = True):
         super().__init__()
         checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
-        self.dim, self.split, self.n_bins, self.bound = int(dim), int(dim) // 2, int(n_bins), float(bound)
+        self.dim, self.split = int(dim), int(dim) // 2
+        self.n_bins, self.bound = int(n_bins), float(bound)
         self.spline_options = dict(min_bin_width=min_bin_width, min_bin_height=min_bin_height,
                                    min_derivative=min_derivative)
-        self.conditioner = ResidualNet(self.split, (self.dim - self.split) * (3 * self.n_bins - 1), hidden,
-                                       n_blocks, generator, dtype, device, negative_slope=negative_slope,
-                                       zero_init=zero_init)
+        self.conditioner = ResidualNet(self.split, (self.dim - self.split) * (3 * self.n_bins - 1),
+                                       hidden, n_blocks, generator, dtype, device,
+                                       negative_slope=negative_slope, zero_init=zero_init)
 
     def spline_parameters(self, z_l: torch.Tensor) -> tuple:
         """Raw ``(widths, heights, derivatives)``: (N, D_r, K), (N, D_r, K), (N, D_r, K - 1)."""
-        raw = self.conditioner(z_l).reshape(z_l.shape[0], self.dim - self.split, 3 * self.n_bins - 1)
+        shape = (z_l.shape[0], self.dim - self.split, 3 * self.n_bins - 1)
+        raw = self.conditioner(z_l).reshape(shape)
         return torch.split(raw, [self.n_bins, self.n_bins, self.n_bins - 1], dim=2)
 
     def _transform(self, u: torch.Tensor, inverse: bool):
         u_l, u_r = u[:, :self.split], u[:, self.split:]
-        out_r, log_derivative = rational_quadratic_spline(u_r, *self.spline_parameters(u_l), self.bound,
-                                                          inverse, **self.spline_options)
+        out_r, log_derivative = rational_quadratic_spline(u_r, *self.spline_parameters(u_l),
+                                                          self.bound, inverse,
+                                                          **self.spline_options)
         return torch.cat([u_l, out_r], dim=1), log_derivative.sum(dim=1)
 
     def forward_and_log_det(self, z):
@@ -187,18 +198,20 @@ class SplineFlow(NormalizingFlow):
     see :class:`flows_np.splines.SplineFlow` (same arguments, ``generator``/``device`` for
     ``rng``)."""
 
-    def __init__(self, dim: int = 2, n_couplings: int = 4, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8,
-                 bound: float = 3.0, permutations=None, generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32, device=None, *, negative_slope: float = 0.01,
-                 min_bin_width: float = 1e-3, min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
+    def __init__(self, dim: int = 2, n_couplings: int = 4, hidden: int = 64, n_blocks: int = 2,
+                 n_bins: int = 8, bound: float = 3.0, permutations=None,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device=None, *, negative_slope: float = 0.01, min_bin_width: float = 1e-3,
+                 min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
                  zero_init: bool = True):
         checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
-        options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
-                       min_derivative=min_derivative, zero_init=zero_init)
+        options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width,
+                       min_bin_height=min_bin_height, min_derivative=min_derivative,
+                       zero_init=zero_init)
 
         def coupling(layer_generator, layer_dtype, layer_device):
-            return RationalQuadraticCoupling(dim, hidden, n_blocks, n_bins, bound, layer_generator, layer_dtype,
-                                             layer_device, **options)
+            return RationalQuadraticCoupling(dim, hidden, n_blocks, n_bins, bound, layer_generator,
+                                             layer_dtype, layer_device, **options)
 
-        super().__init__(dim, n_couplings, permutations=permutations, generator=generator, dtype=dtype,
-                         device=device, coupling=coupling)
+        super().__init__(dim, n_couplings, permutations=permutations, generator=generator,
+                         dtype=dtype, device=device, coupling=coupling)

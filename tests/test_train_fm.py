@@ -68,10 +68,12 @@ def test_injected_randomness_drives_the_loss(coupling):
 
 def test_injected_randomness_check_rejects_planted_bug(monkeypatch):
     """If the loop evaluated the model at 1 - t, the replay would not match."""
-    def buggy_loss(model, x0, x1, t, y=None, path=None, noise=None):
-        return fm_loss(model, x0, x1, 1 - t, y, path=path, noise=noise)
+    real = train_module.velocity_regression_loss
 
-    monkeypatch.setattr(train_module, "fm_loss", buggy_loss)
+    def buggy_loss(v, path, x0, x1, t, y=None, noise=None):
+        return real(v, path, x0, x1, 1 - t, y, noise)
+
+    monkeypatch.setattr(train_module, "velocity_regression_loss", buggy_loss)
     with pytest.raises(AssertionError, match="by hand"):
         check_injected_randomness(ot_coupling)
 
