@@ -55,7 +55,7 @@ from flows_np.files import atomic_path
 
 from .image_mlp import ImageMLP
 from .paths import couple_within_classes
-from .checks import check_labels_tensor, check_points
+from .checks import check_labels_tensor, check_points, check_positive_int
 from .unet import UNet, check_unet_config
 
 __all__ = [
@@ -114,9 +114,7 @@ class MNISTConfig:
         if self.coupling not in ("independent", "ot"):
             bad(f"coupling must be 'independent' or 'ot', got {self.coupling!r}")
         for name in ("epochs", "batch_size", "base_channels", "num_res_blocks", "mlp_hidden", "mlp_depth"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                bad(f"{name} must be a positive integer, got {v!r}")
+            check_positive_int(getattr(self, name), name)  # the library's one integer rule
         for name in ("warmup_steps",):
             if getattr(self, name) < 0:
                 bad(f"{name} must be >= 0, got {getattr(self, name)}")
