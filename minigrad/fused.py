@@ -31,10 +31,12 @@ from __future__ import annotations
 import numpy as np
 
 from .nn import LeakyReLU, Linear, Sequential
-from .ops import as_tensor, column_sum, leaky_relu_derivative, leaky_relu_values
+from .ops import as_tensor
+from .speed import column_sum, leaky_relu_derivative, leaky_relu_values
 from .tensor import Tensor, make_node
 
-__all__ = ["leaky_mlp", "fused_leaky_mlps", "leaky_mlp_layers", "leaky", "mlp_forward", "mlp_backward", "TwinMLP"]
+__all__ = ["leaky_mlp", "fused_leaky_mlps", "leaky_mlp_layers", "leaky", "mlp_forward",
+           "mlp_backward", "TwinMLP"]
 
 
 def leaky_mlp(x, nets, negative_slope: float = 0.01) -> Tensor:
@@ -55,19 +57,22 @@ def leaky_mlp(x, nets, negative_slope: float = 0.01) -> Tensor:
             raise ValueError(f"leaky_mlp: network {k} has {len(net)} layers, network 0 has {depth}")
         for l, (w, b) in enumerate(net):
             if w.shape != nets[0][l][0].shape or (b is None) != (nets[0][l][1] is None):
-                raise ValueError(f"leaky_mlp: layer {l} of network {k} differs in shape from network 0")
+                raise ValueError(
+                    f"leaky_mlp: layer {l} of network {k} differs in shape from network 0")
     has_bias = nets[0][0][1] is not None and all(b is not None for net in nets for _, b in net)
     if any(b is None for net in nets for _, b in net) and has_bias:
         raise ValueError("leaky_mlp: biases must be present in every layer or in none")
     first_weight = nets[0][0][0]
     x = as_tensor(x, first_weight)
-    if x.shape[-1] != first_weight.shape[1] or x.ndim not in (2, 3) or (x.ndim == 3 and x.shape[0] != len(nets)):
+    if (x.shape[-1] != first_weight.shape[1] or x.ndim not in (2, 3)
+            or (x.ndim == 3 and x.shape[0] != len(nets))):
         raise ValueError(f"leaky_mlp: input of shape {x.shape} does not fit {len(nets)} networks "
                          f"whose first weight is {first_weight.shape}")
     slope = first_weight.data.dtype.type(negative_slope)
     shared_input = x.ndim == 2
     arrays = [[(w.data, None if b is None else b.data) for w, b in net] for net in nets]
-    runs = [mlp_forward(x.data if shared_input else x.data[k], net, slope) for k, net in enumerate(arrays)]
+    runs = [mlp_forward(x.data if shared_input else x.data[k], net, slope)
+            for k, net in enumerate(arrays)]
     out = np.stack([run[0] for run in runs])
 
     def vjp(g_all):
@@ -91,7 +96,8 @@ def leaky_mlp_layers(net: Sequential) -> tuple[list, float]:
     linears, activations = modules[0::2], modules[1::2]
     if (not modules or len(modules) % 2 == 0 or not all(isinstance(m, Linear) for m in linears)
             or not all(isinstance(m, LeakyReLU) for m in activations)):
-        raise ValueError("expected a Sequential alternating Linear and LeakyReLU layers, ending with Linear")
+        raise ValueError(
+            "expected a Sequential alternating Linear and LeakyReLU layers, ending with Linear")
     slopes = {m.negative_slope for m in activations}
     if len(slopes) > 1:
         raise ValueError(f"all LeakyReLU layers must share one slope, got {sorted(slopes)}")
@@ -108,7 +114,7 @@ def fused_leaky_mlps(nets, x) -> Tensor:
     return leaky_mlp(x, layers, slopes[0])
 
 
-leaky = leaky_relu_values  # LeakyReLU on an array (minigrad.ops), the name the formulas above use
+leaky = leaky_relu_values  # LeakyReLU on an array (minigrad.speed), the formulas' name
 
 
 def mlp_forward(x: np.ndarray, layers, slope) -> tuple[np.ndarray, tuple]:
@@ -171,15 +177,18 @@ class TwinMLP:
     def __init__(self, layers_a, layers_b):
         self.layers_a, self.layers_b = list(layers_a), list(layers_b)
         if len(self.layers_a) != len(self.layers_b) or not self.layers_a:
-            raise ValueError("TwinMLP needs two networks with the same number of layers (at least one)")
+            raise ValueError(
+                "TwinMLP needs two networks with the same number of layers (at least one)")
         for (wa, ba), (wb, bb) in zip(self.layers_a, self.layers_b):
             if wa.shape != wb.shape or (ba is None) != (bb is None):
-                raise ValueError(f"TwinMLP: layers of shapes {wa.shape} and {wb.shape} (or bias presence) differ")
+                raise ValueError(f"TwinMLP: layers of shapes {wa.shape} and {wb.shape} "
+                                 "(or bias presence) differ")
         self._blocks = None
 
     def parameters(self) -> list:
         """Network A's parameters, then B's, layer by layer (weight, then bias if any)."""
-        return [p for layers in (self.layers_a, self.layers_b) for w, b in layers for p in (w, b) if p is not None]
+        return [p for layers in (self.layers_a, self.layers_b) for w, b in layers for p in (w, b)
+                if p is not None]
 
     def layers(self) -> list:
         """``[(W_l, b_l)]`` block arrays holding the current parameter values."""
@@ -190,7 +199,8 @@ class TwinMLP:
                 out, inp = w.shape
                 weight = np.zeros((2 * out, inp if l == 0 else 2 * inp), dtype)
                 self._blocks.append((weight, None if b is None else np.zeros(2 * out, dtype)))
-        for l, ((wa, ba), (wb, bb), (weight, bias)) in enumerate(zip(self.layers_a, self.layers_b, self._blocks)):
+        pairs = zip(self.layers_a, self.layers_b, self._blocks)
+        for l, ((wa, ba), (wb, bb), (weight, bias)) in enumerate(pairs):
             out, inp = wa.shape
             weight[:out, :inp] = wa.data
             weight[out:, (0 if l == 0 else inp):] = wb.data

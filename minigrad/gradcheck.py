@@ -124,7 +124,8 @@ def _check_projections(fn, leaves, out_size, eps, atol, rtol, projections, rng) 
         for i, t in enumerate(leaves):
             direction = rng.standard_normal(t.data.shape)
             analytic = float(np.sum(grads[i] * direction))
-            numeric = float(np.dot(upstream, _numeric_directional(fn, leaves, i, direction, eps).reshape(-1)))
+            change = _numeric_directional(fn, leaves, i, direction, eps).reshape(-1)
+            numeric = float(np.dot(upstream, change))
             if not _close(analytic, numeric, atol * np.sqrt(t.data.size * out_size), rtol):
                 raise GradcheckError(
                     f"gradcheck failed for input {i} along random projection {r}: "

@@ -111,7 +111,8 @@ class Module:
         or anything ``np.asarray`` accepts (CPU torch tensors included).
         """
         targets = {name: ("parameter", p) for name, p in self.named_parameters()}
-        targets.update({name: ("buffer", (module, attribute)) for name, module, attribute in self.named_buffers()})
+        targets.update({name: ("buffer", (module, attribute))
+                        for name, module, attribute in self.named_buffers()})
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
         values, mismatched, not_real, not_finite, refused = {}, [], [], [], []
@@ -135,7 +136,8 @@ class Module:
                 except ValueError as error:
                     refused.append(f"{name}: {error}")
             values[name] = value
-        found = [("mis-shaped keys: ", "; ", mismatched), ("values that are not real numbers: ", ", ", not_real),
+        found = [("mis-shaped keys: ", "; ", mismatched),
+                 ("values that are not real numbers: ", ", ", not_real),
                  ("NaN or inf values: ", ", ", not_finite), ("refused buffers: ", "; ", refused),
                  ("missing keys: ", ", ", missing if strict else []),
                  ("unexpected keys: ", ", ", unexpected if strict else [])]
@@ -148,7 +150,8 @@ class Module:
                 target.data[...] = value
             else:
                 module, attribute = target
-                setattr(module, attribute, value.astype(getattr(module, attribute).dtype, copy=True))
+                dtype = getattr(module, attribute).dtype
+                setattr(module, attribute, value.astype(dtype, copy=True))
         return IncompatibleKeys(missing, unexpected)
 
     # -------------------------------------------------------------- modes and helpers
@@ -203,9 +206,11 @@ class Linear(Module):
     (kaiming-uniform with a = sqrt(5) works out to that bound).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float32):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None,
+                 dtype=np.float32):
         if in_features <= 0 or out_features <= 0:
-            raise ValueError(f"Linear needs positive sizes, got in={in_features}, out={out_features}")
+            raise ValueError(
+                f"Linear needs positive sizes, got in={in_features}, out={out_features}")
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(_uniform(rng, bound, (out_features, in_features), dtype))
@@ -215,7 +220,8 @@ class Linear(Module):
         return ops.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
 
 class LeakyReLU(Module):
@@ -295,7 +301,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, rng=None, dtype=np.float32):
         if num_embeddings <= 0 or embedding_dim <= 0:
-            raise ValueError(f"Embedding needs positive sizes, got {num_embeddings}, {embedding_dim}")
+            raise ValueError(
+                f"Embedding needs positive sizes, got {num_embeddings}, {embedding_dim}")
         rng = np.random.default_rng() if rng is None else rng
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype))

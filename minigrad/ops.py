@@ -7,25 +7,34 @@ shapes. Conventions follow torch, including the values chosen at kinks
 (relu'(0) = 0, abs'(0) = 0, leaky_relu'(0) = slope).
 
 Broadcasting: when an input was broadcast to the output's shape, its gradient is the
-sum of ``g`` over the broadcast dimensions (:func:`unbroadcast`).
+sum of ``g`` over the broadcast dimensions (:func:`unbroadcast`). When numpy refuses the
+shapes, :func:`shape_checked` says so in the operation's name.
 
 Every function accepts tensors, numpy arrays or python numbers; non-tensors are
 constants. Python numbers take the dtype of the tensor they meet (so a float32 model
-stays float32).
+stays float32). ``a + b`` on tensors is :func:`add` (``Tensor.__add__`` names it), and
+so on for every operator and method of :class:`~minigrad.tensor.Tensor`.
+
+The speed tricks the maths uses (the bias gradient as ``1^T g``, LeakyReLU's values and
+derivative, a derivative formed once for all backward passes) are named helpers of
+:mod:`minigrad.speed`, each with the measurement that keeps it.
 """
 from __future__ import annotations
 
 import builtins
+import operator
 
 import numpy as np
 
+from .speed import column_sum, formed_once, leaky_relu_derivative, leaky_relu_values
 from .tensor import Tensor, as_array, make_node
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "power", "matmul", "linear",
     "exp", "log", "tanh", "sigmoid", "softplus", "relu", "leaky_relu", "silu", "sqrt", "abs",
     "sum", "mean", "reshape", "transpose", "getitem", "concat", "stack", "split", "where", "astype",
-    "unbroadcast", "as_tensor", "softmax", "cumsum", "take_along_axis", "searchsorted",
+    "unbroadcast", "as_tensor", "shape_checked", "softmax", "cumsum", "take_along_axis",
+    "searchsorted",
 ]
 
 
@@ -43,8 +52,9 @@ def as_tensor(x, like: Tensor | None = None) -> Tensor:
 
 
 def _lift_pair(a, b) -> tuple[Tensor, Tensor]:
+    """Both operands as Tensors (:func:`as_tensor`; a number takes the other's dtype)."""
     if isinstance(a, Tensor):
-        return a, as_tensor(b, a)
+        return a, (b if isinstance(b, Tensor) else as_tensor(b, a))
     b = as_tensor(b)
     return as_tensor(a, b), b
 
@@ -63,32 +73,32 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.reshape(shape)
 
 
-_ONES: dict = {}
+BROADCAST = "shapes {0} and {1} cannot be broadcast together"
 
 
-def column_sum(rows: np.ndarray) -> np.ndarray:
-    """``rows.sum(axis=0)`` for a 2-D array, as the product ``1^T rows``: for the small
-    batches here a matrix product is several times faster than numpy's axis-0 reduction.
-    (The vector of ones is cached per length and dtype; it is never written to.)"""
-    key = (rows.shape[0], rows.dtype)
-    ones = _ONES.get(key)
-    if ones is None:
-        ones = _ONES[key] = np.ones(rows.shape[0], dtype=rows.dtype)
-    return ones @ rows
+def shape_checked(op: str, compute, args: tuple, complaint: str = BROADCAST):
+    """``compute(*args)``; where numpy refuses the shapes (a ValueError), a ValueError
+    saying ``"<op>: <complaint>"`` instead, formatted with one entry per argument
+    (``{0}``, ``{1}``, ...): an array's shape, a list of arrays' shapes comma-separated,
+    anything else (a target shape, an axis) as it is. Every operation here that numpy
+    may refuse on shapes computes through this one function."""
+    try:
+        return compute(*args)
+    except ValueError:
+        raise ValueError(f"{op}: {complaint}".format(*map(_described, args))) from None
 
 
-def _broadcast_error(op: str, a: Tensor, b: Tensor) -> ValueError:
-    return ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together")
+def _described(arg) -> str:
+    if isinstance(arg, list):
+        return ", ".join(str(x.shape) for x in arg)
+    return str(getattr(arg, "shape", arg))
 
 
 # --------------------------------------------------------------------------- arithmetic
 def add(a, b) -> Tensor:
     """``a + b`` (broadcasting). d/da = 1, d/db = 1: both get ``g``, unbroadcast."""
     a, b = _lift_pair(a, b)
-    try:
-        data = a.data + b.data
-    except ValueError:
-        raise _broadcast_error("add", a, b) from None
+    data = shape_checked("add", operator.add, (a.data, b.data))
 
     def vjp(g):
         return unbroadcast(g, a.data.shape), unbroadcast(g, b.data.shape)
@@ -99,13 +109,11 @@ def add(a, b) -> Tensor:
 def sub(a, b) -> Tensor:
     """``a - b``. d/da = 1, d/db = -1."""
     a, b = _lift_pair(a, b)
-    try:
-        data = a.data - b.data
-    except ValueError:
-        raise _broadcast_error("sub", a, b) from None
+    data = shape_checked("sub", operator.sub, (a.data, b.data))
 
     def vjp(g):
-        return unbroadcast(g, a.data.shape), (unbroadcast(-g, b.data.shape) if b.requires_grad else None)
+        gb = unbroadcast(-g, b.data.shape) if b.requires_grad else None
+        return unbroadcast(g, a.data.shape), gb
 
     return make_node(data, (a, b), vjp, "sub")
 
@@ -113,10 +121,7 @@ def sub(a, b) -> Tensor:
 def mul(a, b) -> Tensor:
     """``a * b`` elementwise. d/da = b, d/db = a: ``(g * b, g * a)``, unbroadcast."""
     a, b = _lift_pair(a, b)
-    try:
-        data = a.data * b.data
-    except ValueError:
-        raise _broadcast_error("mul", a, b) from None
+    data = shape_checked("mul", operator.mul, (a.data, b.data))
 
     def vjp(g):
         ga = unbroadcast(g * b.data, a.data.shape) if a.requires_grad else None
@@ -127,12 +132,9 @@ def mul(a, b) -> Tensor:
 
 
 def div(a, b) -> Tensor:
-    """``a / b``. d/da = 1/b, d/db = -a/b^2: ``(g / b, -g * a / b^2)``."""
+    """``a / b``. d/da = 1/b, d/db = -a/b^2 = -(a/b)/b: ``(g / b, -g * out / b)``."""
     a, b = _lift_pair(a, b)
-    try:
-        data = a.data / b.data
-    except ValueError:
-        raise _broadcast_error("div", a, b) from None
+    data = shape_checked("div", operator.truediv, (a.data, b.data))
 
     def vjp(g):
         ga = unbroadcast(g / b.data, a.data.shape) if a.requires_grad else None
@@ -149,15 +151,14 @@ def neg(a) -> Tensor:
 
 
 def power(a, p) -> Tensor:
-    """``a ** p``. d/da = p a^(p-1); for a tensor exponent d/dp = a^p log(a) (needs a > 0)."""
+    """``a ** p``. d/da = p a^(p-1); for a tensor exponent d/dp = a^p log(a) = out log(a)
+    (needs a > 0)."""
     a, p = _lift_pair(a, p)
-    try:
-        data = a.data ** p.data
-    except ValueError:
-        raise _broadcast_error("power", a, p) from None
+    data = shape_checked("power", operator.pow, (a.data, p.data))
 
     def vjp(g):
-        ga = unbroadcast(g * p.data * a.data ** (p.data - 1), a.data.shape) if a.requires_grad else None
+        ga = (unbroadcast(g * p.data * a.data ** (p.data - 1), a.data.shape)
+              if a.requires_grad else None)
         gp = unbroadcast(g * data * np.log(a.data), p.data.shape) if p.requires_grad else None
         return ga, gp
 
@@ -177,11 +178,10 @@ def matmul(a, b) -> Tensor:
     """
     a, b = _lift_pair(a, b)
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes {a.shape} and {b.shape}")
-    try:
-        data = np.matmul(a.data, b.data)
-    except ValueError:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
+        raise ValueError("matmul: operands must have at least 1 dimension, "
+                         f"got shapes {a.shape} and {b.shape}")
+    data = shape_checked("matmul", np.matmul, (a.data, b.data),
+                         "shapes {0} and {1} are not aligned")
 
     def vjp(g):
         A = a.data[None, :] if a.ndim == 1 else a.data  # (..., m, k)
@@ -207,20 +207,23 @@ def linear(x, weight, bias=None) -> Tensor:
     """The fused affine map ``x @ W^T + b`` of a Linear layer (one node instead of three).
 
     Shapes: x (..., in), W (out, in), b (out,) -> (..., out).
-    dL/dx = g @ W,  dL/dW = g^T x (summed over all leading dims),  dL/db = sum of g.
+    dL/dx = g @ W,  dL/dW = g^T x,  dL/db = 1^T g (the sum of g's rows,
+    :func:`~minigrad.speed.column_sum`); W's and b's sum over all leading dims.
     """
     if not isinstance(x, Tensor):
         x = as_tensor(x, weight if isinstance(weight, Tensor) else None)
     weight = as_tensor(weight, x)
     if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape}")
+        raise ValueError(
+            f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape}")
     data = x.data @ weight.data.T
     parents = (x, weight)
     if bias is not None:
         bias = as_tensor(bias, x)
         if bias.shape != (weight.shape[0],):
-            raise ValueError(f"linear: bias of shape {bias.shape} for a weight of shape {weight.shape}")
-        data = np.add(data, bias.data, out=data if data.dtype == np.result_type(data, bias.data) else None)
+            raise ValueError(
+                f"linear: bias of shape {bias.shape} for a weight of shape {weight.shape}")
+        data = data + bias.data
         parents = (x, weight, bias)
     # the weight and bias gradients sum over every leading dimension: view them as rows
     x_rows = x.data if x.ndim == 2 else x.data.reshape(-1, x.shape[-1])
@@ -293,37 +296,14 @@ def relu(a) -> Tensor:
 
 
 def leaky_relu(a, negative_slope: float = 0.01) -> Tensor:
-    """``a`` where a > 0, ``slope * a`` elsewhere. d/da = 1 or slope (slope at 0, as torch).
-
-    For slopes in [0, 1] this is ``max(a, slope a)``; the derivative is only formed if a
-    backward pass asks for it."""
+    """``a`` where a > 0, ``slope * a`` elsewhere. d/da = 1 where a > 0, else slope (slope
+    at 0, as torch): ``g * leaky_relu'(a)``, the derivative array formed at the first
+    backward pass and kept for later ones (:func:`minigrad.speed.formed_once`)."""
     a = as_tensor(a)
     slope = a.data.dtype.type(negative_slope)
+    derivative = formed_once(leaky_relu_derivative, a.data, slope)
     data = leaky_relu_values(a.data, slope)
-    derivative = []  # formed by the first backward pass, reused by later ones (e.g. the D passes of a divergence)
-
-    def vjp(g):
-        if not derivative:
-            derivative.append(leaky_relu_derivative(a.data, slope))
-        return (g * derivative[0],)
-
-    return make_node(data, (a,), vjp, "leaky_relu")
-
-
-def leaky_relu_values(a: np.ndarray, slope) -> np.ndarray:
-    """LeakyReLU on an array: ``max(a, slope a)`` for slopes in [0, 1], else a select."""
-    return np.maximum(a, slope * a) if 0 <= slope <= 1 else np.where(a > 0, a, slope * a)
-
-
-def leaky_relu_derivative(a: np.ndarray, slope) -> np.ndarray:
-    """``d leaky_relu / da``: exactly 1 where a > 0 and ``slope`` elsewhere (at 0 too, as torch).
-
-    Built as ``m + (~m) * slope`` with the boolean ``m = a > 0``: each entry is 1 + 0 or
-    0 + slope, so the values are exact and ``g * derivative`` equals
-    ``np.where(a > 0, g, slope * g)`` bit for bit, but runs 2-6x faster on large arrays
-    (``np.where``'s data-dependent select is slow when the signs are mixed)."""
-    positive = a > 0
-    return positive + ~positive * slope
+    return make_node(data, (a,), lambda g: (g * derivative(),), "leaky_relu")
 
 
 def silu(a) -> Tensor:
@@ -396,10 +376,8 @@ def reshape(a, *shape) -> Tensor:
     a = as_tensor(a)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    try:
-        data = a.data.reshape(shape)
-    except ValueError:
-        raise ValueError(f"reshape: cannot reshape {a.shape} into {shape}") from None
+    data = shape_checked("reshape", np.ndarray.reshape, (a.data, shape),
+                         "cannot reshape {0} into {1}")
     return make_node(data, (a,), lambda g: (g.reshape(a.data.shape),), "reshape")
 
 
@@ -447,11 +425,8 @@ def concat(tensors, axis: int = 0) -> Tensor:
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("concat: needs at least one tensor")
-    try:
-        data = np.concatenate([t.data for t in tensors], axis=axis)
-    except ValueError:
-        shapes = ", ".join(str(t.shape) for t in tensors)
-        raise ValueError(f"concat along axis {axis}: incompatible shapes {shapes}") from None
+    data = shape_checked("concat along axis {1}", np.concatenate, ([t.data for t in tensors], axis),
+                         "incompatible shapes {0}")
     bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
 
     def vjp(g):
@@ -463,11 +438,8 @@ def concat(tensors, axis: int = 0) -> Tensor:
 def stack(tensors, axis: int = 0) -> Tensor:
     """Stack same-shaped tensors along a new `axis`; the gradient is unstacked."""
     tensors = [as_tensor(t) for t in tensors]
-    try:
-        data = np.stack([t.data for t in tensors], axis=axis)
-    except ValueError:
-        shapes = ", ".join(str(t.shape) for t in tensors)
-        raise ValueError(f"stack: tensors must have equal shapes, got {shapes}") from None
+    data = shape_checked("stack", np.stack, ([t.data for t in tensors], axis),
+                         "tensors must have equal shapes, got {0}")
 
     def vjp(g):
         return tuple(np.moveaxis(g, axis, 0))
@@ -483,7 +455,8 @@ def split(a, split_size_or_sections, axis: int = 0) -> tuple:
     if isinstance(split_size_or_sections, int):
         if split_size_or_sections <= 0:
             raise ValueError(f"split: chunk size must be positive, got {split_size_or_sections}")
-        sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
+        size = split_size_or_sections
+        sizes = [min(size, length - start) for start in range(0, length, size)]
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != length:
@@ -500,14 +473,12 @@ def split(a, split_size_or_sections, axis: int = 0) -> tuple:
 def where(condition, a, b) -> Tensor:
     """``a`` where `condition` holds, else ``b`` (broadcasting). Gradients flow to the
     chosen side only: ``g`` masked by the condition (and its negation for b)."""
-    condition = np.asarray(condition.data if isinstance(condition, Tensor) else condition, dtype=bool)
+    if isinstance(condition, Tensor):
+        condition = condition.data
+    condition = np.asarray(condition, dtype=bool)
     a, b = _lift_pair(a, b)
-    try:
-        data = np.where(condition, a.data, b.data)
-    except ValueError:
-        raise ValueError(
-            f"where: condition {condition.shape}, a {a.shape} and b {b.shape} cannot be broadcast together"
-        ) from None
+    data = shape_checked("where", np.where, (condition, a.data, b.data),
+                         "condition {0}, a {1} and b {2} cannot be broadcast together")
 
     def vjp(g):
         zero = np.zeros((), dtype=g.dtype)
@@ -560,7 +531,8 @@ def take_along_axis(a, indices, axis: int) -> Tensor:
         raise ValueError(f"take_along_axis: indices must be integers with a's {a.ndim} dimensions, "
                          f"got dtype {indices.dtype} and shape {indices.shape}")
     axis = axis % a.ndim
-    shape = tuple(n if d == axis else max(n, m) for d, (n, m) in enumerate(zip(indices.shape, a.shape)))
+    shape = tuple(n if d == axis else max(n, m)
+                  for d, (n, m) in enumerate(zip(indices.shape, a.shape)))
     indices = np.broadcast_to(indices, shape)
     data = np.take_along_axis(a.data, indices, axis=axis)
 
@@ -584,39 +556,13 @@ def searchsorted(sorted_sequence, values, right: bool = False) -> np.ndarray:
 
     Returns an int64 numpy array of values' shape, not a Tensor: an index is piecewise
     constant, so no gradient flows through it (use it with :func:`take_along_axis`)."""
-    seq = np.asarray(sorted_sequence.data if isinstance(sorted_sequence, Tensor) else sorted_sequence)
-    vals = np.asarray(values.data if isinstance(values, Tensor) else values)
+    seq, vals = (np.asarray(x.data if isinstance(x, Tensor) else x)
+                 for x in (sorted_sequence, values))
     if seq.ndim == 1:
         return np.searchsorted(seq, vals, side="right" if right else "left").astype(np.int64)
     if seq.shape[:-1] != vals.shape[:-1]:
-        raise ValueError(f"searchsorted: sequence {seq.shape} and values {vals.shape} must share leading dims")
-    before = seq[..., None, :] <= vals[..., :, None] if right else seq[..., None, :] < vals[..., :, None]
+        raise ValueError(f"searchsorted: sequence {seq.shape} and values {vals.shape} "
+                         "must share leading dims")
+    entries, targets = seq[..., None, :], vals[..., :, None]  # (..., 1, M), (..., V, 1)
+    before = entries <= targets if right else entries < targets
     return np.sum(before, axis=-1, dtype=np.int64)  # sorted rows: entries before the slot
-
-
-# --------------------------------------------------------------------------- operators
-def _install_tensor_methods() -> None:
-    """Give :class:`Tensor` its operators and methods (``a + b``, ``x.exp()``, ...)."""
-    T = Tensor
-    T.__add__ = add
-    T.__radd__ = lambda self, other: add(other, self)
-    T.__sub__ = sub
-    T.__rsub__ = lambda self, other: sub(other, self)
-    T.__mul__ = mul
-    T.__rmul__ = lambda self, other: mul(other, self)
-    T.__truediv__ = div
-    T.__rtruediv__ = lambda self, other: div(other, self)
-    T.__neg__ = neg
-    T.__pow__ = power
-    T.__rpow__ = lambda self, other: power(other, self)
-    T.__matmul__ = matmul
-    T.__rmatmul__ = lambda self, other: matmul(other, self)
-    T.__getitem__ = getitem
-    for name in ("exp", "log", "tanh", "sigmoid", "softplus", "relu", "leaky_relu", "silu",
-                 "sqrt", "abs", "sum", "mean", "reshape", "transpose", "astype"):
-        setattr(T, name, globals()[name])
-    T.split = split
-    T.T = property(lambda self: transpose(self))
-
-
-_install_tensor_methods()

@@ -30,7 +30,8 @@ class _FlatGroup:
     def __init__(self, params: list):
         dtypes = {p.data.dtype for p in params}
         if len(dtypes) > 1:
-            raise ValueError(f"parameters of one optimiser group must share a dtype, got {sorted(map(str, dtypes))}")
+            raise ValueError("parameters of one optimiser group must share a dtype, "
+                             f"got {sorted(map(str, dtypes))}")
         self.params = params
         self.sizes = [p.data.size for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
@@ -52,7 +53,8 @@ class _FlatGroup:
         for i, p in enumerate(self.params):
             if p.data is not self.views[i]:
                 if p.data.shape != self.views[i].shape:
-                    raise ValueError(f"parameter {i} changed shape from {self.views[i].shape} to {p.data.shape}")
+                    raise ValueError(f"parameter {i} changed shape from {self.views[i].shape} "
+                                     f"to {p.data.shape}")
                 self._bind(i)
 
     def slice(self, array: np.ndarray, i: int) -> np.ndarray:
@@ -101,7 +103,8 @@ class Optimizer:
         raise NotImplementedError
 
 
-def _check_hyper(name: str, value: float, low: float = 0.0, high: float = math.inf, high_open=False) -> None:
+def _check_hyper(name: str, value: float, low: float = 0.0, high: float = math.inf,
+                 high_open=False) -> None:
     if not (low <= value < high if high_open else low <= value <= high):
         raise ValueError(f"invalid {name}: {value}")
 
@@ -142,7 +145,8 @@ class SGD(Optimizer):
             group["_has_buf"] = np.zeros(len(group["params"]), dtype=bool)
 
     def _step_group(self, group, flat):
-        hyper = (group["lr"], group["momentum"], group["dampening"], group["weight_decay"], group["nesterov"])
+        hyper = (group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+                 group["nesterov"])
         has_grad = [p.grad is not None for p in group["params"]]
         started = group["_has_buf"]
         if all(has_grad) and (started.all() or not started.any()):
@@ -151,8 +155,8 @@ class SGD(Optimizer):
             return
         for i, p in enumerate(group["params"]):
             if has_grad[i]:
-                _sgd_update(flat.slice(flat.flat, i), p.grad.reshape(-1), flat.slice(group["_buf"], i),
-                            not started[i], *hyper)
+                _sgd_update(flat.slice(flat.flat, i), p.grad.reshape(-1),
+                            flat.slice(group["_buf"], i), not started[i], *hyper)
                 started[i] = True
 
 
@@ -164,7 +168,8 @@ def _lerp(start, end, weight):
     return end - (end - start) * (1 - weight)
 
 
-def _adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+def _adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+                 decoupled):
     """torch.optim.Adam / AdamW for one array at step number `step` (>= 1), in place.
 
     AdamW: p = p (1 - lr wd).   Adam: g = g + wd p.
@@ -191,13 +196,15 @@ class Adam(Optimizer):
 
     _decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
         _check_hyper("lr", lr)
         _check_hyper("eps", eps)
         _check_hyper("beta1", betas[0], 0.0, 1.0, high_open=True)
         _check_hyper("beta2", betas[1], 0.0, 1.0, high_open=True)
         _check_hyper("weight_decay", weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay))
         for group in self.param_groups:
             group["_exp_avg"] = np.zeros_like(group["_flat"].flat)
             group["_exp_avg_sq"] = np.zeros_like(group["_flat"].flat)
@@ -216,8 +223,9 @@ class Adam(Optimizer):
         for i, p in enumerate(group["params"]):
             if has_grad[i]:
                 steps[i] += 1
-                _adam_update(flat.slice(flat.flat, i), p.grad.reshape(-1), flat.slice(group["_exp_avg"], i),
-                             flat.slice(group["_exp_avg_sq"], i), int(steps[i]), *hyper)
+                _adam_update(flat.slice(flat.flat, i), p.grad.reshape(-1),
+                             flat.slice(group["_exp_avg"], i), flat.slice(group["_exp_avg_sq"], i),
+                             int(steps[i]), *hyper)
 
     def state_of(self, param) -> dict:
         """torch-like per-parameter state: ``step``, ``exp_avg``, ``exp_avg_sq`` (views)."""
@@ -237,7 +245,8 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -268,7 +277,8 @@ class CosineAnnealingLR:
             return base_lr
         if (t - 1 - T) % (2 * T) == 0:
             return lr + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
-        return (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T)) * (lr - eta_min) + eta_min
+        ratio = (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
+        return ratio * (lr - eta_min) + eta_min
 
     def step(self) -> None:
         self.last_epoch += 1

@@ -16,6 +16,15 @@ Reverse-mode automatic differentiation in three ideas:
 Gradients are never modified in place: a VJP may hand the same array to several
 parents (``a + b`` gives ``g`` to both), so sums always allocate a new array, and a
 leaf stores its own copy.
+
+Operators and methods are written in the class body, each naming the operation that
+computes it: ``a + b`` runs ``Tensor.__add__``, which is ``return ops.add(self, other)``,
+and ``ops.add`` holds the forward pass and its VJP. So the maths lives once, in
+:mod:`minigrad.ops`, as functions (``mg.add(a, b)``, ``mg.exp(x)``), and the class only
+names them. ``ops`` builds on this module (it needs ``Tensor`` and ``make_node``), so
+this module imports it as its very last line, once everything ``ops`` needs exists; the
+methods look ``ops`` up only when they are called. Defining the Tensor and its backward
+pass needs nothing from ``ops``.
 """
 from __future__ import annotations
 
@@ -99,7 +108,8 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         self.data = as_array(data, dtype)
         if requires_grad and self.data.dtype.kind != "f":
-            raise ValueError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
+            raise ValueError(
+                f"only floating-point tensors can require gradients, got {self.data.dtype}")
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._parents = ()
@@ -143,7 +153,8 @@ class Tensor:
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}, dtype={self.data.dtype}{grad})"
+        values = np.array2string(self.data, precision=4, threshold=20)
+        return f"Tensor({values}, dtype={self.data.dtype}{grad})"
 
     # ------------------------------------------------------------------ backward
     def backward(self, grad=None) -> None:
@@ -154,18 +165,20 @@ class Tensor:
         ``backward`` twice adds the second gradient to the first.
         """
         if not self.requires_grad:
-            raise ValueError("backward() on a tensor that does not require grad (was it made under no_grad?)")
+            raise ValueError(
+                "backward() on a tensor that does not require grad (was it made under no_grad?)")
         if grad is None:
             if self.data.size != 1:
                 raise ValueError(
-                    f"backward() without a gradient needs a single-element tensor, got shape {self.data.shape}; "
-                    "pass grad= of the same shape"
+                    "backward() without a gradient needs a single-element tensor, "
+                    f"got shape {self.data.shape}; pass grad= of the same shape"
                 )
             grad = np.ones_like(self.data)
         else:
             grad = as_array(grad, self.data.dtype)
             if grad.shape != self.data.shape:
-                raise ValueError(f"backward(): gradient of shape {grad.shape} for a tensor of shape {self.data.shape}")
+                raise ValueError(f"backward(): gradient of shape {grad.shape} "
+                                 f"for a tensor of shape {self.data.shape}")
 
         if not self._parents:  # backward on a leaf itself
             self.grad = grad.copy() if self.grad is None else self.grad + grad
@@ -179,13 +192,111 @@ class Tensor:
                 if parent_grad.dtype != parent.data.dtype:
                     parent_grad = parent_grad.astype(parent.data.dtype)
                 if not parent._parents:  # a leaf: accumulate now, owning its own array
-                    parent.grad = parent_grad.copy() if parent.grad is None else parent.grad + parent_grad
+                    parent.grad = (parent_grad.copy() if parent.grad is None
+                                   else parent.grad + parent_grad)
                     continue
                 previous = pending.get(parent)
                 pending[parent] = parent_grad if previous is None else previous + parent_grad
 
     def zero_grad(self) -> None:
         self.grad = None
+
+    # ------------------------------------------------------------------ operators
+    # ``a + b`` is ``ops.add(a, b)``; the reflected forms (``2 + a``) swap the operands.
+    def __add__(self, other) -> "Tensor":
+        return ops.add(self, other)
+
+    def __radd__(self, other) -> "Tensor":
+        return ops.add(other, self)
+
+    def __sub__(self, other) -> "Tensor":
+        return ops.sub(self, other)
+
+    def __rsub__(self, other) -> "Tensor":
+        return ops.sub(other, self)
+
+    def __mul__(self, other) -> "Tensor":
+        return ops.mul(self, other)
+
+    def __rmul__(self, other) -> "Tensor":
+        return ops.mul(other, self)
+
+    def __truediv__(self, other) -> "Tensor":
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other) -> "Tensor":
+        return ops.div(other, self)
+
+    def __neg__(self) -> "Tensor":
+        return ops.neg(self)
+
+    def __pow__(self, exponent) -> "Tensor":
+        return ops.power(self, exponent)
+
+    def __rpow__(self, base) -> "Tensor":
+        return ops.power(base, self)
+
+    def __matmul__(self, other) -> "Tensor":
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other) -> "Tensor":
+        return ops.matmul(other, self)
+
+    def __getitem__(self, index) -> "Tensor":
+        return ops.getitem(self, index)
+
+    # ------------------------------------------------------------------ methods (torch's names)
+    def exp(self) -> "Tensor":
+        return ops.exp(self)
+
+    def log(self) -> "Tensor":
+        return ops.log(self)
+
+    def tanh(self) -> "Tensor":
+        return ops.tanh(self)
+
+    def sigmoid(self) -> "Tensor":
+        return ops.sigmoid(self)
+
+    def softplus(self, threshold: float = 20.0) -> "Tensor":
+        return ops.softplus(self, threshold)
+
+    def relu(self) -> "Tensor":
+        return ops.relu(self)
+
+    def leaky_relu(self, negative_slope: float = 0.01) -> "Tensor":
+        return ops.leaky_relu(self, negative_slope)
+
+    def silu(self) -> "Tensor":
+        return ops.silu(self)
+
+    def sqrt(self) -> "Tensor":
+        return ops.sqrt(self)
+
+    def abs(self) -> "Tensor":
+        return ops.abs(self)
+
+    def sum(self, axis=None, keepdims: bool = False) -> "Tensor":
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
+        return ops.mean(self, axis, keepdims)
+
+    def reshape(self, *shape) -> "Tensor":
+        return ops.reshape(self, *shape)
+
+    def transpose(self, axes=None) -> "Tensor":
+        return ops.transpose(self, axes)
+
+    @property
+    def T(self) -> "Tensor":
+        return ops.transpose(self)
+
+    def astype(self, dtype) -> "Tensor":
+        return ops.astype(self, dtype)
+
+    def split(self, split_size_or_sections, axis: int = 0) -> tuple:
+        return ops.split(self, split_size_or_sections, axis)
 
 
 def _topological_order(root: Tensor) -> list:
@@ -218,14 +329,19 @@ def make_node(data: np.ndarray, parents: tuple, vjp, op: str) -> Tensor:
     out.data = data
     out.grad = None
     out.op = op
-    out.requires_grad = False
-    out._parents = ()
-    out._vjp = None
     if _GRAD_ENABLED:
         for parent in parents:
-            if parent.requires_grad:
+            if parent.requires_grad:  # recorded: the output joins the graph
                 out.requires_grad = True
                 out._parents = parents
                 out._vjp = vjp
-                break
+                return out
+    out.requires_grad = False  # a constant
+    out._parents = ()
+    out._vjp = None
     return out
+
+
+# Last, after everything ops imports from here exists (module docstring): the operators
+# and methods above call the functions of ops.
+from . import ops  # noqa: E402

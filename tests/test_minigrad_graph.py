@@ -137,6 +137,63 @@ def test_matmul_and_linear_shape_errors():
         mg.Tensor(np.ones(6)).reshape(4, 2)
 
 
+SHAPE_ERRORS = [  # every operation numpy may refuse on shapes, and its exact message
+    (lambda a, b: a + b, "add: shapes (2, 3) and (4,) cannot be broadcast together"),
+    (lambda a, b: a - b, "sub: shapes (2, 3) and (4,) cannot be broadcast together"),
+    (lambda a, b: a * b, "mul: shapes (2, 3) and (4,) cannot be broadcast together"),
+    (lambda a, b: a / b, "div: shapes (2, 3) and (4,) cannot be broadcast together"),
+    (lambda a, b: a ** b, "power: shapes (2, 3) and (4,) cannot be broadcast together"),
+    (lambda a, b: b @ a, "matmul: shapes (4,) and (2, 3) are not aligned"),
+    (lambda a, b: a.reshape(4, 2), "reshape: cannot reshape (2, 3) into (4, 2)"),
+    (lambda a, b: mg.concat([a, b], axis=1), "concat along axis 1: incompatible shapes (2, 3), (4,)"),
+    (lambda a, b: mg.stack([a, b]), "stack: tensors must have equal shapes, got (2, 3), (4,)"),
+    (lambda a, b: mg.where(np.ones(5, bool), a, b),
+     "where: condition (5,), a (2, 3) and b (4,) cannot be broadcast together"),
+]
+
+
+@pytest.mark.parametrize("op, message", SHAPE_ERRORS)
+def test_shape_errors_name_the_operation_and_the_shapes(op, message):
+    with pytest.raises(ValueError) as error:
+        op(mg.Tensor(np.ones((2, 3))), mg.Tensor(np.ones(4)))
+    assert str(error.value) == message
+    assert error.value.__cause__ is None and error.value.__suppress_context__  # numpy's is hidden
+
+
+OPERATORS = {  # Tensor's operators and methods, each defined in the class body, naming its op
+    "__add__": "add", "__radd__": "add", "__sub__": "sub", "__rsub__": "sub", "__mul__": "mul",
+    "__rmul__": "mul", "__truediv__": "div", "__rtruediv__": "div", "__neg__": "neg",
+    "__pow__": "power", "__rpow__": "power", "__matmul__": "matmul", "__rmatmul__": "matmul",
+    "__getitem__": "getitem", "exp": "exp", "log": "log", "tanh": "tanh", "sigmoid": "sigmoid",
+    "softplus": "softplus", "relu": "relu", "leaky_relu": "leaky_relu", "silu": "silu",
+    "sqrt": "sqrt", "abs": "abs", "sum": "sum", "mean": "mean", "reshape": "reshape",
+    "transpose": "transpose", "T": "transpose", "astype": "astype", "split": "split",
+}
+
+
+@pytest.mark.parametrize("name, op", sorted(OPERATORS.items()))
+def test_operators_are_defined_in_the_class_body_and_name_their_op(name, op):
+    import inspect
+
+    member = mg.Tensor.__dict__[name]
+    function = member.fget if isinstance(member, property) else member
+    assert function.__qualname__ == f"Tensor.{name}"  # a def in the class body, not a patch
+    assert f"return ops.{op}(" in inspect.getsource(function)
+
+
+def test_reflected_operators_put_the_number_first():
+    x = leaf([2.0, 4.0])
+    for expression, expected, grad in [(lambda: 1.0 - x, [-1.0, -3.0], [-1.0, -1.0]),
+                                       (lambda: 8.0 / x, [4.0, 2.0], [-2.0, -0.5]),
+                                       (lambda: 2.0 ** x, [4.0, 16.0], np.log(2.0) * np.array([4.0, 16.0])),
+                                       (lambda: np.ones((1, 2)) @ x, [6.0], [1.0, 1.0])]:
+        x.grad = None
+        y = expression()
+        np.testing.assert_allclose(y.data, expected)
+        y.sum().backward()
+        np.testing.assert_allclose(x.grad, grad)
+
+
 def test_requires_grad_only_for_floats():
     with pytest.raises(ValueError, match="floating"):
         mg.Tensor(np.arange(3), requires_grad=True)

@@ -243,7 +243,7 @@ def test_zero_dimensional_tensors():
 def test_leaky_relu_derivative_times_g_equals_the_select_bit_for_bit(data, dtype, slope):
     """``g * leaky_relu_derivative(a)`` is exactly ``where(a > 0, g, slope g)``: zeros, signs,
     infinities and NaN included (the fast form must not change a single bit)."""
-    from minigrad.ops import leaky_relu_derivative
+    from minigrad.speed import leaky_relu_derivative
 
     shape = data.draw(hnp.array_shapes(max_dims=3, max_side=6))
     elements = st.floats(allow_nan=True, allow_infinity=True, width=32 if dtype == np.float32 else 64)
