@@ -371,8 +371,12 @@ def as_times(t, n: int, dtype) -> np.ndarray:
 
 def batch_times(t, n: int, dtype) -> np.ndarray:
     """:func:`as_times`, a scalar repeated to shape (n,)."""
-    t = as_times(t, n, dtype)
-    return np.full(n, t, dtype=dtype) if t.ndim == 0 else t
+    return per_point(as_times(t, n, dtype), n)
+
+
+def per_point(t: np.ndarray, n: int) -> np.ndarray:
+    """Checked times as shape (n,): a scalar repeated."""
+    return np.full(n, t, dtype=t.dtype) if t.ndim == 0 else t
 
 
 def check_path_noise_facts(path, given: bool, shape, x0_shape) -> None:
@@ -477,7 +481,7 @@ def fm_loss_inputs(model, path, x0, x1, t, y, noise):
     (a library model: shape (N, dim), its labels) or the labels' shape for a plain callable."""
     x0, x1, t, noise = path_inputs(path, x0, x1, t, noise)
     n = x1.shape[0]
-    return x0, x1, batch_times(t, n, x1.dtype), check_field_input(model, x1.shape, y, n, "x1"), noise
+    return x0, x1, per_point(t, n), check_field_input(model, x1.shape, y, n, "x1"), noise
 
 
 # --------------------------------------------------------------------------- samplers
@@ -614,14 +618,20 @@ def log_prob_inputs(v, x, steps, method, y, methods):
     return x, check_steps(steps), check_field_input(v, x.shape, y, x.shape[0])
 
 
+def check_nll_options(batch_size, n: int, steps, method, methods) -> int:
+    """The mean NLL's batch size, its set of `n` points (N >= 1), the solver's steps and method."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    check_nonempty(n, "points", "the mean NLL")
+    check_method(method, methods)
+    check_steps(steps)
+    return batch_size
+
+
 def nll_inputs(v, points, labels, batch_size, steps, method, methods):
     """``(points, labels, batch_size)`` of the mean NLL over a set (N >= 1)."""
     check_backend(v, "v", "numpy")
     points = check_points(points, "points")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    check_nonempty(len(points), "points", "the mean NLL")
-    check_method(method, methods)
-    check_steps(steps)
+    batch_size = check_nll_options(batch_size, len(points), steps, method, methods)
     return points, check_field_input(v, points.shape, labels, len(points), "points"), batch_size
 
 

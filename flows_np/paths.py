@@ -56,10 +56,10 @@ from . import checks
 from .assignment_fast import fast_assignment
 from .named import PathSample
 
-__all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "independent_coupling",
-           "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
-           "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t",
-           "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
+__all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "draw_path_noise",
+           "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
+           "ot_permutation", "permutation_within_classes", "identity_permutation", "coupling_maths",
+           "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
 
 # --------------------------------------------------------------------------- paths
@@ -114,21 +114,24 @@ class AffinePath(abc.ABC):
         return PathSample(x_t.astype(x1.dtype, copy=False), u_t.astype(x1.dtype, copy=False))
 
     def draw_noise(self, x1, rng: np.random.Generator):
-        """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``.
-
-        The one place where the CFM rule "draw eps only when sigma > 0" is written:
-        flow matching (:func:`flows_np.train.draw_fm_randomness`) and reflow
-        (:func:`flows_np.reflow.train_on_pairs`) call it. With ``sigma > 0`` it draws
-        ``rng.standard_normal(x1.shape)`` in x1's dtype (one draw from `rng`, the shape of
-        the batch `x1`); with ``sigma == 0`` it draws nothing (the stream is untouched)
-        and returns None, which :meth:`sample` accepts.
-        """
-        if self.sigma > 0:
-            return rng.standard_normal(x1.shape).astype(x1.dtype)
-        return None
+        """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``
+        (:func:`draw_path_noise` with this path's sigma)."""
+        return draw_path_noise(x1, rng, self.sigma)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma})"
+
+
+def draw_path_noise(x1, rng: np.random.Generator, sigma: float):
+    """The one place where the CFM rule "draw eps only when sigma > 0" is written: flow
+    matching (:func:`flows_np.train.draw_fm_randomness`) and reflow
+    (:func:`flows_np.reflow.train_on_pairs`) call it, through :meth:`AffinePath.draw_noise` or
+    directly. With ``sigma > 0`` it draws ``rng.standard_normal(x1.shape)`` in x1's dtype (one
+    draw from `rng`, the shape of the batch `x1`); with ``sigma == 0`` it draws nothing (the
+    stream is untouched) and returns None, which :meth:`AffinePath.sample` accepts."""
+    if sigma > 0:
+        return rng.standard_normal(x1.shape).astype(x1.dtype)
+    return None
 
 
 class LinearPath(AffinePath):

@@ -44,13 +44,15 @@ from . import checks, nf_fast
 from .fm import velocity_regression_loss
 from .loop import TrainingRecord, validation_metrics
 from .nf import likelihood_loss
-from .paths import LinearPath, coupling_maths, independent_coupling, permutation_within_classes, uniform_t
+from .paths import (LinearPath, coupling_maths, draw_path_noise, independent_coupling, permutation_within_classes,
+                    uniform_t)
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "nf_metrics", "train_fm",
            "draw_fm_randomness", "fm_metrics", "print_progress", "global_grad_norm"]
 
 #: The exercise's normalizing-flow setting (Sec. 3.3).
-NF_RECIPE = dict(n_points=250_000, epochs=20, batch_size=128, lr=1e-3, n_couplings=15, hidden=8, n_layers=5)
+NF_RECIPE = dict(n_points=250_000, epochs=20, batch_size=128, lr=1e-3, n_couplings=15, hidden=8,
+                 n_layers=5)
 
 
 def global_grad_norm(params) -> float:
@@ -113,8 +115,8 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     checks.check_backend(model, "model", "numpy")
     arrays = checks.as_array_tuple(train_data, "train_data")
     params = model.parameters()
-    record = TrainingRecord(len(arrays[0]), epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
-                            progress=progress, eta_min=eta_min, betas=betas,
+    record = TrainingRecord(len(arrays[0]), epochs=epochs, batch_size=batch_size, lr=lr,
+                            clip_grad=clip_grad, progress=progress, eta_min=eta_min, betas=betas,
                             largest=float(np.finfo(params[0].data.dtype).max) if params else np.inf)
     rng = np.random.default_rng() if rng is None else rng
     optimizer = Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
@@ -161,8 +163,8 @@ def nf_metrics(flow, fast: bool = False):
 
 def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epochs"],
              batch_size: int = NF_RECIPE["batch_size"], lr: float = NF_RECIPE["lr"], rng=None,
-             clip_grad: float | None = None, progress=None, eta_min: float = 0.0, weight_decay: float = 0.0,
-             val_batch_size: int = 8192, fast: bool = True) -> dict:
+             clip_grad: float | None = None, progress=None, eta_min: float = 0.0,
+             weight_decay: float = 0.0, val_batch_size: int = 8192, fast: bool = True) -> dict:
     """Train a :class:`flows_np.nf.NormalizingFlow` by maximum likelihood (Eq. 2, 9).
 
     Each step minimises the batch mean of ``-log p_z(phi^{-1}(x)) - log|det d phi^{-1}/dx|``
@@ -190,9 +192,9 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
     def batch_loss(batch, rng):
         return metrics(batch)["nll"]
 
-    return train_loop(flow, batch_loss, train_points, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng,
-                      clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay, validate=validate,
-                      progress=progress)
+    return train_loop(flow, batch_loss, train_points, epochs=epochs, batch_size=batch_size, lr=lr,
+                      rng=rng, clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay,
+                      validate=validate, progress=progress)
 
 
 def print_progress(every: int = 100, print_fn=print):
@@ -214,7 +216,8 @@ def print_progress(every: int = 100, print_fn=print):
 
 #: The exercise's flow-matching setting (Sec. 4.3): Adam, lr 1e-3, batch 128, 20 epochs,
 #: cosine annealing, 250,000 points, an MLP of 5 Linear layers of width 64, dt = 1/1000.
-FM_RECIPE = dict(n_points=250_000, epochs=20, batch_size=128, lr=1e-3, hidden=64, depth=5, steps=1000)
+FM_RECIPE = dict(n_points=250_000, epochs=20, batch_size=128, lr=1e-3, hidden=64, depth=5,
+                 steps=1000)
 
 
 def draw_fm_randomness(x1, rng, time_sampler=uniform_t, sigma: float = 0.0):
@@ -229,7 +232,7 @@ def draw_fm_randomness(x1, rng, time_sampler=uniform_t, sigma: float = 0.0):
     n = x1.shape[0]
     x0 = rng.standard_normal(x1.shape).astype(x1.dtype)
     t = np.asarray(time_sampler(n, rng, dtype=x1.dtype))
-    return x0, t, LinearPath(sigma).draw_noise(x1, rng)  # the rule does not depend on the schedule
+    return x0, t, draw_path_noise(x1, rng, sigma)
 
 
 def fm_data(model, points, labels, name: str, label_name: str = "labels"):
@@ -250,9 +253,10 @@ def fm_metrics(model, path, x0, t, noise):
     return metrics
 
 
-def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batch_size: int = FM_RECIPE["batch_size"],
-             lr: float = FM_RECIPE["lr"], path=None, coupling=independent_coupling, time_sampler=uniform_t,
-             rng=None, progress=None, draw=None, val_points=None, val_labels=None, clip_grad: float | None = None,
+def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
+             batch_size: int = FM_RECIPE["batch_size"], lr: float = FM_RECIPE["lr"], path=None,
+             coupling=independent_coupling, time_sampler=uniform_t, rng=None, progress=None,
+             draw=None, val_points=None, val_labels=None, clip_grad: float | None = None,
              eta_min: float = 0.0, weight_decay: float = 0.0, val_batch_size: int = 8192) -> dict:
     """Train a velocity field by flow matching (Alg. 1, Eq. 16), with :func:`train_loop`.
 
@@ -300,12 +304,14 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
         y = batch[1] if labels is not None else None
         x0, t, noise = draw(x1, rng)
         perm = pairing(x0, x1) if y is None else permutation_within_classes(pairing, x0, x1, y)
-        return velocity_regression_loss(field, path, x0[perm], x1, np.asarray(t, dtype=x1.dtype), y, noise)
+        return velocity_regression_loss(field, path, x0[perm], x1, np.asarray(t, dtype=x1.dtype), y,
+                                        noise)
 
     validate = None
     if val_points is not None:
         val_points, val_labels = fm_data(model, val_points, val_labels, "val_points", "val_labels")
-        val_x0, val_t, val_noise = draw_fm_randomness(val_points, rng.spawn(1)[0], time_sampler, path.sigma)
+        val_x0, val_t, val_noise = draw_fm_randomness(val_points, rng.spawn(1)[0], time_sampler,
+                                                      path.sigma)
         metrics = fm_metrics(model, path, val_x0, val_t, val_noise)
         rows = np.arange(len(val_points))
         val_data = (val_points, rows) if val_labels is None else (val_points, val_labels, rows)
@@ -313,5 +319,5 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
 
     data = points if labels is None else (points, labels)
     return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng,
-                      clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay, validate=validate,
-                      progress=progress)
+                      clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay,
+                      validate=validate, progress=progress)

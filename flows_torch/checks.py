@@ -208,10 +208,7 @@ def log_prob_inputs(v, x, steps, method, y, methods):
 def nll_inputs(v, points, labels, batch_size, steps, method, methods):
     check_backend(v, "v", "torch")
     points = check_points(points, "points")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    check_nonempty(len(points), "points", "the mean NLL")
-    check_method(method, methods)
-    check_steps(steps)
+    batch_size = rules.check_nll_options(batch_size, len(points), steps, method, methods)
     return points, check_field_input(v, points, labels, "points"), batch_size
 
 

@@ -24,10 +24,10 @@ from flows_np.named import PathSample
 
 from . import checks
 
-__all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "independent_coupling",
-           "couple_within_classes", "ot_coupling", "pairwise_sq_dists", "ot_permutation",
-           "permutation_within_classes", "identity_permutation", "coupling_maths", "uniform_t",
-           "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
+__all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "draw_path_noise",
+           "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
+           "ot_permutation", "permutation_within_classes", "identity_permutation", "coupling_maths",
+           "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
 
 # --------------------------------------------------------------------------- paths
@@ -75,24 +75,27 @@ class AffinePath(abc.ABC):
         return PathSample(x_t, u_t)
 
     def draw_noise(self, x1, generator: torch.Generator):
-        """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``.
-
-        The one place where the CFM rule "draw eps only when sigma > 0" is written in torch
-        (twin of :meth:`flows_np.paths.AffinePath.draw_noise`): flow matching
-        (:func:`flows_torch.train.draw_fm_randomness`), reflow
-        (:func:`flows_torch.reflow.train_on_pairs`) and MNIST
-        (:func:`flows_torch.mnist_train.flow_matching_batch`) call it. With ``sigma > 0``
-        it draws ``torch.randn(x1.shape)`` in x1's dtype from `generator`, on the
-        generator's device, then moves it to x1's; with ``sigma == 0`` it draws nothing
-        (the generator's stream is untouched) and returns None.
-        """
-        if self.sigma > 0:
-            return torch.randn(x1.shape, generator=generator, dtype=x1.dtype,
-                               device=generator.device).to(x1.device)
-        return None
+        """The path noise ``eps ~ N(0, I)`` of one training step, or None when ``sigma == 0``
+        (:func:`draw_path_noise` with this path's sigma)."""
+        return draw_path_noise(x1, generator, self.sigma)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma})"
+
+
+def draw_path_noise(x1, generator: torch.Generator, sigma: float):
+    """The CFM rule "draw eps only when sigma > 0" in torch (twin of
+    :func:`flows_np.paths.draw_path_noise`): flow matching
+    (:func:`flows_torch.train.draw_fm_randomness`), reflow
+    (:func:`flows_torch.reflow.train_on_pairs`) and MNIST
+    (:func:`flows_torch.mnist_train.flow_matching_batch`) call it. With ``sigma > 0`` it draws
+    ``torch.randn(x1.shape)`` in x1's dtype from `generator`, on the generator's device, then
+    moves it to x1's; with ``sigma == 0`` it draws nothing (the generator's stream is
+    untouched) and returns None."""
+    if sigma > 0:
+        return torch.randn(x1.shape, generator=generator, dtype=x1.dtype,
+                           device=generator.device).to(x1.device)
+    return None
 
 
 class LinearPath(AffinePath):

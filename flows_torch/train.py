@@ -46,10 +46,11 @@ from flows_np.train import FM_RECIPE, NF_RECIPE, print_progress
 from . import checks
 from .fm import velocity_regression_loss
 from .nf import likelihood_loss
-from .paths import LinearPath, coupling_maths, independent_coupling, permutation_within_classes, uniform_t
+from .paths import (LinearPath, coupling_maths, draw_path_noise, independent_coupling, permutation_within_classes,
+                    uniform_t)
 
-__all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "train_fm", "nf_metrics", "fm_metrics",
-           "draw_fm_randomness", "print_progress", "global_grad_norm"]
+__all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "train_fm", "nf_metrics",
+           "fm_metrics", "draw_fm_randomness", "print_progress", "global_grad_norm"]
 
 
 # --------------------------------------------------------------------------- checks and helpers
@@ -103,9 +104,9 @@ def evaluate(metrics, data, batch_size: int = 8192) -> dict:
     return {name: total / n for name, total in totals.items()}
 
 
-def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, lr: float, generator=None,
-               clip_grad: float | None = None, eta_min: float = 0.0, weight_decay: float = 0.0,
-               betas=(0.9, 0.999), validate=None, progress=None) -> dict:
+def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, lr: float,
+               generator=None, clip_grad: float | None = None, eta_min: float = 0.0,
+               weight_decay: float = 0.0, betas=(0.9, 0.999), validate=None, progress=None) -> dict:
     """Minibatch training of a torch `model` with Adam and a per-batch cosine schedule.
 
     Args (as :func:`flows_np.train.train_loop`, with ``generator`` for ``rng``):
@@ -132,12 +133,13 @@ def train_loop(model, batch_loss, train_data, *, epochs: int, batch_size: int, l
     checks.check_backend(model, "model", "torch")
     tensors = checks.as_tensor_tuple(train_data, "train_data")
     params = list(model.parameters())
-    record = TrainingRecord(tensors[0].shape[0], epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad,
-                            progress=progress, eta_min=eta_min, betas=betas,
+    record = TrainingRecord(tensors[0].shape[0], epochs=epochs, batch_size=batch_size, lr=lr,
+                            clip_grad=clip_grad, progress=progress, eta_min=eta_min, betas=betas,
                             largest=torch.finfo(params[0].dtype).max if params else float("inf"))
     generator = checks.check_generator(generator)
     optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=record.total_steps, eta_min=eta_min)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=record.total_steps,
+                                                           eta_min=eta_min)
 
     model.train()
     for _ in record.epoch_numbers():
@@ -173,8 +175,8 @@ def nf_metrics(flow):
 
 def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epochs"],
              batch_size: int = NF_RECIPE["batch_size"], lr: float = NF_RECIPE["lr"], generator=None,
-             clip_grad: float | None = None, progress=None, eta_min: float = 0.0, weight_decay: float = 0.0,
-             val_batch_size: int = 8192) -> dict:
+             clip_grad: float | None = None, progress=None, eta_min: float = 0.0,
+             weight_decay: float = 0.0, val_batch_size: int = 8192) -> dict:
     """Train a :class:`flows_torch.nf.NormalizingFlow` by maximum likelihood (Eq. 2, 9).
 
     Each step minimises the batch mean of ``-log p_z(phi^{-1}(x)) - log|det d phi^{-1}/dx|``
@@ -194,8 +196,8 @@ def train_nf(flow, train_points, val_points=None, epochs: int = NF_RECIPE["epoch
         return metrics(batch)["nll"]
 
     return train_loop(flow, batch_loss, train_points, epochs=epochs, batch_size=batch_size, lr=lr,
-                      generator=generator, clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay,
-                      validate=validate, progress=progress)
+                      generator=generator, clip_grad=clip_grad, eta_min=eta_min,
+                      weight_decay=weight_decay, validate=validate, progress=progress)
 
 
 # =========================================================================== flow matching (Alg. 1)
@@ -210,7 +212,7 @@ def draw_fm_randomness(x1, generator, time_sampler=uniform_t, sigma: float = 0.0
     n, device = x1.shape[0], generator.device
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=device).to(x1.device)
     t = time_sampler(n, generator, dtype=x1.dtype, device=device).to(x1.device)
-    return x0, t, LinearPath(sigma).draw_noise(x1, generator)  # the rule does not depend on the schedule
+    return x0, t, draw_path_noise(x1, generator, sigma)
 
 
 def _as_draws(draws, x1: torch.Tensor):
@@ -232,11 +234,11 @@ def fm_metrics(model, path, x0, t, noise):
     return metrics
 
 
-def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batch_size: int = FM_RECIPE["batch_size"],
-             lr: float = FM_RECIPE["lr"], path=None, coupling=independent_coupling, time_sampler=uniform_t,
-             generator=None, progress=None, draw=None, val_points=None, val_labels=None,
-             clip_grad: float | None = None, eta_min: float = 0.0, weight_decay: float = 0.0,
-             val_batch_size: int = 8192) -> dict:
+def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
+             batch_size: int = FM_RECIPE["batch_size"], lr: float = FM_RECIPE["lr"], path=None,
+             coupling=independent_coupling, time_sampler=uniform_t, generator=None, progress=None,
+             draw=None, val_points=None, val_labels=None, clip_grad: float | None = None,
+             eta_min: float = 0.0, weight_decay: float = 0.0, val_batch_size: int = 8192) -> dict:
     """Train a velocity field by flow matching (Alg. 1, Eq. 16), with :func:`train_loop`.
 
     Every step takes a minibatch ``x1`` (and labels ``y`` for a class-conditional model),
@@ -271,20 +273,21 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"], batc
         y = batch[1] if labels is not None else None
         x0, t, noise = _as_draws(draw(x1, generator), x1)
         perm = pairing(x0, x1) if y is None else permutation_within_classes(pairing, x0, x1, y)
-        return velocity_regression_loss(field, path, x0[perm], x1, t.expand(x1.shape[0]) if t.ndim == 0 else t, y,
-                                        noise)
+        return velocity_regression_loss(field, path, x0[perm], x1,
+                                        t.expand(x1.shape[0]) if t.ndim == 0 else t, y, noise)
 
     validate = None
     if val_points is not None:
         val_points = checks.model_points(model, val_points, "val_points")
         val_labels = checks.training_labels(model, val_labels, val_points, "val_labels")
-        val_x0, val_t, val_noise = draw_fm_randomness(val_points, _spawn(generator), time_sampler, path.sigma)
+        val_x0, val_t, val_noise = draw_fm_randomness(val_points, _spawn(generator), time_sampler,
+                                                      path.sigma)
         metrics = fm_metrics(model, path, val_x0, val_t, val_noise)
         rows = torch.arange(val_points.shape[0], device=val_points.device)
         val_data = (val_points, rows) if val_labels is None else (val_points, val_labels, rows)
         validate = lambda: evaluate(metrics, val_data, val_batch_size)  # noqa: E731
 
     data = points if labels is None else (points, labels)
-    return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
-                      clip_grad=clip_grad, eta_min=eta_min, weight_decay=weight_decay, validate=validate,
-                      progress=progress)
+    return train_loop(model, batch_loss, data, epochs=epochs, batch_size=batch_size, lr=lr,
+                      generator=generator, clip_grad=clip_grad, eta_min=eta_min,
+                      weight_decay=weight_decay, validate=validate, progress=progress)
