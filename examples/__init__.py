@@ -1,7 +1,12 @@
-"""Runnable examples of the flow-models library (``python examples/rings.py``, ...) and the
-helpers they share: :mod:`examples.plotting` (matplotlib figures),
-:mod:`examples.report` (a report beside the figures as Markdown and self-contained
-HTML, atomic JSON), :mod:`examples.report_pdf` (the same report as an A4 PDF, fpdf2),
-:mod:`examples.cli_checks` (argument checks) and :mod:`examples.kl_gap` (the KL
-gap of a model against the data's exact density). The exercise's entry point
-``rings.py`` is built on the package :mod:`examples.rings_exercise`."""
+"""Runnable examples of the flow-models library: the scripts at this level are the entry
+points (``python examples/rings.py``, ``examples/spline_rings.py``, ``examples/bimodal_1d.py``,
+``examples/ablations.py``, ``examples/quality_rings.py``, ``examples/mnist.py``, and the two
+in ``examples/minimal/``); their helpers live in packages:
+
+* :mod:`examples.common` - what several scripts share: figures, reports, argument checks
+  and the KL gap;
+* :mod:`examples.rings_exercise` - the course exercise behind ``rings.py`` and
+  ``quality_rings.py``;
+* :mod:`examples.bimodal_1d_intro` - the figures of the 1D introduction ``bimodal_1d.py``;
+* :mod:`examples.ablations_study` - the figures of the ablation study ``ablations.py``.
+"""

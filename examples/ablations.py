@@ -30,7 +30,7 @@ Measures (one row per setting in ``report.md``):
   (:func:`flows_np.likelihood.log_prob`, the continuous change of variables solved
   with rk4) minus the data's own NLL on the same held-out points (the rings' exact
   density, :func:`flows_np.data.olympic_rings_log_prob`): an estimate of
-  KL(data || model) >= 0, with its standard error (:mod:`examples.kl_gap`).
+  KL(data || model) >= 0, with its standard error (:mod:`examples.common.kl`).
 * **straightness** of the learnt flow (:func:`flows_np.reflow.straightness`):
   Liu et al.'s ``S = int E|(x_1 - x_0) - v(x_t, t)|^2 dt`` and the mean distance of the
   trajectories to their chords; both 0 for straight, constant-speed paths.
@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `examples` and the packages importable
     sys.path.insert(0, str(ROOT))
 
-from examples.cli_checks import prepare_output_folder, require_non_negative, require_positive, rng_for  # noqa: E402
+from examples.common.cli_checks import prepare_output_folder, require_non_negative, require_positive, rng_for  # noqa: E402
 
 ABLATIONS = ("sigma", "coupling", "path", "time_sampler", "solver", "reflow")
 SIGMAS = (0.0, 0.01, 0.1, 0.5)
@@ -285,7 +285,7 @@ class Lab:
             from flows_np.reflow import straightness
             from flows_np.solvers import integrate
 
-            from examples.kl_gap import kl_gap
+            from examples.common.kl import kl_gap
 
             s = self.s
             start = time.perf_counter()
@@ -321,7 +321,7 @@ def _logo(x) -> np.ndarray:
 
 
 def compare_panels(lab: Lab, entries) -> list:
-    """Rows for :func:`examples.ablations_figures.fig_compare` from ``(name, model, measures)``."""
+    """Rows for :func:`examples.ablations_study.figures.fig_compare` from ``(name, model, measures)``."""
     s = lab.s
     rows = []
     for name, model, m in entries:
@@ -343,14 +343,14 @@ class Ablations:
         self.background = _logo(lab.reference[: lab.s.plot_points])
 
     def _figure(self, fig, name: str) -> str:
-        from examples import plotting as P
+        from examples.common import plotting as P
 
         P.save(fig, self.out / f"{name}.png")
         return f"{name}.png"
 
     def _compare(self, name: str, title: str, entries) -> dict:
         """The common shape of the coupling, path, time-sampler and reflow ablations."""
-        from examples import ablations_figures as F
+        from examples.ablations_study import figures as F
 
         measured = [(label, t, self.lab.measure(key, t.model)) for label, key, t in entries]
         curves = {label: (list(m["curve"]), list(m["curve"].values())) for label, _, m in measured}
@@ -364,8 +364,8 @@ class Ablations:
     def sigma(self) -> dict:
         from flows_np.data import olympic_rings_log_prob
 
-        from examples import ablations_figures as F
-        from examples.kl_gap import kl_gap
+        from examples.ablations_study import figures as F
+        from examples.common.kl import kl_gap
 
         lab, s = self.lab, self.s
         entries, train_gaps = [], {}
@@ -434,7 +434,7 @@ class Ablations:
     def solver(self) -> dict:
         from flows_np.solvers import integrate, nfe
 
-        from examples import ablations_figures as F
+        from examples.ablations_study import figures as F
 
         lab, s = self.lab, self.s
         base = lab.trained(BASELINE)
@@ -513,7 +513,7 @@ def measured(rows: list, s: Settings) -> str:
 
 
 def write_report(out: Path, s: Settings, seed: int, results: dict, entropy, seconds: float) -> str:
-    from examples.report import Report, fmt, fmt_seconds
+    from examples.common.report import Report, fmt, fmt_seconds
 
     rep = Report("Flow-matching ablations on the Olympic rings")
     rep.paragraph(

@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `examples` and the packages importable
     sys.path.insert(0, str(ROOT))
 
-from examples.cli_checks import (override_size, prepare_output_folder, require_non_negative,  # noqa: E402
+from examples.common.cli_checks import (override_size, prepare_output_folder, require_non_negative,  # noqa: E402
                                  require_positive, rng_for)
 
 
@@ -270,7 +270,7 @@ def batch_losses(history: dict) -> np.ndarray:
 
 
 def save_png(fig, out: Path, name: str) -> None:
-    from examples import plotting as P
+    from examples.common import plotting as P
 
     P.save(fig, out / name)
 
@@ -278,8 +278,8 @@ def save_png(fig, out: Path, name: str) -> None:
 def run(args, s: Settings) -> dict:
     from flows_np.data import bimodal_1d, bimodal_1d_log_prob, bimodal_1d_pdf, data_entropy
 
-    from examples import bimodal_1d_figures as F
-    from examples.kl_gap import kl_gap
+    from examples.bimodal_1d_intro import figures as F
+    from examples.common.kl import kl_gap
 
     out: Path = args.out
     seed = args.seed

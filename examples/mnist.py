@@ -26,7 +26,7 @@ What it does (``flows_torch.mnist_train`` holds the training loop):
      (default ``outputs/mnist/<preset>``, git-ignored).
 
 Every argument is checked before any work, as in the other examples
-(``examples.cli_checks``): a bad value (a NaN, an odd ``--base-channels``, an
+(``examples.common.cli_checks``): a bad value (a NaN, an odd ``--base-channels``, an
 attention side the UNet lacks, a missing MNIST folder, ``--resume`` without a
 usable checkpoint of the same configuration and data, an ``--out`` that is a
 file or cannot be written) ends the run with a one-line message and exit
@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from examples.cli_checks import prepare_output_folder  # noqa: E402  (standard library only: no torch yet)
+from examples.common.cli_checks import prepare_output_folder  # noqa: E402  (standard library only: no torch yet)
 from flows_np.files import atomic_path  # noqa: E402
 
 # Settings of each preset; any option given on the command line wins.

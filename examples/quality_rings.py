@@ -1,4 +1,4 @@
-"""The experiments behind ``examples/rings.py --preset quality`` (issues 16 and 17): one model at a time.
+"""The experiments behind ``examples/rings.py --preset quality``: one model at a time.
 
     python examples/quality_rings.py --model fm --seed 0          # the preset's FM, scored
     python examples/quality_rings.py --model cfm --seed 1 --epochs 40 --hidden 128
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples.cli_checks import prepare_output_folder, require_positive  # noqa: E402
-from examples.rings import Run  # noqa: E402
+from examples.common.cli_checks import prepare_output_folder, require_positive  # noqa: E402
+from examples.rings_exercise.run import Run  # noqa: E402
 from examples.rings_exercise.questions import model_kl, on_any_ring  # noqa: E402
 from examples.rings_exercise.settings import QUALITY, QUALITY_QUICK  # noqa: E402
 from examples.rings_exercise.training import train_all  # noqa: E402

@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 
 import minigrad as mg  # noqa: E402
 from minigrad import optim  # noqa: E402
-from examples.cli_checks import prepare_output_folder, require_positive  # noqa: E402
-from examples.kl_gap import paired_kl  # noqa: E402
+from examples.common.cli_checks import prepare_output_folder, require_positive  # noqa: E402
+from examples.common.kl import paired_kl  # noqa: E402
 from flows_np.data import data_entropy, olympic_rings, olympic_rings_log_prob, ring_membership  # noqa: E402
 from flows_np.splines import SplineFlow  # noqa: E402
 

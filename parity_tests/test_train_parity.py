@@ -525,15 +525,16 @@ class RecordingModule:
 def rings_calls_bind(module) -> list:
     """Drive rings.py's TorchBackend training calls against `module` (nothing is trained);
     returns the recorded calls. Raises AttributeError/TypeError where rings.py would."""
-    from examples import rings
+    from examples.rings_exercise.backend import TorchBackend
+    from examples.rings_exercise.settings import QUICK
 
-    backend = rings.TorchBackend()
+    backend = TorchBackend()
     assert backend.train is torch_train, "rings.py --backend torch must import flows_torch.train"
     recorder = backend.train = RecordingModule(module)
     points, labels = np.zeros((8, 2), np.float32), np.zeros(8, np.int64)
-    backend.train_nf(None, points, points, rings.QUICK, 0, None)
-    backend.train_fm(None, points, None, rings.QUICK, 0, None, (points, None))
-    backend.train_fm(None, points, labels, rings.QUICK, 0, None, (points, labels))
+    backend.train_nf(None, points, points, QUICK, 0, None)
+    backend.train_fm(None, points, None, QUICK, 0, None, (points, None))
+    backend.train_fm(None, points, labels, QUICK, 0, None, (points, labels))
     return recorder.calls
 
 

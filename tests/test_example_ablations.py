@@ -1,6 +1,6 @@
 """Tests of examples/ablations.py: a smoke run writes every promised file and a complete
 report, one ablation alone gives the same numbers as in the full run, bad arguments fail
-before any work, and the KL-gap measure (examples/kl_gap.py) recovers an analytic KL,
+before any work, and the KL-gap measure (examples/common/kl.py) recovers an analytic KL,
 its checker rejecting planted bugs."""
 import json
 import math
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples import ablations as A  # noqa: E402
 from tests.example_runner import assert_rejected_before_work, run_example  # noqa: E402
-from examples.kl_gap import kl_gap  # noqa: E402
+from examples.common.kl import kl_gap  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

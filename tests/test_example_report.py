@@ -20,8 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.report import Report, inline_spans  # noqa: E402
-from examples.report_pdf import PageLimitError, pdf_bytes  # noqa: E402
+from examples.common.report import Report, inline_spans  # noqa: E402
+from examples.common.report_pdf import PageLimitError, pdf_bytes  # noqa: E402
 from examples.rings_exercise.answers import ANSWERS, QUESTIONS  # noqa: E402
 from examples.rings_exercise.report import REPORTS, build_report, render  # noqa: E402
 from tests.test_example_rings import run_rings  # noqa: E402

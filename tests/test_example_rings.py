@@ -267,8 +267,10 @@ def test_help_describes_every_option():
 
 # --------------------------------------------------------------------------- helpers behind the figures
 sys.path.insert(0, str(ROOT))
-from examples import plotting, rings  # noqa: E402
-from examples.report import Report, fmt  # noqa: E402
+from examples.common import plotting  # noqa: E402
+from examples.common.report import Report, fmt  # noqa: E402
+from examples.rings_exercise.backend import Backend  # noqa: E402
+from examples.rings_exercise.questions import nf_coupling_states  # noqa: E402
 
 
 def _flow(seed, zero_init):
@@ -293,8 +295,8 @@ def test_identity_flow_shows_the_same_point_after_every_coupling(z, n_couplings)
     from flows_np.nf import NormalizingFlow
     flow = NormalizingFlow(dim=2, n_couplings=n_couplings, hidden=4, n_layers=2, zero_init=True,
                            rng=np.random.default_rng(0), dtype=np.float64)
-    backend = rings.Backend.__new__(rings.Backend)  # only its array conversions are used
-    states, depth = rings.nf_coupling_states(backend, flow, flow.forward_trajectory(z))
+    backend = Backend.__new__(Backend)  # only its array conversions are used
+    states, depth = nf_coupling_states(backend, flow, flow.forward_trajectory(z))
     assert list(depth) == list(range(n_couplings + 1))
     np.testing.assert_array_equal(states, np.broadcast_to(flow.forward(z).data, states.shape))
     # the planted bug: without undoing the swaps, consecutive states differ
@@ -307,10 +309,10 @@ def test_identity_flow_shows_the_same_point_after_every_coupling(z, n_couplings)
 @given(z=hnp.arrays(np.float64, (5, 2), elements=st.floats(-3, 3)), seed=st.integers(0, 10))
 def test_displayed_flow_states_end_at_the_flow_output_and_invert(z, seed):
     flow = _flow(seed, zero_init=False)
-    backend = rings.Backend.__new__(rings.Backend)
-    fwd, _ = rings.nf_coupling_states(backend, flow, flow.forward_trajectory(z))
+    backend = Backend.__new__(Backend)
+    fwd, _ = nf_coupling_states(backend, flow, flow.forward_trajectory(z))
     np.testing.assert_allclose(fwd[-1], flow.forward(z).data, rtol=1e-12, atol=1e-12)
-    inv, depth = rings.nf_coupling_states(backend, flow, flow.inverse_trajectory(fwd[-1]), inverse=True)
+    inv, depth = nf_coupling_states(backend, flow, flow.inverse_trajectory(fwd[-1]), inverse=True)
     assert list(depth) == [0, 1, 2, 3, 4]
     # the inverse pass meets the forward states in reverse order, in the same axis order
     np.testing.assert_allclose(inv[::-1], fwd, rtol=1e-9, atol=1e-9)

@@ -112,7 +112,7 @@ def test_atomic_path_names_match_the_cleanup_rule(tmp_path):
 def test_output_folders_of_the_examples_are_cleaned(tmp_path):
     import argparse
 
-    from examples.cli_checks import prepare_output_folder
+    from examples.common.cli_checks import prepare_output_folder
 
     out = tmp_path / "run"
     out.mkdir()

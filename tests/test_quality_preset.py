@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.rings import Run  # noqa: E402
+from examples.rings_exercise.run import Run  # noqa: E402
 from examples.rings_exercise.settings import QUALITY_QUICK  # noqa: E402
 from examples.rings_exercise.training import train_all  # noqa: E402
 from flows_np.ema import ExponentialMovingAverage, check_ema_decay, ema_decay_at  # noqa: E402

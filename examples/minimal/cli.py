@@ -3,7 +3,7 @@ each checked before any work (a bad value exits with status 2 and a message nami
 import argparse
 from pathlib import Path
 
-from examples.cli_checks import prepare_output_folder, require_positive
+from examples.common.cli_checks import prepare_output_folder, require_positive
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "outputs" / "minimal"
 

@@ -1,6 +1,8 @@
 """The course exercise on the Olympic rings (seeds/001, Sec. 3.3 and 4.3), behind the
-entry point ``examples/rings.py``; one module per job:
+entry points ``examples/rings.py`` and ``examples/quality_rings.py``; one module per job:
 
+* :mod:`.run` - one run from start to end (:class:`~.run.Run`): data, training, the
+  questions in order, ``results.json`` and the reports, with the seconds of each phase;
 * :mod:`.settings` - the run's knobs (:class:`~.settings.Settings`: the exercise's
   recommended settings and a quick smoke run), the command line and its checks, the
   fixed choices of the questions (the five points of NF Q5 / FM Q5) and the seeds;

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from examples.report import fmt
+from examples.common.report import fmt
 from examples.rings_exercise.bonus import schedule_name
 from examples.rings_exercise.settings import Q5_INSIDE, Q5_POINTS_LOGO
 from flows_np.data import RING_COLORS

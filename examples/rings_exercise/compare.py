@@ -19,7 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
-from examples.report import fmt, fmt_seconds
+from examples.common.report import fmt, fmt_seconds
 from flows_np.files import atomic_path
 
 __all__ = ["NF_FIGURES", "REFERENCE_PREFIX", "MEASURES", "load_reference", "comparison_rows", "comparison_section",

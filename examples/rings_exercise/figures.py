@@ -7,14 +7,14 @@ Coordinates. The models live in the standardised coordinates of :mod:`flows_np.d
 every figure is drawn in *logo coordinates* (:func:`logo`), where the rings are circles
 of radius 1 as in the exercise's figures. The map is affine, so straight paths stay
 straight. The functions take numpy arrays in model coordinates and know nothing about
-models; the drawing helpers are :mod:`examples.plotting`'s.
+models; the drawing helpers are :mod:`examples.common.plotting`'s.
 """
 from __future__ import annotations
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from examples import plotting as P  # selects the headless Agg backend before pyplot
+from examples.common import plotting as P  # selects the headless Agg backend before pyplot
 from examples.rings_exercise.settings import Q5_INSIDE, Q5_LABEL_OFFSETS
 from flows_np.data import RING_COLORS, to_data_coords
 

@@ -19,9 +19,9 @@ returns the numbers that answer it (a part of ``results.json``).
   class), each measured.
 * :func:`held_out_likelihoods` - the measure of sample quality behind the report's
   summary: held-out NLL of every model, its gap to the data's entropy and the paired
-  KL estimate (:func:`examples.kl_gap.paired_kl`).
+  KL estimate (:func:`examples.common.kl.paired_kl`).
 
-Each function takes the run (``examples/rings.py``'s ``Run``: the backend, settings,
+Each function takes the run (:class:`~.run.Run`: the backend, settings,
 data, trained models, the figures' random generator ``plot_rng`` and ``save_figure``).
 They must run in the order above: they share ``plot_rng``, and FM Q5 reuses NF Q5's
 inversion (``run.nf_q5``).
@@ -32,8 +32,8 @@ import math
 
 import numpy as np
 
-from examples import plotting as P
-from examples.kl_gap import paired_kl
+from examples.common import plotting as P
+from examples.common.kl import paired_kl
 from examples.rings_exercise import bonus
 from examples.rings_exercise import figures as F
 from flows_np.data import (RING_AREA, RINGS_LOG_JACOBIAN, olympic_rings_log_prob, on_ring,
@@ -238,7 +238,7 @@ def bonus_question(run) -> dict:
 def kl_summary(model_logp: np.ndarray, data_logp: np.ndarray, entropy: tuple) -> dict:
     """Held-out NLL (``se``: its standard error), the KL gap ``NLL - H`` against the data
     entropy ``H`` (an independent Monte Carlo estimate), and the paired estimate of the
-    same KL on the same points (:func:`examples.kl_gap.paired_kl`; lower variance)."""
+    same KL on the same points (:func:`examples.common.kl.paired_kl`; lower variance)."""
     paired = paired_kl(model_logp, data_logp)
     h, h_se = entropy
     return {"nll": paired["nll"], "se": paired["nll_se"], "entropy": float(h), "entropy_se": float(h_se),

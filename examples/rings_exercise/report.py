@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from examples.report import Report, fmt, fmt_seconds, write_atomic
-from examples.report_pdf import pdf_bytes
+from examples.common.report import Report, fmt, fmt_seconds, write_atomic
+from examples.common.report_pdf import pdf_bytes
 from examples.rings_exercise.answers import ANSWERS, QUESTIONS, quick_note
 from examples.rings_exercise.bonus import schedule_name
 from examples.rings_exercise.compare import comparison_section, reference_figure
@@ -41,7 +41,7 @@ class ReportInputError(ValueError):
 
 
 class RingsReport(Report):
-    """A :class:`examples.report.Report` whose figures live in ``out`` and carry their
+    """A :class:`examples.common.report.Report` whose figures live in ``out`` and carry their
     captions from :data:`~examples.rings_exercise.figures.FIGURES`."""
 
     def __init__(self, title: str, out: Path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples.cli_checks import override_size, prepare_output_folder, require_non_negative, require_positive
+from examples.common.cli_checks import override_size, prepare_output_folder, require_non_negative, require_positive
 
 __all__ = ["Settings", "EXERCISE", "QUICK", "QUALITY", "QUALITY_QUICK", "PRESETS", "preset_settings", "CHECKPOINTS", "Q5_POINTS_LOGO", "Q5_INSIDE", "Q5_LABEL_OFFSETS",
            "q5_points", "STREAMS", "stream_seeds", "build_parser", "parse_args"]

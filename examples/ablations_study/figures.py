@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from examples import plotting as P  # selects the headless Agg backend before pyplot
+from examples.common import plotting as P  # selects the headless Agg backend before pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
 

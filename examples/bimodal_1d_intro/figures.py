@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from examples import plotting as P  # selects the headless Agg backend before pyplot
+from examples.common import plotting as P  # selects the headless Agg backend before pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.animation import PillowWriter  # noqa: E402

@@ -1,4 +1,4 @@
-"""An A4 PDF of an :class:`examples.report.Report` (the same blocks as its Markdown and HTML),
+"""An A4 PDF of an :class:`examples.common.report.Report` (the same blocks as its Markdown and HTML),
 made with fpdf2 (https://py-pdf.github.io/fpdf2/), installed with the project.
 
 Layout: DejaVu Sans (shipped with matplotlib, so every Unicode character of the text
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from examples.report import Report, inline_spans, write_atomic
+from examples.common.report import Report, inline_spans, write_atomic
 
 __all__ = ["LAYOUTS", "MAX_FIGURE_HEIGHT", "pdf_bytes", "write_pdf", "PageLimitError"]
 
@@ -86,7 +86,7 @@ class _Layout:
         for style, path in _font_files().items():
             pdf.add_font(_FONT, style, path)
         pdf.set_title(report.title)
-        pdf.set_creator("examples/report_pdf.py (fpdf2)")
+        pdf.set_creator("examples/common/report_pdf.py (fpdf2)")
         pdf.add_page()
         for block in report.blocks:
             getattr(self, "_" + block[0])(*block[1:])

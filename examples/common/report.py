@@ -4,7 +4,7 @@ A :class:`Report` collects headings, paragraphs, tables, figures and question/an
 pairs in order, as structured blocks (:attr:`Report.blocks`), and renders them as
 Markdown (:meth:`Report.text`) or as one self-contained HTML page (:meth:`Report.html`:
 images embedded as data URIs, no external reference, readable at phone width);
-:mod:`examples.report_pdf` renders the same blocks as a PDF. In Markdown, figures are
+:mod:`examples.common.report_pdf` renders the same blocks as a PDF. In Markdown, figures are
 linked with paths relative to the report, so the output folder can be moved or zipped
 as a whole. Writing is atomic (a temporary file, then a rename): an interrupted run
 never leaves half a report.
