@@ -24,7 +24,7 @@ __all__ = ["atomic_path", "remove_stale_temporaries", "is_stale_temporary", "WRI
 
 # The names of the project's own temporary files (mkstemp draws 8 characters of [a-z0-9_]):
 #   atomic_path:      .{name}.XXXXXXXX{suffix}, the suffix ".tmp", ".part" or the name's own extension;
-#   the folder probe: .write-probe-XXXXXXXX (examples.cli_checks.prepare_output_folder);
+#   the folder probe: .write-probe-XXXXXXXX (examples.common.cli_checks.prepare_output_folder);
 #   before atomic_path: .checkpoint-XXXXXXXX.tmp (the MNIST trainer's checkpoints).
 WRITE_PROBE_PREFIX = ".write-probe-"
 _RANDOM = r"[a-z0-9_]{8}"
