@@ -33,6 +33,8 @@ import numbers
 
 import numpy as np
 
+from .named import Solver
+
 __all__ = ["as_array", "check_positive_int", "check_coupling_architecture", "check_learning_rate", "check_clip_grad", "check_labels",
            "check_point_facts", "check_points", "check_permutation", "check_eta_min", "check_adam_lr", "check_nonempty",
            "check_real", "check_real_array", "backend_of", "check_backend", "check_state_entries", "array_entries",
@@ -513,15 +515,74 @@ def check_field_output(shape, state_shape, what: str = "the velocity field") -> 
 
 
 def ode_inputs(v, x, t0, t1, steps, method, y, methods):
-    """``(x, t0, t1, steps, y)`` of ``integrate``: a copy of the state (N, ...), the interval,
-    the step count, the method and the labels by the field's rule."""
+    """``(x, t0, t1, steps, y)`` of a fixed-step solve: a copy of the state (N, ...), the
+    interval, the step count, the method and the labels by the field's rule."""
     check_method(method, methods)
     steps = check_steps(steps)
+    x, t0, t1, y = ode_state_inputs(v, x, t0, t1, y)
+    return x, t0, t1, steps, y
+
+
+def ode_state_inputs(v, x, t0, t1, y):
+    """``(x, t0, t1, y)``: a copy of the start state (N, ...), the interval, the labels."""
     t0, t1 = check_time_interval(t0, t1)
     check_backend(v, "v", "numpy")
     check_backend(x, "x", "numpy")
     x = check_points(np.array(as_array(x), copy=True), "x", ndim=None, nonempty=True)
-    return x, t0, t1, steps, check_field_input(v, x.shape, y, x.shape[0])
+    return x, t0, t1, check_field_input(v, x.shape, y, x.shape[0])
+
+
+#: The adaptive methods (their own step sizes, from a tolerance) and their defaults.
+ADAPTIVE_METHODS = ("dopri5",)
+DOPRI5_RTOL = 1e-5
+DOPRI5_ATOL = 1e-7
+DOPRI5_MAX_STEPS = 10_000
+
+
+def check_tolerance(value, name: str) -> float:
+    """A solver tolerance: a real number, finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def solver_choice(method, steps, rtol, atol, max_steps, methods, default_steps: int) -> Solver:
+    """The checked :class:`~flows_np.named.Solver` of a call: a fixed-step `method` takes `steps`
+    (``None``: `default_steps`) and no tolerance; ``dopri5`` takes `rtol`, `atol` and
+    `max_steps` (``None``: :data:`DOPRI5_RTOL`, :data:`DOPRI5_ATOL`, :data:`DOPRI5_MAX_STEPS`)
+    and chooses its own steps."""
+    check_method(method, methods)
+    if method in ADAPTIVE_METHODS:
+        if steps is not None:
+            raise ValueError(f"{method} chooses its own steps: give rtol and atol (max_steps caps the "
+                             f"steps), not steps={steps!r}")
+        return Solver(method, None, check_tolerance(DOPRI5_RTOL if rtol is None else rtol, "rtol"),
+                      check_tolerance(DOPRI5_ATOL if atol is None else atol, "atol"),
+                      check_integer(DOPRI5_MAX_STEPS if max_steps is None else max_steps, "max_steps",
+                                    1, MAX_STEPS))
+    given = [name for name, value in (("rtol", rtol), ("atol", atol), ("max_steps", max_steps))
+             if value is not None]
+    if given:
+        raise ValueError(f"{' and '.join(given)} belong to the adaptive method dopri5; the fixed-step "
+                         f"method {method!r} takes steps")
+    return Solver(method, check_steps(default_steps if steps is None else steps))
+
+
+def check_adaptive_run(fault, t: float, h: float, stats, max_steps: int) -> None:
+    """Why an adaptive solve stopped before its end time, if it did (`fault`): the step cap was
+    reached, the step size fell below what the interval can resolve, or the error estimate
+    became NaN or inf (the field or the state overflowed)."""
+    if fault == "max_steps":
+        raise RuntimeError(f"dopri5 took max_steps = {max_steps:,} steps and reached only t = {t:.6g} "
+                           f"({stats.nfe:,} field evaluations, {stats.rejected:,} rejected steps); the "
+                           "field is stiff or the tolerances too tight: raise max_steps or rtol/atol")
+    if fault == "step_underflow":
+        raise FloatingPointError(f"dopri5's step size fell to {h:.3g} at t = {t:.6g}: the field changes too "
+                                 "fast to meet the tolerances there (a singular or stiff field, or rtol/atol "
+                                 "below the state's precision)")
+    if fault == "not_finite":
+        raise FloatingPointError(f"dopri5: the velocity field or the state became NaN or inf near t = {t:.6g} "
+                                 "(check the model and its weights)")
 
 
 def check_noise_scale(g):
@@ -774,3 +835,60 @@ def check_callables(**named) -> None:
     if not all(value is None or callable(value) for value in named.values()):
         names = list(named)
         raise ValueError(f"{', '.join(names[:-1])} and {names[-1]} must be callables")
+
+
+# --------------------------------------------------------------------------- the EMA of a model's weights
+def check_ema_decay(decay) -> float:
+    """An EMA decay: a real number in [0, 1) (0 keeps only the latest weights)."""
+    if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not (0.0 <= decay < 1.0) \
+            or not math.isfinite(decay):
+        raise ValueError(f"ema decay must be a number in [0, 1), got {decay!r}")
+    return float(decay)
+
+
+def check_ema_warmup(warmup) -> bool:
+    """The EMA's warm-up switch: True or False (a numpy bool too); TypeError for anything else
+    (a string such as "no" is truthy and would silently switch the warm-up on)."""
+    if not isinstance(warmup, (bool, np.bool_)):
+        raise TypeError(f"warmup must be True or False, got {warmup!r} ({type(warmup).__name__})")
+    return bool(warmup)
+
+
+def ema_decay_inputs(decay, updates, warmup) -> tuple[float, int, bool]:
+    """The arguments of ``ema_decay_at``: a decay in [0, 1), a count of updates >= 0 (an
+    integer, not a bool) and a warm-up switch."""
+    return check_ema_decay(decay), check_integer(updates, "updates", minimum=0), check_ema_warmup(warmup)
+
+
+_EMA_TAKES = {"numpy": ("a minigrad Module", "flows_np.ema"), "torch": ("a torch.nn.Module", "flows_torch.ema")}
+
+
+def check_ema_model(model, is_model: bool, backend: str) -> None:
+    """The model an EMA averages: ``is_model`` tells whether it is a module of the caller's
+    `backend` ("numpy" or "torch"); TypeError naming ``model`` (and the other backend's EMA
+    when the model belongs to it) otherwise."""
+    if is_model:
+        return
+    found = backend_of(model)
+    other = "torch" if backend == "numpy" else "numpy"
+    hint = f"; use {_EMA_TAKES[other][1]}.ExponentialMovingAverage for it" if found == other else ""
+    raise TypeError(f"model must be {_EMA_TAKES[backend][0]} ({_EMA_TAKES[backend][1]}) to average, "
+                    f"got {type(model).__name__}"
+                    + (f" of the {found} backend" if found else "") + hint)
+
+
+def ema_inputs(model, is_model: bool, backend: str, decay, warmup) -> tuple[float, bool]:
+    """An EMA's constructor arguments: the model (:func:`check_ema_model`), the decay and the
+    warm-up switch; returns ``(decay, warmup)``."""
+    check_ema_model(model, is_model, backend)
+    return check_ema_decay(decay), check_ema_warmup(warmup)
+
+
+def progress_event_kind(event) -> str:
+    """The ``"kind"`` of a training loop's progress event (a dict such as ``{"kind": "batch",
+    ...}``); TypeError for an event that is not a dict, ValueError for one without a kind."""
+    if not isinstance(event, dict):
+        raise TypeError(f"progress event must be a dict with a 'kind' entry, got {type(event).__name__}")
+    if "kind" not in event:
+        raise ValueError(f"progress event must have a 'kind' entry ('batch' or 'epoch'), got keys {list(event)}")
+    return event["kind"]

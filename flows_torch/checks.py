@@ -32,7 +32,8 @@ __all__ = ["MAX_STEPS", "array_entries", "check_state_entries", "all_finite", "a
            "check_time_interval", "check_velocity_architecture", "coupling_inputs", "divergence_inputs",
            "energy_inputs", "few_step_inputs", "fm_loss_inputs", "is_library_model", "log_prob_inputs", "logit_normal_inputs",
            "maths_of", "model_labels", "model_points", "nll_inputs", "ode_inputs", "pairs_inputs", "path_inputs",
-           "score_time", "sde_inputs", "check_sde_step", "time_sampler_inputs", "training_labels", "as_uniforms", "velocity_inputs"]
+           "score_time", "sde_inputs", "check_sde_step", "time_sampler_inputs", "training_labels", "as_uniforms", "velocity_inputs",
+           "ema_inputs"]
 
 
 # --------------------------------------------------------------------------- tensors
@@ -310,3 +311,11 @@ def training_labels(model, labels, points: torch.Tensor, name: str):
     strict: labels for an unconditional model are refused."""
     checked = check_labels_tensor(labels, points, getattr(model, "num_classes", None), name=name, strict=True)
     return None if checked is None else checked.long()
+
+
+# --------------------------------------------------------------------------- the EMA of a model's weights
+def ema_inputs(model, decay, warmup):
+    """A torch EMA's constructor arguments by :func:`flows_np.checks.ema_inputs`: `model` a
+    ``torch.nn.Module`` (TypeError otherwise, naming the numpy EMA for a minigrad model), the
+    decay in [0, 1), the warm-up True or False; returns ``(decay, warmup)``."""
+    return rules.ema_inputs(model, isinstance(model, torch.nn.Module), "torch", decay, warmup)
