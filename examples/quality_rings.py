@@ -34,10 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples.common.cli_checks import prepare_output_folder, require_positive  # noqa: E402
+from examples.common.cli_checks import (exit_on_output_error, prepare_output_folder, require_at_least,  # noqa: E402
+                                        require_batches_fit, require_fraction, require_non_negative,
+                                        require_positive, require_positive_number)
+from examples.common.report import write_atomic  # noqa: E402
 from examples.rings_exercise.run import Run  # noqa: E402
 from examples.rings_exercise.questions import model_kl, on_any_ring  # noqa: E402
-from examples.rings_exercise.settings import QUALITY, QUALITY_QUICK  # noqa: E402
+from examples.rings_exercise.settings import CHECKPOINTS, QUALITY, QUALITY_QUICK  # noqa: E402
 from examples.rings_exercise.training import train_all  # noqa: E402
 from flows_np.data import on_ring  # noqa: E402
 
@@ -49,6 +52,12 @@ KNOBS = {"epochs": ("epochs", int), "batch_size": ("batch_size", int), "lr": ("l
          "nf_hidden": ("nf_hidden", int), "couplings": ("nf_couplings", int), "sample_steps": ("sample_steps", int)}
 
 
+#: The rules of the knobs beyond "a positive integer" (the rest): as rings.py and spline_rings.py check them.
+FLOAT_KNOBS = ("lr", "nf_lr")   # learning rates: positive finite numbers
+FRACTION_KNOBS = ("ema",)       # a decay in [0, 1) (0: no average)
+MIN_BINS = 2                    # a spline of one bin is the identity's shape: --bins >= 2, as spline_rings.py
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=("nf", "fm", "cfm"), required=True)
@@ -58,23 +67,35 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=5000, help="samples scored for the share on a ring")
     p.add_argument("--out", default="outputs/quality_experiments", help="folder for experiments.jsonl and checkpoints")
     for flag, (_, kind) in KNOBS.items():
-        p.add_argument("--" + flag.replace("_", "-"), type=kind, default=None)
+        p.add_argument("--" + flag.replace("_", "-"), type=kind, default=None,
+                       **({"choices": ("ot", "independent")} if flag == "coupling" else {}))
     args = p.parse_args(argv)
     require_positive(p, args, "samples", *[f for f, (_, kind) in KNOBS.items() if kind is int])
-    if args.coupling not in (None, "ot", "independent"):
-        p.error(f"--coupling must be ot or independent, got {args.coupling!r}")
-    if args.ema is not None and not 0 <= args.ema < 1:
-        p.error(f"--ema must be in [0, 1), got {args.ema}")
-    if args.seed < 0:
-        p.error(f"--seed must be >= 0, got {args.seed}")
+    require_non_negative(p, args, "seed")
+    require_at_least(p, args, MIN_BINS, "bins")
+    require_positive_number(p, args, *FLOAT_KNOBS)
+    require_fraction(p, args, *FRACTION_KNOBS)
     s = QUALITY_QUICK if args.quick else QUALITY
     if args.epochs is not None:  # --epochs is every model's (as in rings.py); --nf-epochs still wins for the NF
         s = replace(s, nf_epochs=0, cfm_epochs=0)
     s = replace(s, **{field: getattr(args, flag) for flag, (field, _) in KNOBS.items()
                       if getattr(args, flag) is not None})
+    # the batches of the model trained must fit in the training points (rings.py's rule, --points)
+    batch = s.nf_training()[1] if args.model == "nf" else s.batch_size
+    what = "NF batch size" if args.model == "nf" else "batch size"
+    require_batches_fit(p, s.points, {what: batch})
     args.reuse, args.no_progress, args.log = False, True, Path(args.out) / "experiments.jsonl"
-    args.out = str(prepare_output_folder(p, Path(args.out) / f"{args.model}_seed{args.seed}"))  # checkpoints
+    prepare_output_folder(p, args.out, ["experiments.jsonl"])  # the log's folder, then the checkpoints'
+    args.out = str(prepare_output_folder(p, Path(args.out) / f"{args.model}_seed{args.seed}",
+                                         [CHECKPOINTS[args.model]]))
     return args, s
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to ``path``, the file replaced whole (an interrupted or refused write leaves
+    the old log as it was, never half a line)."""
+    old = path.read_bytes() if path.is_file() else b""
+    write_atomic(path, old + (line + "\n").encode("utf-8"))
 
 
 def score(run, name: str, n: int) -> dict:
@@ -94,6 +115,11 @@ def score(run, name: str, n: int) -> dict:
 
 def main(argv=None) -> int:
     args, s = parse_args(argv)
+    with exit_on_output_error("quality_rings.py"):  # a write refused after the checks (a full disk)
+        return experiment(args, s)
+
+
+def experiment(args, s) -> int:
     run = Run(args, s)
     run.make_data()
     start = time.perf_counter()
@@ -105,8 +131,7 @@ def main(argv=None) -> int:
            "score_seconds": time.perf_counter() - start, "kl_gap": res["kl_gap"], "kl_gap_se": res["kl_gap_se"],
            "on_ring": res["on_ring"], "samples": args.samples, "load_avg": os.getloadavg()[0], "result": res,
            "settings": asdict(s)}
-    with open(args.log, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    append_line(args.log, json.dumps(row))
     print(f"[quality] {args.model} seed {args.seed}: KL gap {res['kl_gap']:.4f} ± {res['kl_gap_se']:.4f} nats, "
           f"on {'own ' if args.model == 'cfm' else ''}ring {100 * res['on_ring']:.1f}%, train {train_seconds:.0f} s",
           flush=True)

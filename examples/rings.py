@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `examples` and the packages importable
     sys.path.insert(0, str(ROOT))
 
+from examples.common.cli_checks import exit_on_output_error  # noqa: E402
 from examples.rings_exercise.report import ReportInputError, rebuild_reports  # noqa: E402
 from examples.rings_exercise.run import Run  # noqa: E402
 from examples.rings_exercise.settings import parse_args  # noqa: E402
@@ -67,13 +68,15 @@ def main(argv=None) -> int:
     args, settings = parse_args(argv)
     if args.report_only:
         try:
-            written = rebuild_reports(args.out)
+            with exit_on_output_error("rings.py"):  # a refused write: one line, exit 2, the old reports kept
+                written = rebuild_reports(args.out)
         except ReportInputError as err:
             print(f"rings.py: error: {err}", file=sys.stderr)
             return 2
         print(f"[rings] rebuilt {', '.join(written)} in {args.out}", flush=True)
         return 0
-    results = Run(args, settings).run()
+    with exit_on_output_error("rings.py"):  # the disk filled up (or the folder changed) during the run
+        results = Run(args, settings).run()
     total = sum(results["timings"].values())
     print(f"[rings] wrote {len(results['figures'])} figures, report.md, report.html, report.pdf and results.json "
           f"to {args.out} in {total:.0f} s", flush=True)

@@ -17,8 +17,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: one BLAS thread is fastest
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -31,7 +29,11 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 
 import minigrad as mg  # noqa: E402
 from minigrad import optim  # noqa: E402
-from examples.common.cli_checks import prepare_output_folder, require_positive  # noqa: E402
+from examples.common.cli_checks import (exit_on_output_error, prepare_output_folder, require_at_least,  # noqa: E402
+                                        require_batches_fit, require_non_negative, require_positive,
+                                        require_positive_number)
+from examples.common.report import write_json  # noqa: E402
+from flows_np.files import atomic_path  # noqa: E402
 from examples.common.kl import paired_kl  # noqa: E402
 from flows_np.data import data_entropy, olympic_rings, olympic_rings_log_prob, ring_membership  # noqa: E402
 from flows_np.splines import SplineFlow  # noqa: E402
@@ -60,13 +62,13 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, sizes[name])
     require_positive(parser, args, *COUNTS, "entropy_samples")
-    if args.bins < 2:
-        parser.error(f"--bins must be >= 2, got {args.bins}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        parser.error(f"--lr must be a positive number, got {args.lr}")
-    if not (args.bound > 0 and math.isfinite(args.bound)):
-        parser.error(f"--bound must be a positive number, got {args.bound}")
-    return args, prepare_output_folder(parser, args.out)
+    require_non_negative(parser, args, "seed")
+    require_at_least(parser, args, 2, "bins")
+    # a mean with its standard error needs two points (one gives "+- nan")
+    require_at_least(parser, args, 2, "n_test", "entropy_samples", why=" (a standard error needs two points)")
+    require_positive_number(parser, args, "lr", "bound")
+    require_batches_fit(parser, args.n_train, {"batch size": args.batch_size}, "--n-train")
+    return args, prepare_output_folder(parser, args.out, [f"samples_seed{args.seed}.png", f"result_seed{args.seed}.json"])
 
 
 def model_log_prob(flow, x, batch: int = 10_000) -> np.ndarray:
@@ -112,13 +114,21 @@ def figure(samples, x_test, kl_gap, share, path) -> str:
         ax.scatter(*points[:5000].T, s=0.5, alpha=0.5)
         ax.set(title=title, aspect="equal", xlim=(-2.5, 2.5), ylim=(-2.2, 2.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:  # whole or not at all
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return str(path)
 
 
 def main(argv=None) -> dict:
     args, out = parse_args(argv)
+    with exit_on_output_error("spline_rings.py"):  # a write refused after the checks (a full disk): exit 2
+        return experiment(args, out)
+
+
+def experiment(args, out) -> dict:
     start = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     x_train, _ = olympic_rings(args.n_train, rng)
@@ -142,7 +152,7 @@ def main(argv=None) -> dict:
                   settings={k: v for k, v in vars(args).items() if k != "out"})
     result["figure"] = figure(samples, x_test, result["kl_gap"], share, out / f"samples_seed{args.seed}.png")
     result["wall_seconds"] = time.perf_counter() - start
-    (out / f"result_seed{args.seed}.json").write_text(json.dumps(result, indent=1))
+    write_json(out / f"result_seed{args.seed}.json", result)
     print(f"held-out NLL {nll:.4f} nats, data entropy {entropy:.4f} (+-{entropy_se:.4f}), KL gap "
           f"{nll - entropy:.4f} (paired on the test points: {paired['kl']:.4f} +- {paired['kl_se']:.4f}); {100 * share:.1f}% of {args.n_samples} samples on a ring; training "
           f"{train_seconds:.0f} s, wall {result['wall_seconds']:.0f} s; figure {result['figure']}")

@@ -23,3 +23,31 @@ def assert_rejected_before_work(script: Path, tmp_path: Path, args, message: str
     assert result.returncode == 2
     assert message in result.stderr
     assert not out.exists()
+
+
+#: Run a script with a file system that refuses one file: every ``os.fsync`` of a temporary file
+#: whose name starts with ``.{FAULT_FILE}.`` fails with ``FAULT_ERRNO`` (ENOSPC: a disk that fills up
+#: as that file is written; the project's writers all flush before they rename). ``FAULT_ERRNO`` 0:
+#: the process is killed (SIGKILL) there instead, as by a power cut while that file is written.
+FAULT_PRELUDE = """
+import errno, os, runpy, signal, sys
+_fsync, _name, _code = os.fsync, "." + os.environ["FAULT_FILE"] + ".", int(os.environ["FAULT_ERRNO"])
+def fsync(fd):
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(_name):
+        if _code == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise OSError(_code, os.strerror(_code))
+    return _fsync(fd)
+os.fsync = fsync
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_example_with_fault(script: Path, fault_file: str, *args, code: int = 28, timeout: float = 300):
+    """``run_example`` on a disk that refuses to write ``fault_file`` (errno ``code``, 28 = ENOSPC;
+    0: killed with SIGKILL as it writes it)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg",
+               FAULT_FILE=fault_file, FAULT_ERRNO=str(code))
+    return subprocess.run([sys.executable, "-c", FAULT_PRELUDE, str(script), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=str(ROOT), env=env)

@@ -24,7 +24,8 @@ from examples.common.report import Report, inline_spans  # noqa: E402
 from examples.common.report_pdf import PageLimitError, pdf_bytes  # noqa: E402
 from examples.rings_exercise.answers import ANSWERS, QUESTIONS  # noqa: E402
 from examples.rings_exercise.report import REPORTS, build_report, render  # noqa: E402
-from tests.test_example_rings import run_rings  # noqa: E402
+from tests.example_runner import run_example_with_fault  # noqa: E402
+from tests.test_example_rings import SCRIPT, run_rings  # noqa: E402
 
 pypdf = pytest.importorskip("pypdf")
 
@@ -228,6 +229,65 @@ def test_report_only_on_a_partial_folder_fails_clearly_and_writes_nothing(quick_
     assert message in result.stderr and "--report-only" in result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(folder) == before
+
+
+def test_report_only_after_an_interrupted_run_refuses_the_mixed_folder(quick_run, tmp_path):
+    """A --seed 1 run into the finished seed-0 folder, killed (SIGKILL) after it rewrote the checkpoints
+    and nf_q1_loss.png: the seed-0 results.json does not belong to that figure, and --report-only
+    must refuse (exit 2, one line) instead of quoting seed 0's numbers around seed 1's figure."""
+    out, _ = quick_run
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    killed = run_example_with_fault(SCRIPT, "nf_q2_samples.png", "--quick", "--no-progress", "--seed", "1",
+                                    "--out", folder, code=0)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (folder / "nf_q1_loss.png").read_bytes() != (out / "nf_q1_loss.png").read_bytes()  # seed 1's
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = run_rings("--report-only", "--out", folder, timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nf_q1_loss.png was written by another run" in lines[0], result.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the old (seed-0) reports kept
+
+
+def test_report_only_refuses_results_without_a_figure_manifest(quick_run, tmp_path):
+    out, _ = quick_run
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    r = json.loads((folder / "results.json").read_text())
+    del r["figure_sha256"]
+    (folder / "results.json").write_text(json.dumps(r))
+    result = run_rings("--report-only", "--out", folder, timeout=300)
+    assert result.returncode == 2 and "it has no figure_sha256" in result.stderr
+
+
+@pytest.mark.parametrize("failing", ["report.md", "report.html", "report.pdf"])
+def test_report_only_on_a_full_disk_keeps_the_old_report_set(quick_run, tmp_path, failing):
+    """The disk is full as one of the three formats is written: exit 2 with one line naming that
+    file, and the three old reports are left as they were (not one new beside two old)."""
+    out, _ = quick_run
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    for name in REPORTS:  # an older report set, to see that none of it is replaced
+        (folder / name).write_bytes(b"old " + name.encode())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = run_example_with_fault(SCRIPT, failing, "--report-only", "--out", folder)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"rings.py: error: cannot write {folder / failing}: No space left on device"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # and no temporary file
+
+
+def test_report_only_onto_a_folder_named_like_a_report_fails_clearly(quick_run, tmp_path):
+    out, _ = quick_run
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    (folder / "report.html").unlink()
+    (folder / "report.html").mkdir()
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    result = run_rings("--report-only", "--out", folder, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{folder / 'report.html'} is a folder" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
 
 def test_report_only_on_a_missing_folder_creates_nothing(tmp_path):

@@ -136,20 +136,20 @@ def panel_grid(n: int, ncols: Optional[int] = None, size: float = PANEL_SIZE, as
 def save(fig, path, dpi: int = DPI) -> str:
     """Write ``fig`` as a PNG at ``path`` (creating its folder) and close it; returns the path.
 
-    The file is written under a temporary name and renamed, so an interrupted run
-    never leaves a truncated image behind."""
+    The file is written under a temporary name and renamed
+    (:func:`flows_np.files.atomic_path`), so an interrupted run never leaves a truncated
+    image behind; a refused write raises :class:`flows_np.files.OutputError` naming ``path``."""
+    from flows_np.files import atomic_path
+
     path = os.fspath(path)
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -22,12 +22,45 @@ from pathlib import Path
 from examples.common.report import fmt, fmt_seconds
 from flows_np.files import atomic_path
 
-__all__ = ["NF_FIGURES", "REFERENCE_PREFIX", "MEASURES", "load_reference", "comparison_rows", "comparison_section",
+__all__ = ["NF_FIGURES", "REFERENCE_PREFIX", "REFERENCE_KEYS", "MEASURES", "read_reference", "load_reference",
+           "describe_reference", "comparison_rows", "comparison_section",
            "reference_figure"]
 
 #: The NF figures of Q2-Q5 set side by side (the affine flow's from the reference run).
 NF_FIGURES = ("nf_q2_samples.png", "nf_q3_layers.png", "nf_q4_trajectories.png", "nf_q5_inverse.png")
 REFERENCE_PREFIX = "exercise_"
+
+
+REFERENCE_KEYS = ("seed", "backend", "quick", "settings", "likelihood", "nf", "fm", "cfm", "training")
+
+
+def read_reference(folder) -> tuple:
+    """``(results, None)`` when ``folder`` holds a finished exercise-preset run whose figures are
+    the ones its results.json records, else ``(None, why not)`` (one phrase naming the file)."""
+    from examples.rings_exercise.report import manifest_problems  # the report's own rule (no import cycle)
+
+    folder = Path(folder)
+    path = folder / "results.json"
+    if not folder.exists():
+        return None, f"{folder} does not exist"
+    if not folder.is_dir():
+        return None, f"{folder} is not a folder"
+    try:
+        r = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"no results.json in {folder}"
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return None, f"{path} could not be read ({type(err).__name__})"
+    if not isinstance(r, dict) or any(k not in r for k in REFERENCE_KEYS + ("figures",)):
+        return None, f"{path} is not a finished run of rings.py"
+    preset = r["settings"].get("preset", "exercise") if isinstance(r["settings"], dict) else None
+    if preset != "exercise":
+        return None, f"{path} is a run of the {preset} preset, not the exercise's"
+    mixed = manifest_problems(folder, r)
+    if mixed:
+        return None, (f"the figures in {folder} are not those of the run its results.json records "
+                      f"({'; '.join(mixed)})")
+    return r, None
 
 
 def load_reference(folder, out) -> dict:
@@ -37,25 +70,26 @@ def load_reference(folder, out) -> dict:
     into ``out`` (``figures``: the copies' file names)."""
     folder = Path(folder)
     ref = {"folder": str(folder), "found": False}
-    path = folder / "results.json"
-    try:
-        r = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {**ref, "reason": f"no results.json in {folder}"}
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        return {**ref, "reason": f"{path} could not be read ({type(err).__name__})"}
-    keys = ("seed", "backend", "quick", "settings", "likelihood", "nf", "fm", "cfm", "training")
-    if not isinstance(r, dict) or any(k not in r for k in keys):
-        return {**ref, "reason": f"{path} is not a finished run of rings.py"}
-    if r["settings"].get("preset", "exercise") != "exercise":
-        return {**ref, "reason": f"{path} is a run of the {r['settings']['preset']} preset, not the exercise's"}
+    r, reason = read_reference(folder)
+    if reason is not None:
+        return {**ref, "reason": reason}
     figures = []
     for name in NF_FIGURES:
         if (folder / name).is_file():
             with atomic_path(Path(out) / (REFERENCE_PREFIX + name)) as tmp:
                 shutil.copyfile(folder / name, tmp)
             figures.append(REFERENCE_PREFIX + name)
-    return {**ref, "found": True, "figures": figures, **{k: r[k] for k in keys}}
+    return {**ref, "found": True, "figures": figures, **{k: r[k] for k in REFERENCE_KEYS}}
+
+
+def describe_reference(ref: dict) -> str:
+    """One line for the terminal: what this quality run is set beside, or why nothing."""
+    if ref.get("found"):
+        s = ref["settings"]
+        return (f"compared with the exercise-preset run in {ref['folder']} (seed {ref['seed']}, backend "
+                f"{ref['backend']}, {s['points']:,} points, {s['epochs']} epochs"
+                + (", a quick smoke run" if ref["quick"] else "") + ")")
+    return f"compared with no exercise-preset run ({ref['reason']}); the report shows this run only"
 
 
 def _kl(lik: dict) -> str:

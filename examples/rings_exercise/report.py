@@ -14,10 +14,11 @@ function (:func:`nf_section`, :func:`fm_section`, :func:`conditional_section`,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
-from examples.common.report import Report, fmt, fmt_seconds, write_atomic
+from examples.common.report import Report, fmt, fmt_seconds
 from examples.common.report_pdf import pdf_bytes
 from examples.rings_exercise.answers import ANSWERS, QUESTIONS, quick_note
 from examples.rings_exercise.bonus import schedule_name
@@ -25,15 +26,45 @@ from examples.rings_exercise.compare import comparison_section, reference_figure
 from examples.rings_exercise.figures import FIGURES
 from examples.rings_exercise.settings import Q5_INSIDE, Q5_POINTS_LOGO, Settings
 from flows_np.data import RING_COLORS
+from flows_np.files import write_together
 
 __all__ = ["write_report", "build_report", "render", "rebuild_reports", "load_finished_run", "ReportInputError", "REPORTS",
-           "RESULT_KEYS", "RingsReport", "nf_section", "fm_section", "conditional_section", "bonus_section"]
+           "RESULT_KEYS", "figure_manifest", "manifest_problems", "RingsReport", "nf_section", "fm_section", "conditional_section", "bonus_section"]
 
 #: The three reports a run writes.
 REPORTS = ("report.md", "report.html", "report.pdf")
 #: The top-level keys of ``results.json`` the report reads.
 RESULT_KEYS = ("settings", "backend", "seed", "quick", "reused_checkpoints", "training", "nf", "fm", "cfm", "bonus",
-               "likelihood", "timings", "figures")
+               "likelihood", "timings", "figures", "figure_sha256")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def figure_manifest(out, names) -> dict:
+    """``{file name: SHA-256 of its bytes}`` of the figures ``names`` a run wrote in ``out``:
+    recorded in ``results.json`` (``figure_sha256``), so that a report is only ever built from
+    the figures of the run whose numbers it quotes (:func:`manifest_problems`)."""
+    return {name: _sha256(Path(out) / name) for name in sorted(names)}
+
+
+def manifest_problems(out, r: dict) -> list:
+    """The figures of the run ``r`` (its ``figures`` and the reference copies it names) that are
+    missing from ``out``, unrecorded, or not the bytes its manifest records (empty: none)."""
+    out, manifest = Path(out), r.get("figure_sha256")
+    if not isinstance(manifest, dict):
+        return ["results.json records no figure manifest"]
+    names = list(r["figures"]) + list((r.get("reference") or {}).get("figures", []))
+    problems = []
+    for name in names:
+        if name not in manifest:
+            problems.append(f"{name} is not in the manifest")
+        elif not (out / name).is_file():
+            problems.append(f"{name} is missing")
+        elif _sha256(out / name) != manifest[name]:
+            problems.append(f"{name} was written by another run")
+    return problems
 
 
 class ReportInputError(ValueError):
@@ -98,8 +129,7 @@ def write_report(r: dict, out) -> str:
     Returns the path of ``report.md``."""
     out = Path(out)
     files = render(build_report(r, out))
-    for name, content in files.items():
-        write_atomic(out / name, content)
+    write_together({out / name: content for name, content in files.items()})
     return str(out / "report.md")
 
 
@@ -125,6 +155,14 @@ def load_finished_run(out) -> dict:
     figures = [name for name in FIGURES if not (out / name).is_file()]
     if figures:
         raise ReportInputError(f"--report-only: figures missing in {out}: {', '.join(figures)} ({hint})")
+    mixed = manifest_problems(out, r)
+    if mixed:
+        raise ReportInputError(f"--report-only: the figures in {out} are not those of the run its results.json "
+                               f"records ({'; '.join(mixed)}: an interrupted or another run wrote there); "
+                               f"nothing was written, {hint}")
+    folders = [name for name in REPORTS if (out / name).is_dir()]
+    if folders:
+        raise ReportInputError(f"--report-only: {out / folders[0]} is a folder, where the report is written")
     return r
 
 
@@ -138,7 +176,8 @@ def rebuild_reports(out) -> dict:
     except (KeyError, TypeError, IndexError) as err:
         raise ReportInputError(f"--report-only: {Path(out) / 'results.json'} is incomplete or from another "
                                f"version: {type(err).__name__} {err}") from None
-    return {name: write_atomic(Path(out) / name, content) for name, content in files.items()}
+    written = write_together({Path(out) / name: content for name, content in files.items()})
+    return dict(zip(files, written))
 
 def _pct(x) -> str:
     return f"{100 * x:.1f}%"

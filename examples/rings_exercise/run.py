@@ -14,9 +14,9 @@ from examples.common.plotting import subsample
 from examples.common.report import write_json
 from examples.rings_exercise import questions
 from examples.rings_exercise.backend import make_backend
-from examples.rings_exercise.compare import load_reference
+from examples.rings_exercise.compare import describe_reference, load_reference
 from examples.rings_exercise.figures import FIGURES, data_box
-from examples.rings_exercise.report import write_report
+from examples.rings_exercise.report import figure_manifest, write_report
 from examples.rings_exercise.settings import Settings, q5_points, stream_seeds
 from examples.rings_exercise.training import train_all
 from flows_np.data import data_entropy, olympic_rings
@@ -84,6 +84,7 @@ class Run:
             self.make_data()
         if getattr(self.args, "compare", None):  # --preset quality: the exercise run to set beside this one
             r["reference"] = load_reference(self.args.compare, self.out)
+            print(f"[rings] {describe_reference(r['reference'])}", flush=True)
         train_all(self)
         with t.phase("NF questions"):
             r["nf"] = questions.nf_questions(self)
@@ -97,6 +98,8 @@ class Run:
             r["likelihood"] = questions.held_out_likelihoods(self)
         r["timings"] = dict(t.seconds)
         r["figures"] = sorted(self.figures)
+        # the bytes of every figure the report shows: --report-only builds a report only around these
+        r["figure_sha256"] = figure_manifest(self.out, r["figures"] + (r.get("reference") or {}).get("figures", []))
         with t.phase("report"):
             write_json(self.out / "results.json", r)
             write_report(r, self.out)

@@ -200,9 +200,28 @@ def parse_args(argv=None):
         missing = [name for name in CHECKPOINTS.values() if not (out / name).is_file()]
         if missing:
             parser.error(f"--reuse: no checkpoint {', '.join(missing)} in {out} (run once without --reuse)")
+    args.compare_given = args.compare is not None
     if args.preset == "quality" and args.compare is None:
         args.compare = "outputs/rings"  # the exercise run's default folder; used only if it holds a run
     if args.compare is not None and Path(args.compare).resolve() == out.resolve():
-        parser.error("--compare must name another folder than --out (the exercise run to set beside this one)")
-    prepare_output_folder(parser, out)  # last: it creates the folder (and proves it writable)
+        parser.error("--compare must name another folder than --out (the exercise run to set beside this one)"
+                     + ("" if args.compare_given else f"; --out {out} is the default --compare folder: pass "
+                        "another --out, or --compare DIR"))
+    if args.compare_given:  # named by the user: it must hold a usable exercise run, checked before any work
+        from examples.rings_exercise.compare import read_reference
+
+        _, reason = read_reference(args.compare)
+        if reason is not None:
+            parser.error(f"--compare {args.compare}: {reason} (it must hold a finished exercise-preset run "
+                         "of rings.py with its figures)")
+    prepare_output_folder(parser, out, output_files())  # last: it creates the folder (and proves it writable)
     return args, settings
+
+
+def output_files() -> list:
+    """Every file name a run writes in its output folder (none of them may be a folder)."""
+    from examples.rings_exercise.compare import NF_FIGURES, REFERENCE_PREFIX
+    from examples.rings_exercise.figures import FIGURES
+    from examples.rings_exercise.report import REPORTS
+
+    return [*FIGURES, *REPORTS, "results.json", *CHECKPOINTS.values(), *(REFERENCE_PREFIX + n for n in NF_FIGURES)]
