@@ -69,7 +69,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["linear_sum_assignment", "assignment_cost", "check_cost"]
+from . import checks
+
+__all__ = ["linear_sum_assignment", "assignment_cost", "check_cost", "check_pairing",
+           "exact_float_bound", "reduced_integer_costs", "solve_assignment"]
 
 # Costs are rescaled (exactly, by a power of two) to at most this magnitude.
 _MAX_ABS_COST = 2.0**500
@@ -79,8 +82,23 @@ _MAX_ABS_COST = 2.0**500
 _AUCTION_ROUNDS = 20
 
 
+def exact_float_bound(n: int) -> float:
+    """The largest integer cost magnitude an ``n x n`` problem is solved with in float64.
+
+    Every number a shortest-augmenting-path solver forms (potentials, reduced costs, path
+    lengths) is a sum of at most about ``4 (n + 1)`` costs; float64 holds every integer up
+    to ``2**53`` exactly, so integer costs up to ``2**53 / (4 (n + 1))`` are solved exactly
+    in floating point. Larger integer costs are solved in Python integers (see
+    :func:`check_cost`)."""
+    return 2.0**53 / (4 * (n + 1))
+
+
 def check_cost(cost) -> np.ndarray:
-    """A private float64 copy of `cost`; ValueError unless it is a square 2D array of finite reals."""
+    """A private copy of `cost`; ValueError unless it is a square 2D array of finite reals.
+
+    The copy is float64, except for integer costs beyond :func:`exact_float_bound` (float64
+    would round them, e.g. ``2**60 + 1``): those come back as an object array of Python
+    integers, which the solvers treat exactly (:func:`reduced_integer_costs`)."""
     try:
         c = np.asarray(cost)
     except Exception as err:  # ragged nested lists and the like
@@ -91,6 +109,9 @@ def check_cost(cost) -> np.ndarray:
         raise ValueError(f"cost must be a 2D array, got {c.ndim}D with shape {c.shape}")
     if c.shape[0] != c.shape[1]:
         raise ValueError(f"cost must be square (n, n), got shape {c.shape}")
+    if c.dtype.kind in "iu" and c.size and max(abs(int(c.min())), abs(int(c.max()))) > \
+            exact_float_bound(c.shape[0]):
+        return np.array(c.tolist(), dtype=object).reshape(c.shape)  # exact Python integers
     c = np.array(c, dtype=np.float64)  # private copy
     if not np.all(np.isfinite(c)):
         bad = np.argwhere(~np.isfinite(c))[0]
@@ -100,10 +121,36 @@ def check_cost(cost) -> np.ndarray:
     return c
 
 
+def check_pairing(perm, n: int) -> np.ndarray:
+    """`perm` as an int64 array; ValueError unless it is a permutation of ``range(n)``."""
+    if n == 0 and np.size(perm) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return checks.check_permutation(perm, n, "perm")
+
+
+def reduced_integer_costs(c: np.ndarray):
+    """``(reduced, row_min, col_min)`` of an object array of Python integers, exactly.
+
+    ``reduced[i, j] = c[i, j] - row_min[i] - col_min[j] >= 0`` (row minima first, then the
+    column minima of what is left) changes every permutation's total by the same
+    ``sum(row_min) + sum(col_min)``, so it has the same optimal permutations. Where the
+    reduced costs fit :func:`exact_float_bound` they come back as float64 (exact, and the
+    compiled solver can take them), otherwise still as Python integers."""
+    row_min = c.min(axis=1)
+    reduced = c - row_min[:, None]
+    col_min = reduced.min(axis=0)
+    reduced = reduced - col_min[None, :]
+    if reduced.size and reduced.max() <= exact_float_bound(c.shape[0]):
+        reduced = reduced.astype(np.float64)
+    return reduced, row_min, col_min
+
+
 def assignment_cost(cost, perm) -> float:
-    """Total cost ``sum_i cost[i, perm[i]]`` of a pairing (a float)."""
-    c = np.asarray(cost, dtype=np.float64)
-    p = np.asarray(perm, dtype=np.intp)
+    """Total cost ``sum_i cost[i, perm[i]]`` of a pairing (a float); ValueError unless `cost`
+    is a square 2D array of finite reals and `perm` a permutation of its rows. Integer
+    costs are summed exactly, then rounded once."""
+    c = check_cost(cost)
+    p = check_pairing(perm, c.shape[0])
     return float(c[np.arange(c.shape[0]), p].sum())
 
 
@@ -154,7 +201,7 @@ def _auction_rounds(c, x, y, v, rounds):
         u1 = red[idx, j1]
         red[idx, j1] = np.inf
         bid = red.min(axis=1) - u1  # u2 - u1 >= 0
-        best = np.full(n, -1.0)
+        best = np.full(n, -1.0, dtype=v.dtype)
         np.maximum.at(best, j1, bid)  # highest bid on each column
         wins = bid == best[j1]
         cols, first = np.unique(j1[wins], return_index=True)  # one winner per column
@@ -180,7 +227,7 @@ def _augment(c, x, y, v, f):
     n = c.shape[0]
     off = -v  # a new array; off[j] = -v_j, +inf once column j is settled
     d = c[f] + off  # distance of each column from row f (row potential of f taken as 0)
-    tmp = np.empty(n)
+    tmp = np.empty(n, dtype=v.dtype)
     rows = [f]  # rows in the order they were scanned
     shifts = [0.0]  # distance offset of each scanned row
     cols = []  # settled matched columns, in order; column cols[k] brought in rows[k + 1]
@@ -189,7 +236,7 @@ def _augment(c, x, y, v, f):
     prev_d = None
     while True:
         j = int(d.argmin())
-        dj = float(d[j])
+        dj = d.item(j)  # a Python float (or, for exact integer costs, int)
         i = int(y[j])
         if i >= 0 and dj == prev_d:
             # A run of equal distances (integer costs, ties): if a free column is
@@ -219,7 +266,7 @@ def _augment(c, x, y, v, f):
     # offer equals its distance (recomputed exactly as in the search).
     where = {col: k for k, col in enumerate(cols)}
     rows_arr = np.asarray(rows, dtype=np.intp)
-    shifts_arr = np.asarray(shifts)
+    shifts_arr = np.asarray(shifts, dtype=v.dtype)
     for _ in range(len(rows)):  # the path holds at most every scanned row once
         k = where.get(j, len(cols)) + 1  # rows[:k] were scanned before column j settled
         offers = (c[rows_arr[:k], j] + (-v[j])) + shifts_arr[:k]
@@ -234,7 +281,7 @@ def _augment(c, x, y, v, f):
     # Dual update: settled columns get v_j += d_j - d* (<= 0); this keeps every
     # reduced cost >= 0 and makes the edges of the flipped path tight.
     if cols:
-        v[np.asarray(cols, dtype=np.intp)] += np.asarray(col_d) - d_star
+        v[np.asarray(cols, dtype=np.intp)] += np.asarray(col_d, dtype=v.dtype) - d_star
 
 
 def linear_sum_assignment(cost, return_duals: bool = False):
@@ -268,7 +315,27 @@ def linear_sum_assignment(cost, return_duals: bool = False):
     The algorithm is Jonker-Volgenant's shortest augmenting path method (module
     docstring), with the inner Dijkstra loop vectorised over columns.
     """
-    c = check_cost(cost)
+    return solve_assignment(check_cost(cost), return_duals)
+
+
+def solve_assignment(c: np.ndarray, return_duals: bool = False):
+    """The maths of :func:`linear_sum_assignment` on a checked private copy (:func:`check_cost`),
+    which it may modify. Exact integers (an object array) are first reduced exactly
+    (:func:`reduced_integer_costs`) and solved in float64 where that is exact, otherwise in
+    Python integers; their duals come back as Python integers of the original costs."""
+    if c.dtype == object and c.size:
+        reduced, row_min, col_min = reduced_integer_costs(c)
+        if not return_duals:
+            return _solve(reduced, False)
+        perm, u, v = _solve(reduced, True)
+        u = np.array([int(a) + b for a, b in zip(u.tolist(), row_min.tolist())], dtype=object)
+        v = np.array([int(a) + b for a, b in zip(v.tolist(), col_min.tolist())], dtype=object)
+        return perm, u, v
+    return _solve(c, return_duals)
+
+
+def _solve(c: np.ndarray, return_duals: bool):
+    """Steps 1-3 on a float64 or Python-integer (object) cost matrix, modified in place."""
     n = c.shape[0]
     if n == 0:
         perm = np.zeros(0, dtype=np.int64)
@@ -287,7 +354,7 @@ def linear_sum_assignment(cost, return_duals: bool = False):
 
     x = np.full(n, -1, dtype=np.intp)  # x[i]: column of row i
     y = np.full(n, -1, dtype=np.intp)  # y[j]: row of column j
-    v = np.empty(n)
+    v = np.empty(n, dtype=c.dtype)
 
     _column_reduction(c, x, y, v)
     _auction_rounds(c, x, y, v, rounds=_AUCTION_ROUNDS)
@@ -297,5 +364,5 @@ def linear_sum_assignment(cost, return_duals: bool = False):
     perm = x.astype(np.int64)
     if return_duals:
         u = c[np.arange(n), perm] - v[perm]
-        return perm, u * scale, v * scale
+        return (perm, u, v) if scale == 1.0 else (perm, u * scale, v * scale)  # ints stay ints
     return perm

@@ -16,7 +16,12 @@ torch always pair alike. Training gets it by default; nothing to switch on:
 * scipy missing (a stripped environment): the reference
   :func:`flows_np.assignment.linear_sum_assignment`, same optimum, slower;
 * costs beyond ``2**500`` in magnitude (never met by squared distances of data): the
-  reference, which rescales them exactly where sums of potentials could overflow.
+  reference, which rescales them exactly where sums of potentials could overflow;
+* integer costs beyond float64's exact range (:func:`flows_np.assignment.exact_float_bound`,
+  e.g. near ``2**60``, where float64 would round them): first reduced exactly in
+  integers (row and column minima subtracted, which changes no optimal permutation);
+  what then fits float64 exactly goes to the compiled solver, anything else to the
+  reference in Python integers.
 
 Same answer: both solvers are exact. Where the optimum is unique they return the same
 permutation; where several permutations tie for the optimum (duplicated points,
@@ -31,7 +36,7 @@ import functools
 
 import numpy as np
 
-from .assignment import check_cost, linear_sum_assignment
+from .assignment import check_cost, reduced_integer_costs, solve_assignment
 
 __all__ = ["fast_assignment", "compiled_solver", "solver_name"]
 
@@ -61,12 +66,16 @@ def fast_assignment(cost) -> np.ndarray:
     """Exact minimum-cost perfect matching, as :func:`flows_np.assignment.linear_sum_assignment`.
 
     Returns int64 ``perm`` of shape (n,), a permutation minimising ``sum_i cost[i, perm[i]]``,
-    from the compiled solver where available (module docstring). Bad input (not square
-    2D, not real, NaN or inf) raises the reference's ValueError whichever solver runs.
+    from the compiled solver where available (module docstring); integer costs are solved
+    exactly at any magnitude. Bad input (not square 2D, not real, NaN or inf) raises the
+    reference's ValueError whichever solver runs.
     """
     c = check_cost(cost)
+    if c.dtype == object and c.size:  # exact integers beyond float64's exact range
+        c = reduced_integer_costs(c)[0]
     solver = compiled_solver()
-    if solver is None or c.size == 0 or np.abs(c).max() > COMPILED_MAX_ABS_COST:
-        return linear_sum_assignment(c)
+    if (solver is None or c.size == 0 or c.dtype == object
+            or np.abs(c).max() > COMPILED_MAX_ABS_COST):
+        return solve_assignment(c)
     rows, cols = solver(c)  # rows come back sorted: rows == arange(n) for a square matrix
     return cols.astype(np.int64)

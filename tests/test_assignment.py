@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from flows_np.assignment import assignment_cost, linear_sum_assignment
+from flows_np import assignment_fast
 from flows_np.assignment_fast import compiled_solver, fast_assignment, solver_name
 
 FAST = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
@@ -447,3 +448,134 @@ def test_checks_catch_a_planted_non_optimal_solver(planted):
         check_same_optimum_as_reference(batch, planted(batch))
     check_optimal_brute_force(small, fast_assignment(small))
     check_same_optimum_as_reference(batch, fast_assignment(batch))
+
+
+# ---------------------------------------------------------------------------
+# Costs beyond what float64 or the compiled solver can take
+# ---------------------------------------------------------------------------
+
+
+def exact_brute_force_min(cost) -> int:
+    """Smallest total over all n! permutations in Python integers (no rounding at any size)."""
+    c = np.array(np.asarray(cost).tolist(), dtype=object)
+    n = c.shape[0]
+    return min(sum(c[np.arange(n), p].tolist()) for p in _PERMS[n])
+
+
+def exact_total(cost, perm) -> int:
+    return sum(int(cost[i, j]) for i, j in enumerate(np.asarray(perm).tolist()))
+
+
+@st.composite
+def huge_integer_costs(draw):
+    """int64 costs near +-2**e (e = 53..62, beyond float64's exact integers), small spread
+    (many near-ties that float64 would merge) or spread over the whole range; both signs."""
+    n = draw(st.integers(2, 6))
+    e = draw(st.integers(53, 62))
+    sign = draw(st.sampled_from([1, -1]))
+    spread = draw(st.sampled_from([40, 2**e - 1]))
+    offsets = draw(hnp.arrays(np.int64, (n, n), elements=st.integers(-spread, spread)))
+    centre = 0 if spread > 40 else 2**e
+    return (sign * (centre + offsets)).astype(np.int64)
+
+
+@FAST
+@given(cost=huge_integer_costs())
+def test_integer_costs_beyond_float64_are_solved_exactly(cost):
+    best = exact_brute_force_min(cost)
+    for solver in (fast_assignment, linear_sum_assignment):
+        perm = solver(cost)
+        check_is_permutation(perm, cost.shape[0])
+        assert exact_total(cost, perm) == best, f"{solver.__name__}: {exact_total(cost, perm)} > {best}"
+    # The reference's duals certify it in exact integers.
+    perm, u, v = linear_sum_assignment(cost, return_duals=True)
+    n = cost.shape[0]
+    assert all(u[i] + v[j] <= int(cost[i, j]) for i in range(n) for j in range(n))
+    assert sum(u.tolist()) + sum(v.tolist()) == best
+
+
+def test_integer_costs_near_two_to_the_sixty_on_a_known_matrix():
+    # float64 rounds 2**60 + 1 to 2**60: every pairing would tie; only [1, 0] costs 2**61 + 1.
+    cost = np.array([[2**60 + 1, 2**60], [2**60 + 1, 2**60 + 1]], dtype=np.int64)
+    assert fast_assignment(cost).tolist() == [1, 0]
+    assert linear_sum_assignment(cost).tolist() == [1, 0]
+    big = batch_cost(5, "int", n=128).astype(np.int64) + 2**60  # a training-sized problem
+    perm = fast_assignment(big)
+    check_is_permutation(perm, 128)
+    assert exact_total(big, perm) == exact_total(big, linear_sum_assignment(big))
+    assert exact_total(big, perm) - 128 * 2**60 == assignment_cost(big - 2**60, perm)
+
+
+@FAST
+@given(cost=st.one_of(any_small, seeded_square(2, 7)),
+       exp=st.one_of(st.just(1023), st.integers(1015, 1023), st.integers(501, 1023)),
+       sign=st.sampled_from(["+", "-", "+-"]))
+def test_fast_solver_equals_brute_force_beyond_the_compiled_range(cost, exp, sign):
+    # Costs up to 1.99 * 2**exp > 2**500 in magnitude (all negative, all positive or mixed),
+    # up to float64's largest, must not reach the compiled solver, whose sums overflow near
+    # the top. Scaling by a power of two is exact, so the optimum is judged on the matrix
+    # scaled back by 2**-exp.
+    top = float(np.abs(cost).max(initial=0.0))
+    if top == 0:
+        return
+    unit = 1.99 * (cost / top)  # largest magnitude 1.99
+    unit = {"+": np.abs(unit), "-": -np.abs(unit), "+-": unit}[sign]
+    huge = unit * 2.0**exp
+    perm = fast_assignment(huge)
+    check_optimal_brute_force(huge * 2.0**-exp, perm)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_fast_solver_equals_brute_force_near_the_largest_float(seed):
+    # 5 x 5 costs within 1% of -+1.7e308 (sums overflow at once): the optimum on the
+    # matrix scaled down exactly by 2**1000.
+    rng = np.random.default_rng(seed)
+    for sign in (-1.0, 1.0):
+        cost = sign * 1.7e308 * rng.uniform(0.99, 1.0, size=(5, 5))
+        check_optimal_brute_force(cost * 2.0**-1000, fast_assignment(cost))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("magnitude", [2.0**501, 2.0**800, 2.0**999, 2.0**1000, 2.0**1023])
+def test_costs_beyond_two_to_the_500_go_to_the_reference(monkeypatch, sign, magnitude):
+    # The routing the module docstring states: |cost| > 2**500 anywhere (of either sign)
+    # is solved by the reference, never by the compiled solver; smaller costs by it.
+    called = []
+
+    def spy(c):
+        called.append(c)
+        return np.arange(c.shape[0]), np.arange(c.shape[0])
+
+    monkeypatch.setattr(assignment_fast, "compiled_solver", lambda: spy)
+    cost = np.array([[1.0, 0.0, 0.5], [0.25, 1.0, 0.0], [0.0, 0.75, 1.0]])
+    huge = cost.copy()
+    huge[0, 0] = sign * magnitude
+    perm = fast_assignment(huge)
+    assert not called, f"a cost of {sign * magnitude:.3g} reached the compiled solver"
+    check_optimal_brute_force(huge / magnitude, perm)
+    edge = cost.copy()
+    edge[0, 0] = sign * 2.0**500  # at the bound: the compiled solver's
+    fast_assignment(edge)
+    assert len(called) == 1
+
+
+# ---------------------------------------------------------------------------
+# assignment_cost scores permutations only
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("perm", [[0, 0], [1, 1], [0, 2], [-1, 0], [0], [0, 1, 2], [[0, 1]], [0.5, 1]])
+def test_assignment_cost_refuses_a_non_permutation(perm):
+    with pytest.raises(ValueError, match="perm"):
+        assignment_cost(np.eye(2), perm)
+
+
+def test_assignment_cost_of_permutations_and_bad_costs():
+    assert assignment_cost(np.eye(2), [1, 0]) == 0.0 and assignment_cost(np.eye(2), [0, 1]) == 2.0
+    assert assignment_cost(np.eye(2), np.array([1.0, 0.0])) == 0.0  # floats with integer values
+    assert assignment_cost(np.zeros((0, 0)), []) == 0.0
+    # Exact for integers beyond float64's: the sum is formed in integers, then rounded once.
+    assert assignment_cost([[2**60 + 1, 0], [0, -2**60]], [0, 1]) == 1.0
+    for bad, words in BAD_COSTS:
+        with pytest.raises(ValueError, match=words):
+            assignment_cost(bad, [0, 1])
