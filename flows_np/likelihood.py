@@ -17,8 +17,9 @@ accumulated divergence
     d/dt [x_t, l_t] = [v(x_t, t), div v(x_t, t)],     x_1 = x,  l_1 = 0,
 
 so that ``l_0 = int_1^0 div v dt = -int_0^1 div v dt`` and ``log p_1(x) = log N(x_0) + l_0``.
-Any fixed-step method of :func:`flows_np.solvers.integrate` solves the joint ODE; rk4
-with ~100 steps is accurate to many digits for smooth fields.
+Any method of :func:`flows_np.solvers.integrate` solves the joint ODE: rk4 with ~100 steps
+is accurate to many digits for smooth fields; the adaptive ``dopri5`` meets a stated
+tolerance (on the state and the accumulated divergence together) with the steps it needs.
 
 The exact trace. ``div v = sum_i d v_i / d x_i``. Reverse-mode autodiff gives
 vector-Jacobian products ``u^T J`` in one backward pass; with the one-hot upstream
@@ -39,7 +40,7 @@ import numpy as np
 import minigrad as mg
 
 from . import checks, nf
-from .solvers import METHODS, as_state_field, solve, time_grid
+from .solvers import ODE_METHODS, as_state_field, solve_with
 
 __all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
@@ -101,24 +102,31 @@ def velocity_and_divergence(v, x: np.ndarray, t: np.ndarray, y=None):
     return out.data.copy(), div
 
 
-def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_trajectory: bool = False):
+def log_prob(v, x, steps: int | None = None, method: str = "rk4", y=None,
+             return_trajectory: bool = False, *, rtol: float | None = None,
+             atol: float | None = None, max_steps: int | None = None, return_stats: bool = False):
     """Exact ``log p_1(x)`` of the flow of `v` at the (N, D) points `x` (module docstring).
 
-    Integrates ``[x_t, l_t]`` backwards from t = 1 to t = 0 with `steps` steps of
-    `method` (``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"``) and returns
-    ``log N(x_0; 0, I) + l_0``, shape (N,), in nats. `y` (N,) are labels for a
-    class-conditional field. With ``return_trajectory=True`` returns
-    ``(log_prob, trajectory)``, the trajectory of shape (steps + 1, N, D) running from
-    the data (t = 1, index 0) to the noise (t = 0, index -1).
+    Integrates ``[x_t, l_t]`` backwards from t = 1 to t = 0 with `method`: ``"euler"``,
+    ``"midpoint"``, ``"heun"`` or ``"rk4"`` in `steps` steps (default 100), or ``"dopri5"``
+    with the tolerances `rtol`, `atol` and the cap `max_steps` (:func:`flows_np.solvers.integrate`),
+    and returns ``log N(x_0; 0, I) + l_0``, shape (N,), in nats. `y` (N,) are labels for a
+    class-conditional field. With ``return_trajectory=True`` returns ``(log_prob, trajectory)``,
+    the trajectory running from the data (t = 1, index 0) to the noise (t = 0, index -1);
+    with ``return_stats=True`` the solve's :class:`~flows_np.named.SolveStats` comes last.
     """
-    x, steps, y = checks.log_prob_inputs(v, x, steps, method, y, METHODS)
-    return exact_log_prob(v, x, steps, method, y, return_trajectory)
+    solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 100)
+    x, y = checks.log_prob_inputs(v, x, y)
+    logp, trajectory, stats = exact_log_prob(v, x, solver, y, return_trajectory)
+    result = (logp, trajectory) if return_trajectory else (logp,)
+    result = result + (stats,) if return_stats else result
+    return result if len(result) > 1 else logp
 
 
-def exact_log_prob(v, x: np.ndarray, steps: int, method: str, y=None,
-                   return_trajectory: bool = False):
+def exact_log_prob(v, x: np.ndarray, solver, y=None, trajectory: bool = False):
     """The maths of :func:`log_prob` on checked inputs: the joint ODE
-    ``d/dt [x_t, l_t] = [v, div v]`` from ``[x, 0]`` at t = 1 to t = 0."""
+    ``d/dt [x_t, l_t] = [v, div v]`` from ``[x, 0]`` at t = 1 to t = 0 with the checked
+    :class:`~flows_np.named.Solver`. Returns ``(log_prob, trajectory or None, stats)``."""
     n, d = x.shape
 
     def joint_field(state, t, y):
@@ -126,28 +134,28 @@ def exact_log_prob(v, x: np.ndarray, steps: int, method: str, y=None,
         return np.concatenate([velocity, div[:, None]], axis=1)
 
     start = np.concatenate([x, np.zeros((n, 1), dtype=x.dtype)], axis=1)
-    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method,
-                   return_trajectory)
-    end = result[-1] if return_trajectory else result
+    result, stats = solve_with(as_state_field(joint_field, y), start, 1.0, 0.0, solver, trajectory)
+    end = result[-1] if trajectory else result
     logp = standard_normal_log_prob(end[:, :d]) + end[:, d]
-    if return_trajectory:
-        return logp, result[:, :, :d]
-    return logp
+    return logp, (result[:, :, :d] if trajectory else None), stats
 
 
-def nll(v, points, labels=None, steps: int = 100, method: str = "rk4",
-        batch_size: int = 1024) -> float:
+def nll(v, points, labels=None, steps: int | None = None, method: str = "rk4",
+        batch_size: int = 1024, *, rtol: float | None = None, atol: float | None = None,
+        max_steps: int | None = None) -> float:
     """Mean negative log-likelihood ``-mean_i log p_1(x_i)`` in nats over a set of points,
-    computed in batches of `batch_size` (each batch one :func:`log_prob` call).
+    computed in batches of `batch_size` (each batch one :func:`log_prob` call, with the same
+    solver arguments).
 
     On held-out data this is the cross-entropy ``H(data, model)``; subtracting the
     data's entropy (:func:`flows_np.data.data_entropy`) leaves ``KL(data || model)``.
     """
-    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method,
-                                                   METHODS)
+    solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 100)
+    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size)
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)
         y = None if labels is None else np.asarray(labels)[batch]
-        total += float(np.sum(exact_log_prob(v, points[batch], steps, method, y), dtype=np.float64))
+        logp = exact_log_prob(v, points[batch], solver, y)[0]
+        total += float(np.sum(logp, dtype=np.float64))
     return -total / len(points)

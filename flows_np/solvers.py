@@ -20,6 +20,11 @@ rk4        ``x + dt/6 (k1 + 2 k2 + 2 k3 + k4)`` (classic Runge-Kutta)         4 
 "Order p" means the error at ``t1`` shrinks like ``dt^p``: doubling the steps divides it
 by 2^p. The cost of a run is its number of function evaluations (:func:`nfe`).
 
+``method="dopri5"`` is the adaptive Dormand-Prince 5(4) method (:mod:`flows_np.dopri5`):
+instead of a step count it takes a relative and an absolute tolerance (``rtol``, ``atol``)
+and chooses its own steps; ``return_stats=True`` reports what it cost
+(:class:`~flows_np.named.SolveStats`: field evaluations, accepted and rejected steps).
+
 The time grid is ``t_k = t0 + k dt``, k = 0..steps; Euler evaluates the field at
 ``t_0 .. t_{steps-1}`` (the left end of each step). The exercise's Alg. 2 loop lists
 ``t = 0, dt, ..., 1 - dt, 1``; evaluating at t = 1 as well would step past t = 1, so
@@ -34,10 +39,11 @@ import numpy as np
 
 import minigrad as mg
 
-from . import checks
+from . import checks, dopri5
+from .named import Solver, SolveStats
 
-__all__ = ["integrate", "solve", "nfe", "METHODS", "STEPPERS", "ORDERS", "time_grid",
-           "as_state_field"]
+__all__ = ["integrate", "solve", "solve_adaptive", "solve_with", "nfe", "METHODS", "ODE_METHODS",
+           "STEPPERS", "ORDERS", "time_grid", "as_state_field", "scaled_error"]
 
 
 # --------------------------------------------------------------------------- one step of a method
@@ -71,7 +77,8 @@ def rk4_step(f, x, t: float, dt: float):
 #: method name -> ``step(f, x, t, dt)``. The step functions use only ``+``, ``*`` and
 #: calls of ``f``, so they serve any array type (the torch twin reuses them).
 STEPPERS = {"euler": euler_step, "midpoint": midpoint_step, "heun": heun_step, "rk4": rk4_step}
-METHODS = tuple(STEPPERS)
+METHODS = tuple(STEPPERS)  # the fixed-step methods
+ODE_METHODS = METHODS + checks.ADAPTIVE_METHODS  # and dopri5: what integrate and log_prob accept
 ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 _EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 
@@ -88,25 +95,42 @@ def time_grid(t0: float, t1: float, steps: int) -> list:
 
 
 # --------------------------------------------------------------------------- integrate
-def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int = 1000, method: str = "euler",
-              y=None, trajectory: bool = False) -> np.ndarray:
-    """Solve ``dx/dt = v(x, t, y)`` from ``t0`` to ``t1`` in ``steps`` equal steps (Alg. 2).
+def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int | None = None,
+              method: str = "euler", y=None, trajectory: bool = False, *, rtol: float | None = None,
+              atol: float | None = None, max_steps: int | None = None, return_stats: bool = False):
+    """Solve ``dx/dt = v(x, t, y)`` from ``t0`` to ``t1`` (Alg. 2).
 
     v: a velocity field, called ``v(x, t, y)`` with x an ndarray of the state's shape
        and t an (N,) array of x's dtype; returns a minigrad Tensor or an ndarray of x's
        shape. x: the start state, (N, ...) floating (not modified). t0, t1 in [0, 1]:
        ``t0 < t1`` runs forward (noise -> data, Eq. 17), ``t1 < t0`` backwards (Eq. 18).
-    method: "euler", "midpoint", "heun" or "rk4" (module docstring). y: labels (N,)
-       for a class-conditional model, checked against ``v.num_classes`` when v has it.
+    method: "euler", "midpoint", "heun" or "rk4" with `steps` equal steps (default 1000),
+       or "dopri5" with the tolerances `rtol`, `atol` (defaults 1e-5, 1e-7) and at most
+       `max_steps` steps (default 10,000) of its own choosing (module docstring).
+    y: labels (N,) for a class-conditional model, checked against ``v.num_classes``.
     Returns the state at ``t1`` (ndarray, x's dtype), or with ``trajectory=True`` all
-    states on the time grid stacked: shape (steps + 1, *x.shape), first entry x.
+    states stacked, shape (steps + 1, *x.shape), first entry x (for dopri5 the accepted
+    states, at the times of ``stats.times``). With ``return_stats=True`` returns
+    ``(result, stats)``, a :class:`~flows_np.named.SolveStats`.
     A field that returns NaN or inf at the first or the last step, or a state that is
     NaN or inf there or at the end, raises FloatingPointError (no other step is checked:
-    the checks cost no time).
+    the checks cost no time); dopri5 also stops with a clear error when its steps shrink
+    without end or exceed `max_steps`.
     """
-    x, t0, t1, steps, y = checks.ode_inputs(v, x, t0, t1, steps, method, y, METHODS)
-    return solve(as_state_field(checks.maths_of(v), y), x, time_grid(t0, t1, steps), method,
-                 trajectory)
+    solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 1000)
+    x, t0, t1, y = checks.ode_state_inputs(v, x, t0, t1, y)
+    result, stats = solve_with(as_state_field(checks.maths_of(v), y), x, t0, t1, solver, trajectory)
+    return (result, stats) if return_stats else result
+
+
+def solve_with(f, x: np.ndarray, t0: float, t1: float, solver: Solver, trajectory: bool = False):
+    """The maths of :func:`integrate`: ``(result, stats)`` of the checked `solver`, fixed-step
+    (:func:`solve` on :func:`time_grid`) or adaptive (:func:`solve_adaptive`)."""
+    if solver.adaptive:
+        return solve_adaptive(f, x, t0, t1, solver.rtol, solver.atol, solver.max_steps, trajectory)
+    grid = time_grid(t0, t1, solver.steps)
+    stats = SolveStats(nfe(solver.method, solver.steps), solver.steps, 0, tuple(grid))
+    return solve(f, x, grid, solver.method, trajectory), stats
 
 
 def as_state_field(v, y=None, cast: bool = True):
@@ -121,8 +145,8 @@ def as_state_field(v, y=None, cast: bool = True):
 
 def solve(f, x: np.ndarray, grid: list, method: str = "euler",
           trajectory: bool = False) -> np.ndarray:
-    """The maths of :func:`integrate`: ``steps = len(grid) - 1`` steps of `method` on the time
-    grid, from the checked state `x` with the field ``f(x, t)`` (:func:`as_state_field`).
+    """The steps of a fixed-step `method` on the time grid (``steps = len(grid) - 1``), from
+    the checked state `x` with the field ``f(x, t)`` (:func:`as_state_field`).
 
     The runtime faults a computation can meet are reported by :mod:`flows_np.checks` at the
     first and the last step only: a field of the wrong shape, NaN or inf in the field or the
@@ -130,11 +154,7 @@ def solve(f, x: np.ndarray, grid: list, method: str = "euler",
     step, steps = STEPPERS[method], len(grid) - 1
 
     def watched_f(state, t: float):  # the first and the last step
-        checks.check_finite_step(all_finite(state), "the state became", k + 1, steps, t)
-        out = f(state, t)
-        checks.check_field_output(np.shape(out), state.shape)
-        checks.check_finite_step(all_finite(out), "the velocity field returned", k + 1, steps, t)
-        return out
+        return watched(f, state, t, k + 1, steps)
 
     states = [x] if trajectory else None
     with mg.no_grad():
@@ -144,6 +164,39 @@ def solve(f, x: np.ndarray, grid: list, method: str = "euler",
                 states.append(x)
     checks.check_finite_step(all_finite(x), "the state became", steps, steps, grid[-1])
     return np.stack(states) if trajectory else x
+
+
+def solve_adaptive(f, x: np.ndarray, t0: float, t1: float, rtol: float, atol: float,
+                   max_steps: int, trajectory: bool = False):
+    """Dormand-Prince 5(4) from the checked state `x` (:func:`flows_np.dopri5.run`):
+    ``(result, stats)``. The first slope is checked like a fixed-step solve's first step; a run
+    that stops early is reported by :func:`flows_np.checks.check_adaptive_run`."""
+    with mg.no_grad():
+        k1 = watched(f, x, t0, 1, "the adaptive solve")
+        states, stats, fault, t, h = dopri5.run(f, x, t0, t1, k1, rtol, atol, max_steps,
+                                                scaled_error, trajectory)
+    checks.check_adaptive_run(fault, t, h, stats, max_steps)
+    checks.check_finite_step(all_finite(states[-1]), "the state became", stats.accepted,
+                             stats.accepted, t1)
+    return (np.stack(states) if trajectory else states[-1]), stats
+
+
+def scaled_error(e: np.ndarray, x_a: np.ndarray, x_b: np.ndarray, rtol: float,
+                 atol: float) -> float:
+    """``max |e| / (atol + rtol max(|x_a|, |x_b|))`` over every entry: the error norm of
+    :mod:`flows_np.dopri5`, as a python float."""
+    scale = atol + rtol * np.maximum(np.abs(x_a), np.abs(x_b))
+    return float(np.max(np.abs(e) / scale))
+
+
+def watched(f, state: np.ndarray, t: float, step, steps):
+    """``f(state, t)``, checked: the state and the field's output finite, the output of the
+    state's shape (the first and the last step of a solve)."""
+    checks.check_finite_step(all_finite(state), "the state became", step, steps, t)
+    out = f(state, t)
+    checks.check_field_output(np.shape(out), state.shape)
+    checks.check_finite_step(all_finite(out), "the velocity field returned", step, steps, t)
+    return out
 
 
 def all_finite(x: np.ndarray):

@@ -16,24 +16,26 @@ import numpy as np
 import torch
 
 from flows_np import checks as rules
-from flows_np.checks import (MAX_STEPS, array_entries, check_backend, check_bin_floors, check_callables,
+from flows_np.checks import (MAX_STEPS, array_entries, check_backend, check_callables,
                              check_coupling_architecture, check_divergence_output, check_field_output,
                              check_finite_step, check_flow_architecture, check_integer, check_labels,
                              check_method, check_model_dim, check_noise_scale, check_nonempty,
                              check_point_facts, check_positive_int, check_real, check_sigma,
                              check_spline_architecture, check_steps, check_student, check_time_interval,
-                             check_state_entries, check_velocity_architecture, is_library_model, maths_of)
+                             check_state_entries, check_velocity_architecture, is_library_model, maths_of,
+                             solver_choice, check_adaptive_run)
 
 __all__ = ["MAX_STEPS", "array_entries", "check_state_entries", "all_finite", "as_input_tensor", "as_points", "as_target", "bonus_inputs", "as_tensor_tuple", "as_times",
-           "check_backend", "check_bin_floors", "check_callables", "check_coupling_architecture", "check_divergence_output", "check_field_output", "check_finite_step",
+           "check_backend", "check_callables", "check_coupling_architecture", "check_divergence_output", "check_field_output", "check_finite_step",
            "check_flow_architecture", "check_generator", "check_integer", "check_labels_tensor", "check_method",
            "check_noise_scale", "check_nonempty", "check_permutation", "check_permutations", "check_points",
            "check_positive_int", "check_sigma", "check_spline_architecture", "check_steps", "check_student",
            "check_time_interval", "check_velocity_architecture", "coupling_inputs", "divergence_inputs",
            "energy_inputs", "few_step_inputs", "fm_loss_inputs", "is_library_model", "log_prob_inputs", "logit_normal_inputs",
-           "maths_of", "model_labels", "model_points", "nll_inputs", "ode_inputs", "pairs_inputs", "path_inputs",
+           "maths_of", "model_labels", "model_points", "nll_inputs", "ode_inputs", "ode_state_inputs",
+           "solver_choice", "check_adaptive_run", "pairs_inputs", "path_inputs",
            "score_time", "sde_inputs", "check_sde_step", "time_sampler_inputs", "training_labels", "as_uniforms", "velocity_inputs",
-           "ema_inputs"]
+           "ema_inputs", "spline_inputs"]
 
 
 # --------------------------------------------------------------------------- tensors
@@ -154,13 +156,19 @@ def fm_loss_inputs(model, path, x0, x1, t, y, noise):
 
 # --------------------------------------------------------------------------- samplers
 def ode_inputs(v, x, t0, t1, steps, method, y, methods):
-    """``(x, t0, t1, steps, y)`` of ``integrate`` (the rule of :func:`flows_np.checks.ode_inputs`)."""
+    """``(x, t0, t1, steps, y)`` of a fixed-step solve (:func:`flows_np.checks.ode_inputs`)."""
     check_method(method, methods)
     steps = check_steps(steps)
+    x, t0, t1, y = ode_state_inputs(v, x, t0, t1, y)
+    return x, t0, t1, steps, y
+
+
+def ode_state_inputs(v, x, t0, t1, y):
+    """``(x, t0, t1, y)``: the start state (N, ...), the interval, the labels."""
     t0, t1 = check_time_interval(t0, t1)
     check_backend(v, "v", "torch")
     x = check_points(as_input_tensor(x, "x"), "x", ndim=None, nonempty=True)
-    return x, t0, t1, steps, check_field_input(v, x, y)
+    return x, t0, t1, check_field_input(v, x, y)
 
 
 def sde_inputs(v, x0, steps, g, generator, noise, y):
@@ -199,17 +207,16 @@ def divergence_inputs(v, x, t, y):
     return x, t.expand(x.shape[0]), check_field_input(v, x, y)
 
 
-def log_prob_inputs(v, x, steps, method, y, methods):
+def log_prob_inputs(v, x, y):
     check_backend(v, "v", "torch")
     x = check_points(x, "x", nonempty=True)
-    check_method(method, methods)
-    return x, check_steps(steps), check_field_input(v, x, y)
+    return x, check_field_input(v, x, y)
 
 
-def nll_inputs(v, points, labels, batch_size, steps, method, methods):
+def nll_inputs(v, points, labels, batch_size):
     check_backend(v, "v", "torch")
     points = check_points(points, "points")
-    batch_size = rules.check_nll_options(batch_size, len(points), steps, method, methods)
+    batch_size = rules.check_nll_options(batch_size, len(points))
     return points, check_field_input(v, points, labels, "points"), batch_size
 
 
@@ -245,6 +252,18 @@ def bonus_inputs(v, target, dtype, device, steps, method, y, methods):
 
 
 # --------------------------------------------------------------------------- normalizing flows
+def spline_inputs(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound, inverse,
+                  min_bin_width, min_bin_height, min_derivative) -> tuple:
+    """The inputs of :func:`flows_torch.splines.rational_quadratic_spline` as tensors (arrays
+    converted), checked by :func:`flows_np.checks.check_spline_facts`."""
+    tensors = [as_input_tensor(value, name) for value, name in
+               zip((x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives), rules.SPLINE_INPUTS)]
+    rules.check_spline_facts([(name, tuple(t.shape), t.dtype, True, all_finite(t))
+                              for name, t in zip(rules.SPLINE_INPUTS, tensors)],
+                             bound, inverse, min_bin_width, min_bin_height, min_derivative)
+    return tuple(tensors)
+
+
 def as_points(x, dim: int, like: torch.Tensor, name: str = "x", mean_of: str | None = None) -> torch.Tensor:
     """`x` (tensor or array of real numbers) as a (N, dim) tensor with `like`'s dtype and
     device; with `mean_of` an empty batch is refused too. ValueError otherwise."""
@@ -319,3 +338,11 @@ def ema_inputs(model, decay, warmup):
     ``torch.nn.Module`` (TypeError otherwise, naming the numpy EMA for a minigrad model), the
     decay in [0, 1), the warm-up True or False; returns ``(decay, warmup)``."""
     return rules.ema_inputs(model, isinstance(model, torch.nn.Module), "torch", decay, warmup)
+
+
+# --------------------------------------------------------------------------- training settings
+# (the rules are flows_np.checks'; named here so that torch training code takes its rules from here)
+check_learning_rate = rules.check_learning_rate
+check_nonnegative_number = rules.check_nonnegative_number
+check_fraction = rules.check_fraction
+check_ema_decay = rules.check_ema_decay

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import checks, nf
-from .solvers import METHODS, as_state_field, solve, time_grid
+from .solvers import ODE_METHODS, as_state_field, solve_with
 
 __all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob"]
 
@@ -51,21 +51,27 @@ def velocity_and_divergence(v, x: torch.Tensor, t: torch.Tensor, y=None):
     return out.detach(), div.detach()
 
 
-def log_prob(v, x, steps: int = 100, method: str = "rk4", y=None, return_trajectory: bool = False):
+def log_prob(v, x, steps: int | None = None, method: str = "rk4", y=None,
+             return_trajectory: bool = False, *, rtol: float | None = None,
+             atol: float | None = None, max_steps: int | None = None, return_stats: bool = False):
     """Exact ``log p_1(x)`` of the flow of `v` at the (N, D) points `x`, shape (N,), nats.
 
-    Same arguments and results as :func:`flows_np.likelihood.log_prob`; with
-    ``return_trajectory=True`` returns ``(log_prob, trajectory)``, the trajectory
-    (steps + 1, N, D) running from the data (t = 1) to the noise (t = 0).
+    Same arguments and results as :func:`flows_np.likelihood.log_prob` (fixed-step methods
+    with `steps`, or ``"dopri5"`` with `rtol`, `atol`, `max_steps`); with
+    ``return_trajectory=True`` returns ``(log_prob, trajectory)`` running from the data
+    (t = 1) to the noise (t = 0); with ``return_stats=True`` the solve's stats come last.
     """
-    x, steps, y = checks.log_prob_inputs(v, x, steps, method, y, METHODS)
-    return exact_log_prob(v, x, steps, method, y, return_trajectory)
+    solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 100)
+    x, y = checks.log_prob_inputs(v, x, y)
+    logp, trajectory, stats = exact_log_prob(v, x, solver, y, return_trajectory)
+    result = (logp, trajectory) if return_trajectory else (logp,)
+    result = result + (stats,) if return_stats else result
+    return result if len(result) > 1 else logp
 
 
-def exact_log_prob(v, x: torch.Tensor, steps: int, method: str, y=None,
-                   return_trajectory: bool = False):
+def exact_log_prob(v, x: torch.Tensor, solver, y=None, trajectory: bool = False):
     """The maths of :func:`log_prob` on checked inputs (see
-    :func:`flows_np.likelihood.exact_log_prob`)."""
+    :func:`flows_np.likelihood.exact_log_prob`): ``(log_prob, trajectory or None, stats)``."""
     n, d = x.shape
 
     def joint_field(state, t, y):
@@ -73,24 +79,22 @@ def exact_log_prob(v, x: torch.Tensor, steps: int, method: str, y=None,
         return torch.cat([velocity, div[:, None]], dim=1)
 
     start = torch.cat([x, torch.zeros((n, 1), dtype=x.dtype, device=x.device)], dim=1)
-    result = solve(as_state_field(joint_field, y), start, time_grid(1.0, 0.0, steps), method,
-                   return_trajectory)
-    end = result[-1] if return_trajectory else result
+    result, stats = solve_with(as_state_field(joint_field, y), start, 1.0, 0.0, solver, trajectory)
+    end = result[-1] if trajectory else result
     logp = standard_normal_log_prob(end[:, :d]) + end[:, d]
-    if return_trajectory:
-        return logp, result[:, :, :d]
-    return logp
+    return logp, (result[:, :, :d] if trajectory else None), stats
 
 
-def nll(v, points, labels=None, steps: int = 100, method: str = "rk4",
-        batch_size: int = 1024) -> float:
+def nll(v, points, labels=None, steps: int | None = None, method: str = "rk4",
+        batch_size: int = 1024, *, rtol: float | None = None, atol: float | None = None,
+        max_steps: int | None = None) -> float:
     """Mean negative log-likelihood in nats over `points`, in batches (see
     :func:`flows_np.likelihood.nll`)."""
-    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size, steps, method,
-                                                   METHODS)
+    solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 100)
+    points, labels, batch_size = checks.nll_inputs(v, points, labels, batch_size)
     total = 0.0
     for start in range(0, len(points), batch_size):
         batch = slice(start, start + batch_size)
         y = None if labels is None else labels[batch]
-        total += float(exact_log_prob(v, points[batch], steps, method, y).double().sum())
+        total += float(exact_log_prob(v, points[batch], solver, y)[0].double().sum())
     return -total / len(points)
