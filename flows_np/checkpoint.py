@@ -93,11 +93,18 @@ def check_state(path, state: dict, expected_shapes: dict, meta: dict, model_name
     """Raise ValueError unless `state` fits a model with `expected_shapes` exactly, holds real,
     finite values, and (for a model with a `model_config`) was saved from a model of the same
     configuration: the file's recorded architecture and the keys of its constructor config
-    that the model's config also has must agree with it."""
+    that the model's config also has must agree with it. A file of the model's class but
+    another configuration is refused naming every differing setting (a spline flow's
+    ``n_bins`` rather than the weights it mis-shapes)."""
     check_state_entries(array_entries(state), f"checkpoint {path}")
     problems = []
     if meta["model"] != model_name:
         problems.append(f"it holds a {meta['model']}, not a {model_name}")
+    elif model_config is not None:
+        recorded = {}
+        for key in ("config", "architecture"):  # the constructor config given to save, the model's own
+            recorded.update(meta[key] if isinstance(meta.get(key), dict) else {})
+        check_config(recorded, model_config, f"checkpoint {path}")
     missing = [k for k in expected_shapes if k not in state]
     unexpected = [k for k in state if k not in expected_shapes]
     wrong = [f"{k}: file {tuple(state[k].shape)}, model {tuple(s)}" for k, s in expected_shapes.items()
@@ -110,11 +117,6 @@ def check_state(path, state: dict, expected_shapes: dict, meta: dict, model_name
         problems.append("mis-shaped keys: " + "; ".join(wrong))
     if problems:
         raise ValueError(f"checkpoint {path} does not fit the model: " + " | ".join(problems))
-    if model_config is not None:
-        recorded = {}
-        for key in ("config", "architecture"):  # the constructor config given to save, the model's own
-            recorded.update(meta[key] if isinstance(meta.get(key), dict) else {})
-        check_config(recorded, model_config, f"checkpoint {path}")
 
 
 def save_checkpoint(path, model, config: dict | None = None, extra: dict | None = None) -> None:

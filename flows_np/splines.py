@@ -63,7 +63,7 @@ from minigrad import nn
 from . import checks
 from .nf import FlowLayer, NormalizingFlow
 
-__all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives",
+__all__ = ["rational_quadratic_spline", "rq_spline", "spline_knots", "knot_derivatives",
            "identity_derivative_offset", "rq_forward", "rq_inverse", "rq_log_derivative",
            "ResidualNet", "RationalQuadraticCoupling", "SplineFlow"]
 
@@ -147,13 +147,29 @@ def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights,
     ``log g'(x)`` (forward), or ``out = g^{-1}(x)`` and ``log |d g^{-1}/dx| = -log g'(out)``
     (inverse); 0 in the tails.
 
+    Refused (ValueError naming the argument): parameters of other shapes, fewer than 2
+    bins, a bound that is not a positive finite number, floors outside ``[0, 1/K)`` or a
+    ``min_derivative`` outside (0, 1) (see :func:`flows_np.checks.check_spline_options`),
+    NaN or infinite values. The maths is :func:`rq_spline`.
+    """
+    x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives = checks.spline_inputs(
+        x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound, inverse,
+        min_bin_width, min_bin_height, min_derivative)
+    return rq_spline(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound,
+                     inverse, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
+                     min_derivative=min_derivative)
+
+
+def rq_spline(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound,
+              inverse, *, min_bin_width, min_bin_height, min_derivative):
+    """The maths of :func:`rational_quadratic_spline` (inputs already checked).
+
     Each element finds its bin by :func:`minigrad.searchsorted` on the interior knots
     (``right=True``: a point on a knot starts the bin to its right; the value is the
     same from both sides, since the spline is continuous), then the bin's knot,
     width, height and end derivatives are gathered with :func:`minigrad.take_along_axis`.
     """
     n_bins = unnormalized_widths.shape[-1]
-    checks.check_bin_floors(n_bins, min_bin_width, min_bin_height)
     x = x if isinstance(x, mg.Tensor) else mg.Tensor(np.asarray(x))
     xs = spline_knots(unnormalized_widths, bound, min_bin_width)
     ys = spline_knots(unnormalized_heights, bound, min_bin_height)
@@ -229,23 +245,34 @@ class RationalQuadraticCoupling(FlowLayer):
         hidden, n_blocks: width and residual blocks of the conditioner (:class:`ResidualNet`).
         n_bins: K, bins of each spline.
         bound: B; the spline acts on ``[-B, B]``, the identity outside.
+        negative_slope: the conditioner's LeakyReLU slope for negative inputs (finite).
         min_bin_width, min_bin_height, min_derivative: floors that keep every bin and slope
-            away from 0.
+            away from 0: bin floors in ``[0, 1/K)`` (fractions of the interval),
+            ``min_derivative`` in (0, 1) (:func:`flows_np.checks.check_spline_options`).
         zero_init: the conditioner's output layer starts at zero, so the layer starts as
             the identity exactly (see the module docstring).
         rng, dtype: weights' generator and dtype.
+
+    ``config`` (every argument above but `zero_init`, `rng` and `dtype`) is the architecture
+    that a checkpoint records and compares when it is loaded.
     """
 
     def __init__(self, dim: int = 2, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8,
                  bound: float = 3.0, rng=None, dtype=np.float32, *, negative_slope: float = 0.01,
                  min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
                  min_derivative: float = 1e-3, zero_init: bool = True):
-        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound, negative_slope,
+                                         min_bin_width, min_bin_height, min_derivative, zero_init)
         rng = np.random.default_rng() if rng is None else rng
         self.dim, self.split = int(dim), int(dim) // 2
         self.n_bins, self.bound = int(n_bins), float(bound)
         self.spline_options = dict(min_bin_width=min_bin_width, min_bin_height=min_bin_height,
                                    min_derivative=min_derivative)
+        # the architecture that a checkpoint records and compares on loading (flows_np.checkpoint)
+        self.config = dict(dim=self.dim, hidden=int(hidden), n_blocks=int(n_blocks),
+                           n_bins=self.n_bins, bound=self.bound,
+                           negative_slope=float(negative_slope),
+                           **{k: float(v) for k, v in self.spline_options.items()})
         self.conditioner = ResidualNet(self.split, (self.dim - self.split) * (3 * self.n_bins - 1),
                                        hidden, n_blocks, rng, dtype, negative_slope=negative_slope,
                                        zero_init=zero_init)
@@ -259,9 +286,8 @@ class RationalQuadraticCoupling(FlowLayer):
 
     def _transform(self, u: mg.Tensor, inverse: bool) -> tuple[mg.Tensor, mg.Tensor]:
         u_l, u_r = u[:, :self.split], u[:, self.split:]
-        out_r, log_derivative = rational_quadratic_spline(u_r, *self.spline_parameters(u_l),
-                                                          self.bound, inverse,
-                                                          **self.spline_options)
+        out_r, log_derivative = rq_spline(u_r, *self.spline_parameters(u_l), self.bound, inverse,
+                                          **self.spline_options)
         return mg.concat([u_l, out_r], axis=1), mg.sum(log_derivative, axis=1)
 
     def forward_and_log_det(self, z: mg.Tensor) -> tuple[mg.Tensor, mg.Tensor]:
@@ -293,7 +319,8 @@ class SplineFlow(NormalizingFlow):
                  *, negative_slope: float = 0.01, min_bin_width: float = 1e-3,
                  min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
                  zero_init: bool = True):
-        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound, negative_slope,
+                                         min_bin_width, min_bin_height, min_derivative, zero_init)
         options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width,
                        min_bin_height=min_bin_height, min_derivative=min_derivative,
                        zero_init=zero_init)
@@ -304,3 +331,4 @@ class SplineFlow(NormalizingFlow):
 
         super().__init__(dim, n_couplings, permutations=permutations, rng=rng, dtype=dtype,
                          coupling=coupling)
+        self.config.update(self.couplings[0].config)  # every coupling's spline and conditioner

@@ -20,9 +20,9 @@ from flows_np.splines import identity_derivative_offset
 from . import checks
 from .nf import FlowLayer, NormalizingFlow
 
-__all__ = ["rational_quadratic_spline", "spline_knots", "knot_derivatives", "rq_forward",
-           "rq_inverse", "rq_log_derivative", "ResidualNet", "RationalQuadraticCoupling",
-           "SplineFlow"]
+__all__ = ["rational_quadratic_spline", "rq_spline", "spline_knots", "knot_derivatives",
+           "rq_forward", "rq_inverse", "rq_log_derivative", "ResidualNet",
+           "RationalQuadraticCoupling", "SplineFlow"]
 
 
 # --------------------------------------------------------------------------- spline parameters
@@ -78,9 +78,20 @@ def rational_quadratic_spline(x, unnormalized_widths, unnormalized_heights,
                               *, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
                               min_derivative: float = 1e-3):
     """``(g(x), log g'(x))`` or, with ``inverse``, ``(g^{-1}(x), -log g'(g^{-1}(x)))``;
-    identity tails outside ``[-B, B]``. See :func:`flows_np.splines.rational_quadratic_spline`."""
+    identity tails outside ``[-B, B]``. See :func:`flows_np.splines.rational_quadratic_spline`
+    (the same refusals; arrays are converted to tensors). The maths is :func:`rq_spline`."""
+    x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives = checks.spline_inputs(
+        x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound, inverse,
+        min_bin_width, min_bin_height, min_derivative)
+    return rq_spline(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound,
+                     inverse, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
+                     min_derivative=min_derivative)
+
+
+def rq_spline(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound,
+              inverse, *, min_bin_width, min_bin_height, min_derivative):
+    """The maths of :func:`rational_quadratic_spline` (inputs already checked)."""
     n_bins = unnormalized_widths.shape[-1]
-    checks.check_bin_floors(n_bins, min_bin_width, min_bin_height)
     xs = spline_knots(unnormalized_widths, bound, min_bin_width)
     ys = spline_knots(unnormalized_heights, bound, min_bin_height)
     ds = knot_derivatives(unnormalized_derivatives, min_derivative)
@@ -158,11 +169,17 @@ class RationalQuadraticCoupling(FlowLayer):
                  min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
                  min_derivative: float = 1e-3, zero_init: bool = True):
         super().__init__()
-        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound, negative_slope,
+                                         min_bin_width, min_bin_height, min_derivative, zero_init)
         self.dim, self.split = int(dim), int(dim) // 2
         self.n_bins, self.bound = int(n_bins), float(bound)
         self.spline_options = dict(min_bin_width=min_bin_width, min_bin_height=min_bin_height,
                                    min_derivative=min_derivative)
+        # the architecture that a checkpoint records and compares on loading (flows_np.checkpoint)
+        self.config = dict(dim=self.dim, hidden=int(hidden), n_blocks=int(n_blocks),
+                           n_bins=self.n_bins, bound=self.bound,
+                           negative_slope=float(negative_slope),
+                           **{k: float(v) for k, v in self.spline_options.items()})
         self.conditioner = ResidualNet(self.split, (self.dim - self.split) * (3 * self.n_bins - 1),
                                        hidden, n_blocks, generator, dtype, device,
                                        negative_slope=negative_slope, zero_init=zero_init)
@@ -175,9 +192,8 @@ class RationalQuadraticCoupling(FlowLayer):
 
     def _transform(self, u: torch.Tensor, inverse: bool):
         u_l, u_r = u[:, :self.split], u[:, self.split:]
-        out_r, log_derivative = rational_quadratic_spline(u_r, *self.spline_parameters(u_l),
-                                                          self.bound, inverse,
-                                                          **self.spline_options)
+        out_r, log_derivative = rq_spline(u_r, *self.spline_parameters(u_l), self.bound, inverse,
+                                          **self.spline_options)
         return torch.cat([u_l, out_r], dim=1), log_derivative.sum(dim=1)
 
     def forward_and_log_det(self, z):
@@ -204,7 +220,8 @@ class SplineFlow(NormalizingFlow):
                  device=None, *, negative_slope: float = 0.01, min_bin_width: float = 1e-3,
                  min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
                  zero_init: bool = True):
-        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound)
+        checks.check_spline_architecture(dim, hidden, n_blocks, n_bins, bound, negative_slope,
+                                         min_bin_width, min_bin_height, min_derivative, zero_init)
         options = dict(negative_slope=negative_slope, min_bin_width=min_bin_width,
                        min_bin_height=min_bin_height, min_derivative=min_derivative,
                        zero_init=zero_init)
@@ -215,3 +232,4 @@ class SplineFlow(NormalizingFlow):
 
         super().__init__(dim, n_couplings, permutations=permutations, generator=generator,
                          dtype=dtype, device=device, coupling=coupling)
+        self.config.update(self.couplings[0].config)  # every coupling's spline and conditioner

@@ -13,7 +13,10 @@ over 200 random flows drawn from the same ranges as ``flow_cases``: 5.7e-14 for 
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -102,3 +105,127 @@ def test_zero_initialised_twins_are_the_identity_in_both_backends():
         z, log_det = flow.inverse(points)
         np.testing.assert_allclose(z.detach().numpy(), x, rtol=0, atol=1e-13)  # .detach().numpy(): both backends
         np.testing.assert_allclose(log_det.detach().numpy(), 0.0, rtol=0, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- the same refusals, the same words
+BACKENDS = {"numpy": (np_splines, mg.Tensor), "torch": (torch_splines, torch.from_numpy)}
+K = 4
+
+
+def raw_inputs(n_bins=K, heights=None, derivatives=None, x_shape=(5,)):
+    rng = np.random.default_rng(0)
+    return [rng.uniform(-1.0, 1.0, x_shape), rng.normal(size=(5, n_bins)),
+            rng.normal(size=(5, n_bins if heights is None else heights)),
+            rng.normal(size=(5, n_bins - 1 if derivatives is None else derivatives))]
+
+
+NAN_IN = {name: i for i, name in enumerate(("x", "unnormalized_widths", "unnormalized_heights",
+                                             "unnormalized_derivatives"))}
+BAD_SPLINE_CALLS = [  # (inputs, keyword arguments, the start of the message)
+    (dict(), dict(bound=0.0), "bound must be a positive finite number"),
+    (dict(), dict(bound=-3.0), "bound must be a positive finite number"),
+    (dict(), dict(bound=float("nan")), "bound must be a positive finite number"),
+    (dict(), dict(bound=float("inf")), "bound must be a positive finite number"),
+    (dict(), dict(bound="3"), "bound must be a real number"),
+    (dict(), dict(bound=True), "bound must be a real number"),
+    (dict(), dict(min_bin_width=-0.1), "min_bin_width must be a number >= 0"),
+    (dict(), dict(min_bin_width=float("nan")), "min_bin_width must be a number >= 0"),
+    (dict(), dict(min_bin_width=0.25), r"min_bin_width \* K \(the last axis of unnormalized_widths\) must be < 1"),
+    (dict(), dict(min_bin_height=-1e-3), "min_bin_height must be a number >= 0"),
+    (dict(), dict(min_bin_height=0.25), r"min_bin_height \* K \(the last axis of unnormalized_widths\) must be < 1"),
+    (dict(), dict(min_bin_height=0.3), r"min_bin_height \* K .* must be < 1"),
+    (dict(), dict(min_derivative=0.0), r"min_derivative must be a number in \(0, 1\)"),
+    (dict(), dict(min_derivative=-1.0), r"min_derivative must be a number in \(0, 1\)"),
+    (dict(), dict(min_derivative=1.0), r"min_derivative must be a number in \(0, 1\)"),
+    (dict(), dict(min_derivative=1.5), r"min_derivative must be a number in \(0, 1\)"),
+    (dict(), dict(min_derivative=None), "min_derivative must be a real number"),
+    (dict(heights=K + 1), dict(), r"unnormalized_heights has shape \(5, 5\), expected \(5, 4\)"),
+    (dict(heights=K - 1), dict(), r"unnormalized_heights has shape \(5, 3\), expected \(5, 4\)"),
+    (dict(derivatives=K), dict(), r"unnormalized_derivatives has shape \(5, 4\), expected \(5, 3\): K - 1 = 3"),
+    (dict(derivatives=K - 2), dict(), r"unnormalized_derivatives has shape \(5, 2\), expected \(5, 3\)"),
+    (dict(n_bins=1), dict(), r"K \(the last axis of unnormalized_widths\) must be an integer >= 2"),
+    (dict(x_shape=(3,)), dict(), r"x has shape \(3,\), expected \(5,\)"),
+    (dict(x_shape=(5, 1)), dict(), r"x has shape \(5, 1\), expected \(5,\)"),
+    (dict(), dict(inverse="no"), "inverse must be True or False"),
+    ("x", dict(), "x contains NaN or infinite values"),
+    ("unnormalized_widths", dict(), "unnormalized_widths contains NaN or infinite values"),
+    ("unnormalized_heights", dict(), "unnormalized_heights contains NaN or infinite values"),
+    ("unnormalized_derivatives", dict(), "unnormalized_derivatives contains NaN or infinite values"),
+]
+
+
+def refusal(backend, make, *args, **kwargs) -> str:
+    """The message of the library's own error for a bad call (any other outcome fails)."""
+    try:
+        make(*args, **kwargs)
+    except (ValueError, TypeError) as error:
+        assert type(error).__module__ == "builtins" and "Traceback" not in str(error)
+        return f"{type(error).__name__}: {error}"
+    raise AssertionError(f"{backend}: {make.__name__}{args, kwargs} was accepted")
+
+
+@pytest.mark.parametrize("case", range(len(BAD_SPLINE_CALLS)))
+def test_both_backends_refuse_a_bad_spline_call_with_the_same_words(case):
+    shape, kwargs, match = BAD_SPLINE_CALLS[case]
+    messages = []
+    for backend, (module, tensor) in BACKENDS.items():
+        inputs = raw_inputs(**shape) if isinstance(shape, dict) else raw_inputs()
+        if isinstance(shape, str):
+            inputs[NAN_IN[shape]][0, ...] = np.nan if shape != "unnormalized_widths" else np.inf
+        messages.append(refusal(backend, module.rational_quadratic_spline, *map(tensor, inputs), **kwargs))
+        assert re.search(match, messages[-1]), (backend, messages[-1])
+    assert messages[0] == messages[1]
+
+
+BAD_ARCHITECTURES = [  # keyword arguments of a coupling or flow, the start of the message
+    (dict(min_derivative=-1.0), r"min_derivative must be a number in \(0, 1\)"),
+    (dict(min_derivative=0.0), r"min_derivative must be a number in \(0, 1\)"),
+    (dict(min_derivative=1.0), r"min_derivative must be a number in \(0, 1\)"),
+    (dict(min_bin_width=-0.1), "min_bin_width must be a number >= 0"),
+    (dict(min_bin_width=0.125), r"min_bin_width \* n_bins must be < 1 \(8 bins of at least 0\.125"),
+    (dict(min_bin_height=0.2), r"min_bin_height \* n_bins must be < 1 \(8 bins of at least 0\.2"),
+    (dict(min_bin_height=-0.2), "min_bin_height must be a number >= 0"),
+    (dict(n_bins=2, min_bin_height=0.5), r"min_bin_height \* n_bins must be < 1 \(2 bins"),
+    (dict(bound=0.0), "bound must be a positive finite number"),
+    (dict(bound=-1.0), "bound must be a positive finite number"),
+    (dict(bound=float("inf")), "bound must be a positive finite number"),
+    (dict(bound="3"), "bound must be a real number"),
+    (dict(n_bins=1), r"n_bins must be an integer >= 2 \(one bin is the identity"),
+    (dict(n_bins=2.5), "n_bins must be an integer >= 2"),
+    (dict(n_bins=True), "n_bins must be an integer >= 2"),
+    (dict(negative_slope=float("nan")), "negative_slope must be a finite number"),
+    (dict(negative_slope="0.1"), "negative_slope must be a real number"),
+    (dict(zero_init="no"), "zero_init must be True or False"),
+    (dict(dim=1), "dim must be an integer >= 2"),
+    (dict(hidden=0), "hidden must be a positive integer"),
+    (dict(n_blocks=-1), "n_blocks must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("kind", ["RationalQuadraticCoupling", "SplineFlow"])
+@pytest.mark.parametrize("case", range(len(BAD_ARCHITECTURES)))
+def test_both_backends_refuse_a_bad_coupling_or_flow_at_construction(kind, case):
+    kwargs, match = BAD_ARCHITECTURES[case]
+    messages = [refusal(backend, getattr(module, kind), **kwargs) for backend, (module, _) in BACKENDS.items()]
+    for message in messages:
+        assert re.search(match, message), message
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kwargs", [dict(min_bin_width=0.0, min_bin_height=0.0), dict(min_bin_width=0.2499),
+                                    dict(min_bin_height=0.2499), dict(min_derivative=1e-9),
+                                    dict(min_derivative=0.999), dict(bound=1e-3), dict(bound=np.float32(2.0))])
+def test_valid_edge_settings_give_a_monotone_invertible_spline(backend, kwargs):
+    """On the edges of the accepted ranges the spline is still a bijection of [-B, B]: finite,
+    increasing, the identity at the ends, and its inverse undoes it."""
+    module, tensor = BACKENDS[backend]
+    bound = float(kwargs.get("bound", 3.0))
+    _, w, h, d = raw_inputs(n_bins=K)
+    x = np.linspace(-1.1 * bound, 1.1 * bound, 5 * 41).reshape(5, 41)
+    params = [np.repeat(p[:, None, :], 41, axis=1) for p in (w, h, d)]
+    y, log_derivative = module.rational_quadratic_spline(tensor(x), *map(tensor, params), **kwargs)
+    back, log_inverse = module.rational_quadratic_spline(y, *map(tensor, params), inverse=True, **kwargs)
+    y, back = (np.asarray(v.detach().numpy() if backend == "torch" else v.data) for v in (y, back))
+    assert np.all(np.isfinite(y)) and np.all(np.diff(y, axis=1) > 0)
+    np.testing.assert_allclose(back, x, rtol=0, atol=1e-9 * bound)

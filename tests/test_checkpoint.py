@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -100,3 +101,49 @@ def test_unserialisable_config_and_missing_folder(tmp_path):
         save_checkpoint(tmp_path / "m.npz", model(0), config={"rng": np.random.default_rng()})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_checkpoint(tmp_path / "missing" / "m.npz", model(0))
+
+
+# --------------------------------------------------------------------------- spline flows: the whole configuration
+SPLINE = dict(dim=2, n_couplings=2, hidden=6, n_blocks=1, n_bins=4, bound=2.0)
+SPLINE_DEFAULTS = dict(negative_slope=0.01, min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3)
+
+
+def spline_flow(seed, **changes):
+    from flows_np.splines import SplineFlow
+    return SplineFlow(**{**SPLINE, **changes}, rng=np.random.default_rng(seed), dtype=np.float64, zero_init=False)
+
+
+def test_a_spline_flow_records_its_whole_configuration():
+    assert spline_flow(0, min_derivative=0.01).config == dict(
+        dim=2, n_couplings=2, coupling="RationalQuadraticCoupling", hidden=6, n_blocks=1, n_bins=4, bound=2.0,
+        negative_slope=0.01, min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=0.01)
+
+
+@pytest.mark.parametrize("setting, value", [("bound", 2.5), ("min_derivative", 0.05), ("negative_slope", 0.2),
+                                            ("min_bin_width", 0.05), ("min_bin_height", 0.05), ("n_bins", 6),
+                                            ("hidden", 8), ("n_blocks", 2), ("n_couplings", 3)])
+def test_a_spline_checkpoint_refuses_a_flow_built_differently(tmp_path, setting, value):
+    """Each setting that changes the map (the spline's interval, floors and slopes, the
+    conditioner's shape) is named with both values; the target is left as it was."""
+    path = tmp_path / "spline.npz"
+    save_checkpoint(path, spline_flow(0))
+    target = spline_flow(1, **{setting: value})
+    before = {k: v.copy() for k, v in target.state_dict().items()}
+    saved_value = {**SPLINE, **SPLINE_DEFAULTS}[setting]
+    with pytest.raises(ValueError, match=re.escape(f"another configuration: {setting}: file {saved_value!r}, "
+                                                   f"model {value!r}")):
+        load_checkpoint(path, target)
+    assert all(np.array_equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+def test_a_spline_checkpoint_names_every_differing_setting_and_loads_into_its_own_configuration(tmp_path):
+    path = tmp_path / "spline.npz"
+    saved = spline_flow(0, min_derivative=0.01, negative_slope=0.1)
+    save_checkpoint(path, saved)
+    with pytest.raises(ValueError, match=r"bound: file 2\.0, model 3\.0; negative_slope: file 0\.1, model 0\.01; "
+                                         r"min_derivative: file 0\.01, model 0\.001$"):
+        load_checkpoint(path, spline_flow(1, bound=3.0))
+    target = spline_flow(1, min_derivative=0.01, negative_slope=0.1)
+    load_checkpoint(path, target)
+    x = np.random.default_rng(2).normal(size=(50, 2)) * 1.5
+    np.testing.assert_array_equal(target.log_prob(x).data, saved.log_prob(x).data)

@@ -43,7 +43,9 @@ def spline_cases(draw, max_scale: float = 2.0):
 
 
 def spline(x, params, bound, inverse=False):
-    out, log_derivative = rational_quadratic_spline(mg.Tensor(x), *(mg.Tensor(p) for p in params), bound, inverse)
+    """The spline's maths (rq_spline: a planted bug's NaN outputs pass on to be measured)."""
+    out, log_derivative = splines.rq_spline(mg.Tensor(x), *(mg.Tensor(p) for p in params), bound, inverse,
+                                            min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3)
     return out.data, log_derivative.data
 
 
@@ -371,6 +373,25 @@ def test_bad_points_and_bin_floors_are_refused():
         layer.forward(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="NaN"):
         layer.inverse(np.full((1, 2), np.nan))
-    with pytest.raises(ValueError, match="minimal bin sizes"):
+    with pytest.raises(ValueError, match=r"min_bin_width \* K \(the last axis of unnormalized_widths\) must be < 1"):
         rational_quadratic_spline(np.zeros(2), np.zeros((2, 4)), np.zeros((2, 4)), np.zeros((2, 3)),
                                   min_bin_width=0.25)
+
+
+def test_the_coupling_runs_the_spline_maths_not_the_checked_entry(monkeypatch):
+    """The spline's input rule is applied once, where a user calls rational_quadratic_spline;
+    a coupling (whose settings were checked at construction) calls the maths, rq_spline, in
+    every forward and inverse pass."""
+    from flows_np import checks
+    flow = SplineFlow(2, 2, 6, 1, 4, 2.0, rng=np.random.default_rng(0), dtype=np.float64, zero_init=False)
+    x = np.random.default_rng(1).normal(size=(8, 2))
+    expected = flow.log_prob(x).data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("checked again inside the flow")
+
+    monkeypatch.setattr(splines, "rational_quadratic_spline", refuse)
+    monkeypatch.setattr(checks, "spline_inputs", refuse)
+    np.testing.assert_array_equal(flow.log_prob(x).data, expected)
+    flow.loss(x).nll.backward()
+    assert flow.forward(x).shape == (8, 2)
