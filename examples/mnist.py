@@ -158,22 +158,22 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser):
         settings["attention_resolutions"] = int_list(str(settings["attention_resolutions"]))
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
-    # checks that the config does not cover; all before any data or training
-    checks = [
-        (settings["steps"] >= 1, f"--steps must be >= 1, got {settings['steps']}"),
-        (settings["guidance"] >= 0 and math.isfinite(settings["guidance"]), f"--guidance must be >= 0, got {settings['guidance']}"),
-        (settings["eval_samples"] >= 10, f"--eval-samples must be >= 10, got {settings['eval_samples']}"),
-        (settings["classifier_epochs"] >= 1, f"--classifier-epochs must be >= 1, got {settings['classifier_epochs']}"),
-        (settings["train_limit"] >= 0, f"--train-limit must be >= 0, got {settings['train_limit']}"),
-        (settings["threads"] >= 0, f"--threads must be >= 0, got {settings['threads']}"),
-        (settings["holdout"] >= 1, f"--holdout must be >= 1, got {settings['holdout']}"),
-        (settings["holdout"] < 10000, f"--holdout must be below the 10000 images of the test split it is taken from, "
-                                      f"got {settings['holdout']}"),
-        (settings["time_budget"] >= 0, f"--time-budget must be >= 0, got {settings['time_budget']}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            parser.error(msg)
+    # checks that the config does not cover, by the library's rules; all before any data or training
+    from flows_torch import checks
+    try:
+        checks.check_positive_int(settings["steps"], "--steps")
+        checks.check_nonnegative_number(settings["guidance"], "--guidance")
+        checks.check_integer(settings["eval_samples"], "--eval-samples", minimum=10)
+        checks.check_positive_int(settings["classifier_epochs"], "--classifier-epochs")
+        checks.check_integer(settings["train_limit"], "--train-limit", minimum=0)
+        checks.check_integer(settings["threads"], "--threads", minimum=0)
+        checks.check_positive_int(settings["holdout"], "--holdout")
+        checks.check_nonnegative_number(settings["time_budget"], "--time-budget")
+    except ValueError as e:
+        parser.error(str(e))
+    if settings["holdout"] >= 10000:
+        parser.error(f"--holdout must be below the 10000 images of the test split it is taken from, "
+                     f"got {settings['holdout']}")
     from flows_torch.mnist_train import MNISTConfig
     cfg = MNISTConfig(
         model=settings["model"], base_channels=settings["base_channels"], channel_mult=settings["channel_mult"],

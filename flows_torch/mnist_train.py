@@ -10,11 +10,15 @@ noise ``sigma`` of the slides):
     t      ~ U[0, 1]
     x_t, u_t = LinearPath(sigma).sample(x0, x1, t, noise)   # x_t = t x1 + (1-t) x0 + sigma eps
     y      -> null label with probability p_uncond         (classifier-free guidance)
-    loss   = | v(x_t, t, y) - u_t |^2
+    loss   = mean_i | v(x_t_i, t_i, y_i) - u_t_i |^2     (velocity_regression_loss, Eq. 16)
 
-optimised with AdamW (linear warm-up then cosine decay), gradient-norm
-clipping, and an exponential moving average (EMA) of the weights that is used
-for sampling.  Sampling integrates dx/dt = v(x, t, y) from t=0 to 1 with any
+The loss is the library's one flow-matching loss (:func:`flows_torch.fm.velocity_regression_loss`,
+the maths of ``fm_loss``): the squared norm over all non-batch dimensions (the 784 pixels),
+averaged over the batch, 784 times a per-pixel mean squared error. It is optimised with
+AdamW (linear warm-up then cosine decay; Adam's step does not depend on a constant scale of
+the loss), gradient-norm clipping, and the library's exponential moving average of the
+weights (:class:`flows_torch.ema.ExponentialMovingAverage`, its one warm-up rule), which
+sampling uses.  Sampling integrates dx/dt = v(x, t, y) from t=0 to 1 with any
 method of ``flows_torch.solvers``; with guidance scale w the velocity is
 ``v = v_uncond + w (v_cond - v_uncond)`` (w = 1: purely conditional).
 
@@ -34,7 +38,6 @@ exactly as the uninterrupted run would have (bit-identical on the CPU).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import math
@@ -47,25 +50,29 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
 
 from flows_np.files import atomic_path
 
-from .image_mlp import ImageMLP
-from .paths import couple_within_classes
+from . import checks
 from .checks import check_labels_tensor, check_points, check_positive_int
+from .ema import ExponentialMovingAverage
+from .fm import velocity_regression_loss
+from .image_mlp import ImageMLP
+from .paths import (coupling_maths, identity_permutation, independent_coupling, ot_coupling,
+                    permutation_within_classes)
 from .unet import UNet, check_unet_config
 
 __all__ = [
-    "MNISTConfig", "EMA", "build_model", "flow_matching_batch", "train", "TrainResult",
+    "MNISTConfig", "build_model", "draw_batch", "flow_matching_batch", "train_step", "train_epoch", "train",
+    "TrainResult", "TrainingRun", "setup_run", "resume_run", "checkpoint_state",
     "save_checkpoint", "load_checkpoint", "check_resume", "check_training_data", "data_record", "init_distributed",
     "dist_info", "autocast_context", "CHECKPOINT_NAME",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = "flows_torch.mnist_train/1"
+CHECKPOINT_FORMAT = "flows_torch.mnist_train/2"  # /1: the per-pixel loss, older EMA warm-up
 NUM_CLASSES = 10
 
 
@@ -107,37 +114,29 @@ class MNISTConfig:
     )
 
     def validate(self) -> "MNISTConfig":
-        def bad(msg):
-            raise ValueError(msg)
+        """The configuration's rules (the library's: :mod:`flows_torch.checks`), ValueError
+        naming the first field that breaks one; returns self."""
         if self.model not in ("unet", "mlp"):
-            bad(f"model must be 'unet' or 'mlp', got {self.model!r}")
+            raise ValueError(f"model must be 'unet' or 'mlp', got {self.model!r}")
         if self.coupling not in ("independent", "ot"):
-            bad(f"coupling must be 'independent' or 'ot', got {self.coupling!r}")
+            raise ValueError(f"coupling must be 'independent' or 'ot', got {self.coupling!r}")
         for name in ("epochs", "batch_size", "base_channels", "num_res_blocks", "mlp_hidden", "mlp_depth"):
             check_positive_int(getattr(self, name), name)  # the library's one integer rule
-        for name in ("warmup_steps",):
-            if getattr(self, name) < 0:
-                bad(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            bad(f"lr must be a positive number, got {self.lr}")
-        if not (self.sigma >= 0 and math.isfinite(self.sigma)):
-            bad(f"sigma must be >= 0, got {self.sigma}")
-        if not 0 <= self.p_uncond < 1:
-            bad(f"p_uncond must lie in [0, 1), got {self.p_uncond}")
-        if not 0 <= self.ema_decay < 1:
-            bad(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if not 0 <= self.dropout < 1:
-            bad(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.min_lr_ratio <= 1:
-            bad("weight_decay and grad_clip must be >= 0 and min_lr_ratio in [0, 1]")
+        checks.check_integer(self.warmup_steps, "warmup_steps", minimum=0)
+        checks.check_learning_rate(self.lr)
+        checks.check_sigma(self.sigma)
+        checks.check_ema_decay(self.ema_decay)
+        for name in ("p_uncond", "dropout"):
+            checks.check_fraction(getattr(self, name), name)
+        checks.check_fraction(self.min_lr_ratio, "min_lr_ratio", closed=True)
         for name in ("weight_decay", "grad_clip"):
-            if not math.isfinite(getattr(self, name)):  # NaN passes the comparisons above
-                bad(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        if not self.channel_mult or any(m < 1 for m in self.channel_mult):
-            bad(f"channel_mult must be a non-empty list of positive integers, got {self.channel_mult}")
-        if 28 % (2 ** (len(self.channel_mult) - 1)) != 0:
-            bad(f"28 is not divisible by 2**(len(channel_mult)-1) = {2 ** (len(self.channel_mult) - 1)}")
-        if self.model == "unet":  # the UNet's own rules (even base_channels, existing attention sides), before any work
+            checks.check_nonnegative_number(getattr(self, name), name)
+        for m in self.channel_mult:
+            check_positive_int(m, "channel_mult (each entry)")
+        if not self.channel_mult or 28 % (2 ** (len(self.channel_mult) - 1)) != 0:
+            raise ValueError(f"channel_mult must be a non-empty list of positive integers with 28 divisible by "
+                             f"2**(len - 1), got {self.channel_mult}")
+        if self.model == "unet":  # the UNet's own rules (even base_channels, existing attention sides)
             check_unet_config(1, self.base_channels, self.channel_mult, self.num_res_blocks,
                               self.attention_resolutions, 28)
         return self
@@ -170,38 +169,6 @@ def build_model(cfg: MNISTConfig) -> nn.Module:
                         num_classes=NUM_CLASSES, dropout=cfg.dropout, num_heads=heads,
                         mid_attention=cfg.mid_attention)
         return ImageMLP((1, 28, 28), hidden=cfg.mlp_hidden, depth=cfg.mlp_depth, num_classes=NUM_CLASSES)
-
-
-class EMA:
-    """Exponential moving average of a model's parameters (and copies of its buffers).
-
-    ``decay`` is warmed up as min(decay, (1 + n) / (10 + n)) after n updates, so
-    short runs are not dominated by the random initialisation.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema_p = [p for p in self.model.parameters()]
-        src_p = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, src_p, 1.0 - d)
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "updates": self.updates, "decay": self.decay}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -340,7 +307,7 @@ def check_training_data(train_x: torch.Tensor, train_y: torch.Tensor, batch_size
 @dataclass
 class TrainResult:
     model: nn.Module                       # the raw (unwrapped) model
-    ema: EMA
+    ema: ExponentialMovingAverage
     config: MNISTConfig
     epochs_done: int
     global_step: int
@@ -361,27 +328,212 @@ def _lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], flo
     return f
 
 
-def flow_matching_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Callable, p_uncond: float,
-                        generator: torch.Generator, null_label: int = NUM_CLASSES):
-    """One conditional-flow-matching training batch (Alg. 1 with labels).
+def draw_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Callable, p_uncond: float,
+               generator: torch.Generator, null_label: int = NUM_CLASSES):
+    """The randomness of one conditional-flow-matching batch (Alg. 1 with labels), on checked
+    data: returns ``(x0, t, noise, y_in)``.
 
-    Draws, in this order from ``generator``: x0 ~ N(0, I) of x1's shape, paired
-    to x1 by ``coupling`` inside each class (``x0[perm]`` goes with ``x1``, labels stay
-    with x1; see :func:`flows_torch.paths.couple_within_classes`);
-    t ~ U[0, 1) of shape (N,); the path noise (:meth:`~flows_torch.paths.AffinePath.draw_noise`:
-    only when ``path.sigma > 0``, on the generator's device); and the
-    label-dropout coins.  Returns ``(x_t, t, y_in, u_t)`` where ``y_in`` is ``y``
-    with each label replaced by ``null_label`` with probability ``p_uncond``.
+    Draws, in this order from ``generator``: x0 ~ N(0, I) of x1's shape, paired to x1 by
+    ``coupling`` inside each class (``x0[perm]`` goes with ``x1``, labels stay with x1; the
+    maths of :func:`flows_torch.paths.couple_within_classes`); t ~ U[0, 1) of shape (N,);
+    the path noise (:meth:`~flows_torch.paths.AffinePath.draw_noise`: only when
+    ``path.sigma > 0``); and the label-dropout coins: ``y_in`` is ``y`` with each label
+    replaced by ``null_label`` with probability ``p_uncond``. Nothing here reads a value
+    back to the host, except the OT coupling (solved on the CPU).
     """
     n = x1.shape[0]
     x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-    x0 = x0[couple_within_classes(coupling, x0, x1, y)]
+    pairing = coupling_maths(coupling)
+    if pairing is not identity_permutation:
+        x0 = x0[permutation_within_classes(pairing, x0, x1, y)]
     t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
     noise = path.draw_noise(x1, generator)  # eps ~ N(0, I) only when path.sigma > 0
-    xt, ut = path.sample(x0, x1, t, noise=noise)
     drop = torch.rand(n, generator=generator, device=x1.device) < p_uncond
     y_in = torch.where(drop, torch.full_like(y, null_label), y)
+    return x0, t, noise, y_in
+
+
+def flow_matching_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Callable, p_uncond: float,
+                        generator: torch.Generator, null_label: int = NUM_CLASSES):
+    """One conditional-flow-matching training batch: :func:`draw_batch` then the path,
+    ``(x_t, t, y_in, u_t)`` with ``(x_t, u_t) = path.interpolate(x0, x1, t, noise)``."""
+    x0, t, noise, y_in = draw_batch(x1, y, path, coupling, p_uncond, generator, null_label)
+    xt, ut = path.interpolate(x0, x1, t, noise)
     return xt, t, y_in, ut
+
+
+@dataclass
+class TrainingRun:
+    """Everything one training run holds between steps (built by :func:`setup_run`)."""
+    cfg: MNISTConfig
+    device: torch.device
+    model: nn.Module                       # the raw model, whose state is saved
+    forward: Callable                      # what a step calls: DDP and/or compiled wrapper of model
+    ema: ExponentialMovingAverage
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    path: object
+    coupling: Callable
+    loader: DataLoader
+    sampler: DistributedSampler
+    rank: int = 0
+    world: int = 1
+    ckpt_path: Optional[Path] = None
+    data: Optional[dict] = None            # the data record saved with every checkpoint
+    start_epoch: int = 0
+    global_step: int = 0
+    history: Dict[str, list] = field(default_factory=lambda: {"loss": [], "epoch_loss": [], "epoch_time": [],
+                                                               "lr": []})
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+
+def setup_run(cfg: MNISTConfig, train_x: torch.Tensor, train_y: torch.Tensor, out_dir=None,
+              device: Union[str, torch.device] = "cpu", compile_model: bool = False) -> TrainingRun:
+    """The model, EMA, optimiser, schedule and data of a run of `cfg` on checked data."""
+    from . import paths
+
+    device = torch.device(device)
+    rank, world = dist_info()
+    cuda = device.type == "cuda"
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    data = data_record(train_x, train_y) if ckpt_path is not None else None
+    data_x = train_x.to(device)  # whole tensors on the device, batches by fancy indexing
+    if cuda:
+        data_x = data_x.contiguous(memory_format=torch.channels_last)
+    dataset = TensorDataset(data_x, train_y.to(device).long())
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    loader = DataLoader(dataset, sampler=BatchSampler(sampler, cfg.batch_size, drop_last=True), batch_size=None)
+    model = build_model(cfg).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    ema = ExponentialMovingAverage(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = len(loader) * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
+    net: nn.Module = DDP(model, device_ids=[device.index] if cuda else None) if world > 1 else model
+    forward = torch.compile(net) if compile_model else net
+    coupling = ot_coupling if cfg.coupling == "ot" else independent_coupling
+    return TrainingRun(cfg=cfg, device=device, model=model, forward=forward, ema=ema, opt=opt, sched=sched,
+                       path=paths.LinearPath(sigma=cfg.sigma), coupling=coupling, loader=loader,
+                       sampler=sampler, rank=rank, world=world, ckpt_path=ckpt_path, data=data)
+
+
+def resume_run(run: TrainingRun, say: Callable[[str], None]) -> None:
+    """Continue `run` from its checkpoint (:func:`check_resume`: same configuration and data)."""
+    state = check_resume(run.ckpt_path, run.cfg, run.data, map_location=run.device)
+    if "data" not in state:
+        say(f"warning: {run.ckpt_path} records no data (written before checkpoints did): "
+            f"cannot check that it was trained on these {run.data['size']} images")
+    run.model.load_state_dict(state["model"])
+    run.ema.load_state_dict(state["ema"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    run.start_epoch, run.global_step = int(state["epoch"]), int(state["global_step"])
+    run.history = state.get("history", run.history)
+    say(f"resumed from {run.ckpt_path} after epoch {run.start_epoch} (step {run.global_step})")
+    if run.start_epoch >= run.cfg.epochs:
+        say(f"checkpoint already has {run.start_epoch} >= {run.cfg.epochs} epochs; nothing to train")
+
+
+def checkpoint_state(run: TrainingRun, epochs_done: int) -> dict:
+    """What ``checkpoint.pt`` holds after `epochs_done` complete epochs."""
+    return {"format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "epoch": epochs_done,
+            "global_step": run.global_step, "model": run.model.state_dict(), "ema": run.ema.state_dict(),
+            "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "history": run.history,
+            "torch_version": str(torch.__version__), "data": run.data}
+
+
+def train_step(run: TrainingRun, x1: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One optimiser step on the batch ``(x1, y)``: the flow-matching loss of the library
+    (:func:`flows_torch.fm.velocity_regression_loss`) under bf16 autocast on CUDA, backward,
+    clipping, AdamW, the schedule and the EMA. Returns the loss, detached, on the device."""
+    x0, t, noise, y_in = draw_batch(x1, y, run.path, run.coupling, run.cfg.p_uncond, generator)
+
+    def field(x, t, y):
+        if run.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(run.device):
+            return run.forward(x, t, y)
+
+    loss = velocity_regression_loss(field, run.path, x0, x1, t, y_in, noise)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.opt.step()
+    run.sched.step()
+    run.ema.update()
+    run.global_step += 1
+    return loss.detach()
+
+
+def check_loss(losses: list, step: int) -> float:
+    """The latest loss as a number (a host read: called at progress refreshes only);
+    FloatingPointError when it is not finite."""
+    value = float(losses[-1])
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss became {value} at step {step}; lower --lr")
+    return value
+
+
+def train_epoch(run: TrainingRun, epoch: int, out_of_time: Callable[[], bool], progress: bool,
+                say: Callable[[str], None]) -> Tuple[list, bool]:
+    """One epoch of :func:`train_step`: returns (the steps' losses as numbers, stopped by the
+    time budget). Its randomness (data order, noise, times, coins, dropout masks) is seeded
+    by (seed, epoch, rank), so that a resumed run repeats it exactly."""
+    cfg, steps = run.cfg, run.steps_per_epoch
+    run.sampler.set_epoch(epoch)
+    gen = torch.Generator(device=run.device).manual_seed(_epoch_seed(cfg.seed, epoch, run.rank, 1))
+    run.model.train()
+    losses: list = []
+    bar = run.loader
+    if progress and run.rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+    fork = [run.device.index if run.device.index is not None else torch.cuda.current_device()] if run.cuda else []
+    stopped = False
+    with torch.random.fork_rng(devices=fork):  # dropout masks: seeded per epoch
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch, run.rank, 2))
+        for x1, y in bar:
+            if out_of_time():
+                stopped = True
+                say(f"\ntime budget used up at step {run.global_step} (epoch {epoch + 1}, {len(losses)}/{steps} "
+                    f"steps); stopping - the checkpoint keeps the last complete epoch, sampling uses the weights "
+                    f"reached now")
+                break
+            losses.append(train_step(run, x1, y, gen))
+            if len(losses) % 20 == 0 or len(losses) == steps:  # read the device rarely
+                value = check_loss(losses, run.global_step)
+                if bar is not run.loader:
+                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{run.sched.get_last_lr()[0]:.2e}")
+    if bar is not run.loader:
+        bar.close()
+    return (torch.stack(losses).float().cpu().tolist() if losses else []), stopped
+
+
+def budget_clock(time_budget_s: Optional[float], device: torch.device, world: int) -> Callable[[], bool]:
+    """``out_of_time()``: whether `time_budget_s` seconds have passed since this call (never
+    with None); with several processes every rank follows rank 0's clock."""
+    t_begin = time.perf_counter()
+
+    def out_of_time() -> bool:
+        if time_budget_s is None:
+            return False
+        stop = time.perf_counter() - t_begin > time_budget_s
+        if world > 1:
+            flag = torch.tensor(float(stop), device=device)
+            dist.broadcast(flag, src=0)
+            stop = bool(flag)
+        return stop
+    return out_of_time
 
 
 def train(
@@ -412,135 +564,32 @@ def train(
     checkpoint keeps the last complete epoch (the learning-rate schedule is not
     shortened, so such a model is less converged than a full run).
     """
-    from . import paths  # the shared flow-matching pieces
-
     cfg.validate()
-    device = torch.device(device)
     rank, world = dist_info()
-    is_main = rank == 0
-    say = log if is_main else (lambda *_: None)
+    say = log if rank == 0 else (lambda *_: None)
     check_training_data(train_x, train_y, cfg.batch_size, world)
-    cuda = device.type == "cuda"
-    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    data = data_record(train_x, train_y) if ckpt_path is not None else None  # saved with every checkpoint
-
-    # ---- data: whole tensors on the device, batches by fancy indexing
-    data_x = train_x.to(device)
-    if cuda:
-        data_x = data_x.contiguous(memory_format=torch.channels_last)
-    dataset = TensorDataset(data_x, train_y.to(device).long())
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(dataset, sampler=BatchSampler(sampler, cfg.batch_size, drop_last=True), batch_size=None)
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * cfg.epochs
-
-    # ---- model, EMA, optimiser, schedule
-    model = build_model(cfg).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
-    start_epoch, global_step = 0, 0
-    history: Dict[str, list] = {"loss": [], "epoch_loss": [], "epoch_time": [], "lr": []}
+    run = setup_run(cfg, train_x, train_y, out_dir, device, compile_model)
     if resume:
-        state = check_resume(ckpt_path, cfg, data, map_location=device)
-        if "data" not in state:
-            say(f"warning: {ckpt_path} records no data (written before checkpoints did): "
-                f"cannot check that it was trained on these {data['size']} images")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
-        history = state.get("history", history)
-        say(f"resumed from {ckpt_path} after epoch {start_epoch} (step {global_step})")
-        if start_epoch >= cfg.epochs:
-            say(f"checkpoint already has {start_epoch} >= {cfg.epochs} epochs; nothing to train")
-
-    net: nn.Module = DDP(model, device_ids=[device.index] if cuda else None) if world > 1 else model
-    fwd = torch.compile(net) if compile_model else net
-
-    path = paths.LinearPath(sigma=cfg.sigma)
-    coupling = paths.ot_coupling if cfg.coupling == "ot" else paths.independent_coupling
-    null = NUM_CLASSES  # the label that label dropout substitutes
-
+        resume_run(run, say)
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
-    t_begin = time.perf_counter()
-    stopped_early = False
-
-    def out_of_time() -> bool:
-        if time_budget_s is None:
-            return False
-        stop = torch.tensor(float(time.perf_counter() - t_begin > time_budget_s), device=device)
-        if world > 1:  # every rank follows rank 0's clock
-            dist.broadcast(stop, src=0)
-        return bool(stop)
-
-    for epoch in range(start_epoch, last_epoch):
-        sampler.set_epoch(epoch)
-        gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, rank, 1))
-        model.train()
+    out_of_time = budget_clock(time_budget_s, run.device, world)
+    done, stopped = run.start_epoch, False
+    for epoch in range(run.start_epoch, last_epoch):
         t_start = time.perf_counter()
-        losses: list = []
-        bar = loader
-        if progress and is_main:
-            from tqdm.auto import tqdm
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
-        with torch.random.fork_rng(devices=fork_devices):  # dropout masks: seeded per epoch
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank, 2))
-            for x1, y in bar:
-                if out_of_time():
-                    stopped_early = True
-                    say(f"\ntime budget of {time_budget_s:.0f}s used up at step {global_step} "
-                        f"(epoch {epoch + 1}, {len(losses)}/{steps_per_epoch} steps); stopping - the checkpoint "
-                        f"keeps the last complete epoch, sampling uses the weights reached now")
-                    break
-                xt, t, y_in, ut = flow_matching_batch(x1, y, path, coupling, cfg.p_uncond, gen, null)
-                if cuda:
-                    xt = xt.contiguous(memory_format=torch.channels_last)
-                with autocast_context(device):
-                    v = fwd(xt, t, y_in)
-                loss = F.mse_loss(v.float(), ut.float())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                sched.step()
-                ema.update(model)
-                global_step += 1
-                losses.append(loss.detach())
-                if len(losses) % 20 == 0 or len(losses) == steps_per_epoch:  # sync with the device rarely
-                    lv = float(losses[-1])
-                    if not math.isfinite(lv):
-                        raise FloatingPointError(f"loss became {lv} at step {global_step}; lower --lr")
-                    if bar is not loader:
-                        bar.set_postfix(loss=f"{lv:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        if bar is not loader:
-            bar.close()
-        if stopped_early and not losses:
+        losses, stopped = train_epoch(run, epoch, out_of_time, progress, say)
+        if stopped and not losses:
             break
-        losses = torch.stack(losses).float().cpu().tolist() if losses else []
-        dt = time.perf_counter() - t_start
-        mean_loss = sum(losses) / max(1, len(losses))
-        history["loss"].extend(losses)
-        history["epoch_loss"].append(mean_loss)
-        history["epoch_time"].append(dt)
-        history["lr"].append(sched.get_last_lr()[0])
+        dt, mean_loss = time.perf_counter() - t_start, sum(losses) / max(1, len(losses))
+        for key, value in (("epoch_loss", mean_loss), ("epoch_time", dt), ("lr", run.sched.get_last_lr()[0])):
+            run.history[key].append(value)
+        run.history["loss"].extend(losses)
         say(f"epoch {epoch + 1}/{cfg.epochs}: loss {mean_loss:.4f}  ({len(losses)} steps, {dt:.1f}s)")
-        if stopped_early:
+        if stopped:
             break
-        if ckpt_path is not None and is_main:
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1,
-                "global_step": global_step, "model": model.state_dict(), "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
-                "torch_version": str(torch.__version__), "data": data,
-            })
+        done = epoch + 1
+        if run.ckpt_path is not None and rank == 0:
+            save_checkpoint(run.ckpt_path, checkpoint_state(run, done))
         if world > 1:
             dist.barrier()
-    done = max(start_epoch, epoch if stopped_early else last_epoch)  # complete epochs
-    return TrainResult(model=model, ema=ema, config=cfg, epochs_done=done, global_step=global_step,
-                       history=history, stopped_early=stopped_early)
+    return TrainResult(model=run.model, ema=run.ema, config=cfg, epochs_done=done, global_step=run.global_step,
+                       history=run.history, stopped_early=stopped)

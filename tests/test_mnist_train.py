@@ -12,7 +12,8 @@ import torch
 
 from flows_torch import mnist_sample as ms, mnist_train as mt
 from flows_torch.mnist_sample import guided_velocity, sample_images
-from flows_torch.mnist_train import EMA, MNISTConfig, load_checkpoint, train
+from flows_torch.ema import ExponentialMovingAverage
+from flows_torch.mnist_train import MNISTConfig, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "mnist"
@@ -146,6 +147,31 @@ def test_flow_matching_batch_follows_the_path_and_drops_labels():
     assert key(x0_ind) == pytest.approx(key(x0_ot), abs=1e-5)
 
 
+def test_training_uses_the_library_loss_and_ema(monkeypatch):
+    """The step's loss is flows_torch.fm.velocity_regression_loss (squared norm over the 784
+    pixels, mean over the batch: 784 x a per-pixel MSE) and the EMA is flows_torch.ema's."""
+    from flows_torch import fm
+    x, y = fake_data(32)
+    seen = []
+
+    def spy(v, path, x0, x1, t, y_in, noise):
+        loss = fm.velocity_regression_loss(v, path, x0, x1, t, y_in, noise)
+        x_t, u_t = path.interpolate(x0, x1, t, noise)
+        with torch.no_grad():
+            diff = v(x_t, t, y_in) - u_t
+        seen.append((float(loss.detach()), float((diff * diff).sum() / x1.shape[0]), float((diff * diff).mean())))
+        return loss
+
+    monkeypatch.setattr(mt, "velocity_regression_loss", spy)
+    r = train(tiny_cfg(epochs=1, dropout=0.0), x, y, progress=False, log=lambda *_: None)
+    assert len(seen) == r.global_step == 2 and isinstance(r.ema, ExponentialMovingAverage)
+    for loss, norm_over_pixels, per_pixel in seen[:1]:  # the first step, before any update
+        assert loss == pytest.approx(norm_over_pixels, rel=1e-6)
+        assert loss == pytest.approx(784 * per_pixel, rel=1e-5)
+    assert r.history["loss"] == pytest.approx([s[0] for s in seen], rel=1e-6)
+    assert r.ema.updates == 2
+
+
 # ----------------------------------------------------------------------------- guidance and sampling
 class _Stub(torch.nn.Module):
     """v(x, t, y) = x * (1 + y) + t: easy to predict; y = 10 is the null label."""
@@ -186,13 +212,13 @@ def test_sample_images_shapes_and_reproducibility():
 
 def test_ema_update():
     m = torch.nn.Linear(2, 2)
-    ema = EMA(m, decay=0.5)
+    ema = ExponentialMovingAverage(m, decay=0.5)  # the library's one EMA, as training uses it
     before = {k: v.clone() for k, v in ema.model.state_dict().items()}
     with torch.no_grad():
         for p in m.parameters():
             p.add_(1.0)
-    ema.update(m)  # decay = min(0.5, 2 / 11)
-    d = 2 / 11
+    assert ema.update() == 1 / 10  # the first update: decay = min(0.5, (1 + 0) / (10 + 0))
+    d = 1 / 10
     for k, v in ema.model.state_dict().items():
         torch.testing.assert_close(v, d * before[k] + (1 - d) * m.state_dict()[k])
     assert all(not p.requires_grad for p in ema.model.parameters())
@@ -256,8 +282,8 @@ def _load_example():
     (["--epochs", "-1"], "epochs must be a positive integer"),
     (["--epochs", "0"], "epochs must be a positive integer"),
     (["--model", "resnet"], "invalid choice"),
-    (["--steps", "0"], "--steps must be >= 1"),
-    (["--sigma", "-1"], "sigma must be >= 0"),
+    (["--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["--sigma", "-1"], "sigma must be a finite number >= 0"),
     (["--channel-mult", "1,x"], "comma-separated list"),
     (["--quick", "--smoke"], "not allowed with"),
 ])
@@ -280,13 +306,30 @@ def test_cli_help():
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="offline MNIST copy ../shared/mnist absent")
-def test_cli_smoke_writes_grid_strip_metrics(tmp_path):
-    out = tmp_path / "smoke"
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+def run_smoke(out, *extra, threads="2"):
+    env = dict(os.environ, OMP_NUM_THREADS=threads)
     r = subprocess.run([sys.executable, str(EXAMPLE), "--smoke", "--out", str(out), "--no-progress",
-                        "--data-dir", str(SHARED)], capture_output=True, text=True, timeout=600, env=env)
+                        "--data-dir", str(SHARED), *extra], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+TIMING_KEYS = ("seconds", "load_average", "images_per_s", "cached")
+
+
+def reproducible_part(metrics: dict) -> dict:
+    """metrics.json without its timings and machine load."""
+    return {k: v for k, v in metrics.items() if not any(word in k for word in TIMING_KEYS)}
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="offline MNIST copy ../shared/mnist absent")
+def test_cli_smoke_writes_grid_strip_metrics_and_repeats_them_exactly(tmp_path):
+    out = tmp_path / "smoke"
+    r = run_smoke(out)
+    run_smoke(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    first = json.loads((out / "metrics.json").read_text())
+    assert reproducible_part(first) == reproducible_part(again)  # same seed, same numbers
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
