@@ -55,7 +55,7 @@ from .solvers import METHODS, as_state_field, integrate, solve, time_grid
 from .train import train_loop
 
 __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance",
-           "rings_support", "few_step_quality"]
+           "common_origin", "rings_support", "few_step_quality"]
 
 
 # --------------------------------------------------------------------------- pairs and training
@@ -153,10 +153,32 @@ def _mean_pairwise_distance(a: np.ndarray, b: np.ndarray, exclude_diagonal: bool
     return float(dist.mean())
 
 
+def common_origin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A point near the mean of both sets, rounded to a multiple of ``2**k``, the power of two
+    at or below their spread (the RMS distance to that mean); the mean itself when all the
+    points coincide.
+
+    Distances do not change when both sets move by one vector, but ``|a|^2 + |b|^2 - 2 a.b``
+    loses the digits of ``|a - b|^2`` to cancellation when the points sit far from the
+    origin (a set 1e8 from it keeps none). Measured from this origin every point lies
+    within a few spreads of it. Rounding keeps the origin exactly 0 for sets already about
+    centred (|mean| below half the spread), which then give the very same numbers."""
+    both = np.concatenate([a, b])
+    mean = both.mean(axis=0)
+    spread = np.sqrt(np.mean(np.sum((both - mean) ** 2, axis=1)))
+    if not spread > 0:
+        return mean
+    step = 2.0 ** np.floor(np.log2(spread))
+    return np.round(mean / step) * step
+
+
 def energy_distance(samples, reference) -> float:
     """Unbiased estimate of the squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|``
-    between the (N, D) `samples` and the (M, D) `reference` (N, M >= 2), in float64."""
+    between the (N, D) `samples` and the (M, D) `reference` (N, M >= 2), in float64,
+    with both sets measured from :func:`common_origin` (no cancellation far from 0)."""
     a, b = checks.energy_inputs(samples, reference)
+    origin = common_origin(a, b)
+    a, b = a - origin, b - origin
     return (2.0 * _mean_pairwise_distance(a, b, False) - _mean_pairwise_distance(a, a, True)
             - _mean_pairwise_distance(b, b, True))
 

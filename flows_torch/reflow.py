@@ -21,7 +21,7 @@ from .solvers import METHODS, as_state_field, integrate, solve, time_grid
 from .train import train_loop
 
 __all__ = ["reflow_pairs", "train_on_pairs", "reflow", "straightness", "energy_distance",
-           "rings_support", "few_step_quality"]
+           "common_origin", "rings_support", "few_step_quality"]
 
 
 # --------------------------------------------------------------------------- pairs and training
@@ -103,10 +103,24 @@ def _mean_pairwise_distance(a: torch.Tensor, b: torch.Tensor, exclude_diagonal: 
     return float(dist.mean())
 
 
+def common_origin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The mean of both sets rounded to a multiple of the power of two at or below their
+    spread (see :func:`flows_np.reflow.common_origin`): 0 for sets about centred."""
+    both = torch.cat([a, b])
+    mean = both.mean(dim=0)
+    spread = torch.sqrt(torch.mean(torch.sum((both - mean) ** 2, dim=1)))
+    if not spread > 0:
+        return mean
+    step = 2.0 ** torch.floor(torch.log2(spread))
+    return torch.round(mean / step) * step
+
+
 def energy_distance(samples, reference) -> float:
-    """Unbiased squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` in float64 (see
-    :func:`flows_np.reflow.energy_distance`)."""
+    """Unbiased squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` in float64, both
+    sets measured from :func:`common_origin` (see :func:`flows_np.reflow.energy_distance`)."""
     a, b = checks.energy_inputs(samples, reference)
+    origin = common_origin(a, b)
+    a, b = a - origin, b - origin
     return (2.0 * _mean_pairwise_distance(a, b, False) - _mean_pairwise_distance(a, a, True)
             - _mean_pairwise_distance(b, b, True))
 

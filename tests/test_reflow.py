@@ -195,6 +195,42 @@ def test_energy_distance_separates_distributions():
     assert abs(same) < 0.01 < 0.1 < shifted
 
 
+def _energy_backends():
+    import torch
+
+    from flows_torch import reflow as reflow_torch
+    return [("numpy", energy_distance, np.asarray),
+            ("torch", reflow_torch.energy_distance, torch.as_tensor)]
+
+
+@pytest.mark.parametrize("offset", [1e4, -1e6, 1e8, 3e10])
+def test_energy_distance_does_not_move_with_both_sets(offset):
+    """Distances between the points do not change when both sets move by one vector, and
+    the estimate must not either (no cancellation in |a|^2 + |b|^2 - 2 a.b far from 0).
+    The moved sets are compared with the same points moved back exactly (Sterbenz)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((300, 2)), 0.5 + rng.standard_normal((200, 2))
+    far_a, far_b = a + offset, b + offset
+    near_a, near_b = far_a - offset, far_b - offset  # exactly the far points' differences
+    for name, energy, to in _energy_backends():
+        want = energy(to(near_a), to(near_b))
+        assert 0.1 < want and energy(to(far_a), to(far_b)) == pytest.approx(want, rel=1e-9, abs=1e-12), name
+        # A set against itself: every cross distance is a within-set one, so the unbiased
+        # estimate is exactly -(2 / N) times the mean distance between distinct points.
+        mean = np.mean([np.linalg.norm(p - q) for i, p in enumerate(near_a) for q in near_a[i + 1:]])
+        assert energy(to(far_a), to(far_a)) == pytest.approx(-2.0 / len(a) * mean, rel=1e-9), name
+
+
+def test_energy_distance_of_a_float32_set_with_itself_far_from_the_origin():
+    """The reported case: a float32 set against itself, both 1e4 from the origin."""
+    x = (np.random.default_rng(2).standard_normal((500, 2)) + 1e4).astype(np.float32)
+    centred = x.astype(np.float64) - 1e4  # exact: the same points, moved
+    mean = np.mean(np.linalg.norm(centred[:, None] - centred[None], axis=-1)[np.triu_indices(500, 1)])
+    for name, energy, to in _energy_backends():
+        assert energy(to(x), to(x)) == pytest.approx(-2.0 / 500 * mean, rel=1e-9), name
+        assert abs(energy(to(x), to(x))) < 0.01, name
+
+
 def test_few_step_quality_with_the_rings_support():
     rng = np.random.default_rng(0)
     rings, _ = olympic_rings(400, rng, dtype=np.float64)
