@@ -400,10 +400,21 @@ def path_inputs(path, x0, x1, t, noise):
     return x0, x1, t, (noise if path.sigma > 0 else None)
 
 
+def check_integer_labels(dtype, integer: bool, name: str = "labels") -> None:
+    """Class labels hold integers (`integer`: that fact for the labels' dtype); a float, bool
+    or string dtype is refused."""
+    if not integer:
+        raise ValueError(f"{name} must be integers, got dtype {dtype}")
+
+
 def coupling_inputs(x0, x1, labels=None, *, labelled: bool = False):
-    """A coupling's pair, and with ``labelled`` its (N,) labels (their values are not read)."""
+    """A coupling's pair, and with ``labelled`` its (N,) integer labels (their values are not read)."""
     x0, x1 = check_pair(x0, x1)
-    return (x0, x1, np.asarray(check_labels(labels, x1.shape[0]))) if labelled else (x0, x1)
+    if not labelled:
+        return x0, x1
+    labels = as_array(check_labels(labels, x1.shape[0]))
+    check_integer_labels(labels.dtype, labels.dtype.kind in "iu")
+    return x0, x1, labels
 
 
 def check_mean_std(mean, std) -> tuple[float, float]:
@@ -426,7 +437,25 @@ def check_finite(finite: bool, name: str) -> None:
         raise ValueError(f"{name} must be finite")
 
 
+def check_time_dtype(dtype, floating: bool | None = None) -> None:
+    """Times in [0, 1] need a floating-point `dtype` (an integer one would round them to 0);
+    `floating` is that fact for another backend's dtype, judged here for a numpy one."""
+    _time_dtype_rule(dtype, floating)
+
+
+def _time_dtype_rule(dtype, floating: bool | None) -> None:
+    if floating is None:
+        try:
+            floating = np.dtype(dtype).kind == "f"
+        except TypeError:
+            floating = False
+    if not floating:
+        raise ValueError(f"dtype must be a floating-point dtype for times in [0, 1], got {dtype!r}")
+
+
 def as_uniforms(u, dtype=None) -> np.ndarray:
+    if dtype is not None:
+        check_time_dtype(dtype)
     u = np.asarray(u, dtype=dtype)
     check_unit_interval(bool(np.all(np.isfinite(u)) and np.all((u >= 0) & (u <= 1))), "uniforms")
     return u
@@ -441,12 +470,18 @@ def as_normals(z, dtype=None) -> np.ndarray:
 def logit_normal_inputs(z, mean, std, dtype=None):
     """``(z, mean, std)``: finite standard normals (an array of `dtype`), a finite mean, std > 0."""
     mean, std = check_mean_std(mean, std)
+    if dtype is not None:
+        check_time_dtype(dtype)
     return as_normals(z, dtype), mean, std
 
 
-def time_sampler_inputs(n, mean=0.0, std=1.0) -> int:
-    """A time sampler's count ``n >= 0`` and, for the logit-normal, its mean and std."""
+def time_sampler_inputs(n, mean=0.0, std=1.0, dtype=np.float32, floating: bool | None = None) -> int:
+    """A time sampler's count ``n >= 0``, for the logit-normal its mean and std, and the
+    times' `dtype`, a floating-point one (`floating`: that fact for another backend's dtype;
+    the rule of :func:`check_time_dtype`, applied without a second counted check since a
+    sampler runs once per batch: tests/test_checked_once.py)."""
     check_mean_std(mean, std)
+    _time_dtype_rule(dtype, floating)
     return check_integer(n, "n", minimum=0)
 
 
@@ -1007,3 +1042,103 @@ def progress_event_kind(event) -> str:
     if "kind" not in event:
         raise ValueError(f"progress event must have a 'kind' entry ('batch' or 'epoch'), got keys {list(event)}")
     return event["kind"]
+
+
+# --------------------------------------------------------------------------- the mixture oracle
+def check_affine_path(path, backend: str = "numpy") -> None:
+    """An affine path of the `backend`'s ``paths`` module (its schedule ``alpha, beta,
+    d_alpha, d_beta`` and its ``sigma``); the other backend's paths are refused."""
+    check_backend(path, "path", backend)
+    schedule = ("alpha", "beta", "d_alpha", "d_beta")
+    if not all(callable(getattr(path, name, None)) for name in schedule) or not hasattr(path, "sigma"):
+        package = "flows_np" if backend == "numpy" else "flows_torch"
+        raise TypeError(f"path must be an affine path of {package}.paths (LinearPath(), CosinePath(), ...), "
+                        f"got {type(path).__name__}")
+
+
+def as_real_values(value, name: str) -> np.ndarray:
+    """`value` as a float64 array of finite real numbers (integers allowed)."""
+    array = check_real_array(value, name)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return array.astype(np.float64)
+
+
+def mixture_covariances(covariances, k: int, d: int):
+    """``(eigenvalues (K, D), rotations (K, D, D) or None)`` of the mixture's covariances:
+    (K, D, D) symmetric positive semi-definite, (K, D) diagonal, (K,) or a number isotropic."""
+    c = as_real_values(covariances, "covariances")
+    if c.shape in ((), (k,), (k, d)):
+        variances = np.broadcast_to(c.reshape(c.shape + (1,) * (2 - c.ndim)) if c.ndim == 1 else c, (k, d))
+        if np.any(variances < 0):
+            raise ValueError("covariances: variances must be >= 0")
+        return np.array(variances, dtype=np.float64), None
+    if c.shape != (k, d, d):
+        raise ValueError(f"covariances must have shape ({k}, {d}, {d}), ({k}, {d}), ({k},) or be one number, "
+                         f"got shape {c.shape}")
+    scale = max(float(np.abs(c).max()), 1e-300)
+    if np.abs(c - np.swapaxes(c, 1, 2)).max() > 1e-12 * scale:
+        raise ValueError("covariances must be symmetric matrices")
+    eigenvalues, rotations = np.linalg.eigh(c)
+    if eigenvalues.min() < -1e-12 * scale:
+        raise ValueError(f"covariances must be positive semi-definite; an eigenvalue is {eigenvalues.min():.3g}")
+    return np.maximum(eigenvalues, 0.0), rotations
+
+
+def oracle_inputs(means, covariances, weights, path, backend: str = "numpy"):
+    """``(means (K, D), eigenvalues (K, D), rotations or None, log_weights (K,), path)`` of a
+    :class:`flows_np.oracle.MixtureOracle` (arrays, float64); weights positive and normalised
+    to sum 1; the path one of the `backend`'s."""
+    means = as_real_values(means, "means")
+    if means.ndim != 2 or means.shape[0] == 0 or means.shape[1] == 0:
+        raise ValueError(f"means must have shape (K, D) with K, D >= 1, got shape {means.shape}")
+    k, d = means.shape
+    eigenvalues, rotations = mixture_covariances(covariances, k, d)
+    if weights is None:
+        log_weights = np.full(k, -math.log(k))
+    else:
+        w = as_real_values(weights, "weights")
+        if w.shape != (k,) or np.any(w <= 0):
+            raise ValueError(f"weights must be {k} positive numbers (one per mean), got shape {w.shape}"
+                             + (" with values <= 0" if w.shape == (k,) else ""))
+        log_weights = np.log(w) - math.log(float(np.sum(w)))
+    if path is not None:
+        check_affine_path(path, backend)
+    return means, eigenvalues, rotations, log_weights, path
+
+
+def oracle_query(oracle, x, t, y=None):
+    """``(x float64 (N, D), t float64 (N,))`` of an oracle's checked method; refuses t = 1 where
+    p_1 has no density (a point mass and a path without noise)."""
+    check_backend(x, "x", "numpy")
+    x = check_points(x, "x", nonempty=True)
+    check_model_dim(x.shape, oracle.dim, "x")
+    model_labels(oracle, y, x.shape[0])
+    t = batch_times(check_real_array(t, "t"), x.shape[0], np.float64)
+    check_oracle_time(oracle.singular, lambda: bool(np.any(oracle.path.beta(t) == 0)))
+    return x.astype(np.float64, copy=False), t
+
+
+def check_oracle_time(singular: bool, at_data_end) -> None:
+    """`singular`: the oracle has a point mass and a path without noise; ``at_data_end()``:
+    some time has ``b_t = 0`` (t = 1)."""
+    if singular and at_data_end():
+        raise ValueError("t = 1 with point masses (a zero covariance) and a path without noise (sigma = 0): "
+                         "p_1 is a sum of Dirac deltas and has no density or velocity there; use t < 1")
+
+
+def oracle_sample_inputs(oracle, n, t, rng):
+    """``(n, t (n,), rng)`` of :meth:`flows_np.oracle.MixtureOracle.sample`."""
+    n = check_positive_int(n, "n")
+    t = batch_times(check_real_array(t, "t"), n, np.float64)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    return n, t, rng
+
+
+def rings_oracle_inputs(radial_nodes, width):
+    """The rings quadrature's resolution: 1..64 rings of nodes per annulus, a width in (0, 4]."""
+    radial_nodes = check_positive_int(radial_nodes, "radial_nodes", maximum=64)
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (0 < width <= 4):
+        raise ValueError(f"width must be a number in (0, 4] (the Gaussians' std in node spacings), got {width!r}")
+    return radial_nodes, float(width)

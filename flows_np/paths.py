@@ -272,7 +272,7 @@ def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0, dtype=No
 
 def uniform_t(n: int, rng: np.random.Generator | None = None, dtype=np.float32) -> np.ndarray:
     """``n`` times ``t ~ U[0, 1)`` (Alg. 1), shape (n,)."""
-    n = checks.time_sampler_inputs(n)
+    n = checks.time_sampler_inputs(n, dtype=dtype)
     rng = np.random.default_rng() if rng is None else rng
     return rng.random(n).astype(dtype)
 
@@ -281,6 +281,6 @@ def logit_normal_t(n: int, rng: np.random.Generator | None = None, mean: float =
                    std: float = 1.0, dtype=np.float32) -> np.ndarray:
     """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003),
     shape (n,)."""
-    n = checks.time_sampler_inputs(n, mean, std)
+    n = checks.time_sampler_inputs(n, mean, std, dtype)
     rng = np.random.default_rng() if rng is None else rng
     return logit_normal_t_from_normals(rng.standard_normal(n), mean, std).astype(dtype)

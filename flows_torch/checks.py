@@ -119,7 +119,13 @@ def path_inputs(path, x0, x1, t, noise):
 
 def coupling_inputs(x0, x1, labels=None, *, labelled: bool = False):
     x0, x1 = check_pair(x0, x1)
-    return (x0, x1, check_labels_tensor(labels, x1, None, name="labels")) if labelled else (x0, x1)
+    if not labelled:
+        return x0, x1
+    labels = check_labels_tensor(labels, x1, None, name="labels")
+    integer = labels is not None and not (labels.is_floating_point() or labels.is_complex()
+                                          or labels.dtype == torch.bool)
+    rules.check_integer_labels(getattr(labels, "dtype", None), integer)
+    return x0, x1, labels
 
 
 def as_uniforms(u) -> torch.Tensor:
@@ -135,7 +141,11 @@ def logit_normal_inputs(z, mean, std):
     return z, mean, std
 
 
-time_sampler_inputs = rules.time_sampler_inputs
+def time_sampler_inputs(n, mean=0.0, std=1.0, dtype=None) -> int:
+    """The rule of :func:`flows_np.checks.time_sampler_inputs` for a torch `dtype` (None: the
+    default floating-point dtype)."""
+    floating = dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point)
+    return rules.time_sampler_inputs(n, mean, std, dtype, floating)
 
 
 # --------------------------------------------------------------------------- the velocity model
@@ -346,3 +356,10 @@ check_learning_rate = rules.check_learning_rate
 check_nonnegative_number = rules.check_nonnegative_number
 check_fraction = rules.check_fraction
 check_ema_decay = rules.check_ema_decay
+
+
+def hutchinson_inputs(v, x, t, y, probes, generator):
+    """:func:`divergence_inputs` and a positive integer count of `probes` and a
+    ``torch.Generator`` (or None: a fresh one) for the Hutchinson estimate."""
+    x, t, y = divergence_inputs(v, x, t, y)
+    return x, t, y, check_positive_int(probes, "probes"), check_generator(generator)

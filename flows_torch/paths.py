@@ -211,7 +211,7 @@ def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0) -> torch
 def uniform_t(n: int, generator: torch.Generator | None = None, device=None,
               dtype=None) -> torch.Tensor:
     """``n`` times ``t ~ U[0, 1)`` (Alg. 1), shape (n,)."""
-    n = checks.time_sampler_inputs(n)
+    n = checks.time_sampler_inputs(n, dtype=dtype)
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
 
@@ -219,6 +219,6 @@ def logit_normal_t(n: int, generator: torch.Generator | None = None, mean: float
                    std: float = 1.0, device=None, dtype=None) -> torch.Tensor:
     """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003),
     shape (n,)."""
-    n = checks.time_sampler_inputs(n, mean, std)
+    n = checks.time_sampler_inputs(n, mean, std, dtype)
     z = torch.randn(n, generator=generator, device=device, dtype=dtype)
     return torch.sigmoid(mean + std * z)

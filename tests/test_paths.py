@@ -363,3 +363,44 @@ def test_couple_within_classes_refuses_mismatched_labels():
 
     with pytest.raises(ValueError, match="labels must have shape"):
         couple_within_classes(ot_coupling, np.zeros((4, 2)), np.zeros((4, 2)), np.zeros(3, np.int64))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("labels", [[0.0, 1.0, 0.0, 1.0], [0.5, 1.5, 0.5, 1.5], [True, False, True, False]],
+                         ids=["float-integers", "float", "bool"])
+def test_couple_within_classes_refuses_labels_that_are_not_integers(backend, labels):
+    """Float (even integer-valued) and bool labels are not class ids: refused on both backends
+    with the same words, as the models' label rule does."""
+    mod = paths if backend == "numpy" else tpaths
+    arr = np.asarray if backend == "numpy" else torch.as_tensor
+    x = arr(np.random.default_rng(0).standard_normal((4, 2)))
+    for coupling in (mod.ot_coupling, mod.independent_coupling):
+        with pytest.raises(ValueError, match="labels must be integers, got dtype"):
+            mod.couple_within_classes(coupling, x, x, arr(np.asarray(labels)))
+    assert sorted(mod.couple_within_classes(mod.ot_coupling, x, x, arr(np.array([0, 1, 0, 1]))).tolist()) == \
+        [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, bool, np.complex128, "int16"])
+def test_time_samplers_refuse_a_dtype_that_is_not_floating_point(dtype):
+    """An integer dtype turned every time in [0, 1) into 0 (silently)."""
+    rng = np.random.default_rng(0)
+    for call in (lambda: uniform_t(5, rng, dtype=dtype), lambda: logit_normal_t(5, rng, dtype=dtype),
+                 lambda: paths.uniform_t_from_uniforms([0.25, 0.5], dtype=dtype),
+                 lambda: logit_normal_t_from_normals([0.0, 1.0], dtype=dtype)):
+        with pytest.raises(ValueError, match="dtype must be a floating-point dtype"):
+            call()
+    for floating in (np.float16, np.float32, np.float64, "float64", None):
+        assert uniform_t(3, rng, dtype=floating).dtype.kind == "f"
+        assert logit_normal_t(3, rng, dtype=floating).dtype.kind == "f"
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64, np.float32])
+def test_torch_time_samplers_refuse_a_dtype_that_is_not_a_floating_torch_dtype(dtype):
+    """torch said '"check_uniform_bounds" not implemented for Long' (a foreign error)."""
+    for sampler in (tpaths.uniform_t, tpaths.logit_normal_t):
+        with pytest.raises(ValueError, match="dtype must be a floating-point dtype"):
+            sampler(5, torch.Generator().manual_seed(0), dtype=dtype)
+    for floating in (torch.float16, torch.float32, torch.float64, None):
+        assert tpaths.uniform_t(3, dtype=floating).is_floating_point()
+        assert tpaths.logit_normal_t(3, dtype=floating).is_floating_point()
