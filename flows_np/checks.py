@@ -38,7 +38,8 @@ from .named import Solver
 __all__ = ["as_array", "check_positive_int", "check_coupling_architecture", "check_learning_rate", "check_clip_grad", "check_labels",
            "check_point_facts", "check_points", "check_permutation", "check_eta_min", "check_adam_lr", "check_nonempty",
            "check_real", "check_real_array", "backend_of", "check_backend", "check_state_entries", "array_entries",
-           "check_finite_step", "check_config", "MAX_STEPS"]
+           "check_finite_step", "check_config", "MAX_STEPS", "oracle_inputs", "oracle_query",
+           "oracle_sample_inputs", "solver_choice", "check_adaptive_run"]
 
 
 def as_array(value) -> np.ndarray:
@@ -620,12 +621,27 @@ def check_adaptive_run(fault, t: float, h: float, stats, max_steps: int) -> None
                                  "(check the model and its weights)")
 
 
+def noise_scale_value(value, t) -> float:
+    """The number a callable noise scale returned at `t`; ValueError for an array (of any
+    shape but a 0-d one) or anything that is not a real number. The sampler's noise is
+    isotropic: ``g(t)`` scales every coordinate of every point alike."""
+    if isinstance(value, bool) or np.ndim(value) != 0:
+        raise ValueError(f"g(t) must return one number, got {type(value).__name__} of shape "
+                         f"{tuple(np.shape(value))} at t = {t} (the noise scale is the same for every coordinate)")
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError("a string")
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"g(t) must return a real number, got {value!r} at t = {t}") from err
+
+
 def check_noise_scale(g):
     """``g`` (a number or a callable of the float t) as a function of t that checks its
     values (finite, >= 0)."""
     if callable(g):
         def g_of_t(t):
-            value = float(g(t))
+            value = noise_scale_value(g(t), t)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"g({t}) = {value}: the noise scale must be finite and >= 0")
             return value
@@ -676,16 +692,36 @@ def check_sde_step(x, velocity, step: int, steps: int, t: float) -> None:
                       steps, t)
 
 
-def check_score_time(inside: bool, t) -> None:
-    if not inside:
-        raise ValueError(f"t must lie in [0, 1], got {t}")
+def check_score_facts(velocity_shape, x_shape) -> None:
+    """``score_from_velocity``'s points are (N, D) and its velocity has their shape (no
+    broadcasting of a (1, D) velocity over N points)."""
+    if len(tuple(x_shape)) != 2:
+        raise ValueError(f"x must have shape (N, D), got shape {tuple(x_shape)}")
+    if tuple(velocity_shape) != tuple(x_shape):
+        raise ValueError(f"velocity must have x's shape {tuple(x_shape)}, got shape {tuple(velocity_shape)}")
 
 
-def score_time(t, dtype) -> np.ndarray:
-    """The time of ``score_from_velocity`` as an array of `dtype`, in [0, 1]."""
-    t = np.asarray(t, dtype=dtype)
-    check_score_time(not (np.any(np.isnan(t)) or np.any(t < 0) or np.any(t > 1)), t)
+def score_dtype(x_dtype, x_floating: bool, velocity_dtype, velocity_floating: bool, default):
+    """The dtype the score is computed in: x's when it is floating point, else the velocity's
+    when that is, else `default` (float64): integer points must not round t to an integer."""
+    return x_dtype if x_floating else velocity_dtype if velocity_floating else default
+
+
+def score_time(t, dtype, n: int) -> np.ndarray:
+    """The time of ``score_from_velocity``: a real number or an (n,) array in [0, 1], as `dtype`."""
+    t = check_real_array(t, "t").astype(dtype, copy=False)
+    check_time_facts(t.shape, n, lambda: bool(np.all((t >= 0) & (t <= 1))))
     return t
+
+
+def score_inputs(velocity, x, t):
+    """``(velocity, x, t)`` of ``score_from_velocity``: real (N, D) arrays of one shape, x in a
+    floating dtype (:func:`score_dtype`), t a number or (N,) in [0, 1] of that dtype."""
+    velocity, x = check_real_array(velocity, "velocity"), check_real_array(x, "x")
+    check_score_facts(velocity.shape, x.shape)
+    dtype = score_dtype(x.dtype, x.dtype.kind == "f", velocity.dtype, velocity.dtype.kind == "f", np.float64)
+    x = x.astype(dtype, copy=False)
+    return velocity, x, score_time(t, x.dtype, x.shape[0])
 
 
 # --------------------------------------------------------------------------- likelihood

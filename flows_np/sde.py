@@ -87,12 +87,13 @@ __all__ = ["score_from_velocity", "sample_sde"]
 def score_from_velocity(velocity, x, t, min_gap: float = 1e-5) -> np.ndarray:
     """The score ``s = (t v - x) / (1 - t)`` of the linear path (module docstring).
 
-    `velocity` and `x` are (N, D) arrays, `t` a float or an (N,) array in [0, 1].
+    `velocity` and `x` are (N, D) arrays of one shape, `t` a float or an (N,) array in
+    [0, 1]; computed in x's dtype (integer points: the velocity's, else float64).
     ``1 - t`` is clamped to at least `min_gap` so that ``t = 1`` gives a large but
     finite value instead of a division by zero (the formula itself is 0/0 there).
     """
-    velocity, x = checks.as_array(velocity), checks.as_array(x)
-    return score(velocity, x, checks.score_time(t, x.dtype), min_gap)
+    velocity, x, t = checks.score_inputs(velocity, x, t)
+    return score(velocity, x, t, min_gap)
 
 
 def score(velocity: np.ndarray, x: np.ndarray, t, min_gap: float = 1e-5) -> np.ndarray:
@@ -114,7 +115,8 @@ def sample_sde(v, x0, steps: int = 1000, g=1.0, rng=None, noise=None, y=None,
     x0 : (N, D) noise, ``x0 ~ N(0, I)`` (the source of the path).
     steps : number of steps (``h = 1 / steps``), on the time grid of
         :func:`flows_np.solvers.integrate`.
-    g : noise scale, a number >= 0 or a callable ``g(t) -> number`` of the float t;
+    g : noise scale, a number >= 0 or a callable ``g(t) -> number`` of the float t (one
+        number for every coordinate: an array is refused);
         ``g = 0`` reproduces the Euler ODE sampler (Alg. 2, Eq. 17) exactly.
     rng : ``np.random.Generator`` for the increments (one ``standard_normal((N, D))``
         per stochastic step), or

@@ -33,8 +33,8 @@ __all__ = ["MAX_STEPS", "array_entries", "check_state_entries", "all_finite", "a
            "check_time_interval", "check_velocity_architecture", "coupling_inputs", "divergence_inputs",
            "energy_inputs", "few_step_inputs", "fm_loss_inputs", "is_library_model", "log_prob_inputs", "logit_normal_inputs",
            "maths_of", "model_labels", "model_points", "nll_inputs", "ode_inputs", "ode_state_inputs",
-           "solver_choice", "check_adaptive_run", "pairs_inputs", "path_inputs",
-           "score_time", "sde_inputs", "check_sde_step", "time_sampler_inputs", "training_labels", "as_uniforms", "velocity_inputs",
+           "solver_choice", "check_adaptive_run", "oracle_inputs", "oracle_query", "oracle_sample_inputs", "pairs_inputs", "path_inputs",
+           "score_inputs", "sde_inputs", "check_sde_step", "time_sampler_inputs", "training_labels", "as_uniforms", "velocity_inputs",
            "ema_inputs", "spline_inputs"]
 
 
@@ -203,10 +203,15 @@ def check_sde_step(x: torch.Tensor, velocity, step: int, steps: int, t: float) -
     check_finite_step(all_finite(velocity), "the velocity field returned", step, steps, t)
 
 
-def score_time(t, like: torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
-    rules.check_score_time(not bool(torch.isnan(t).any() or (t < 0).any() or (t > 1).any()), t)
-    return t
+def score_inputs(velocity, x, t):
+    """``(velocity, x, t)`` of ``score_from_velocity`` by the rule of
+    :func:`flows_np.checks.score_inputs`: real (N, D) tensors of one shape, x in a floating
+    dtype, t a number or (N,) in [0, 1] of x's dtype and device."""
+    velocity, x = as_input_tensor(velocity, "velocity"), as_input_tensor(x, "x")
+    rules.check_score_facts(velocity.shape, x.shape)
+    x = x.to(rules.score_dtype(x.dtype, x.is_floating_point(), velocity.dtype, velocity.is_floating_point(),
+                               torch.float64))
+    return velocity, x, as_times(t, x)
 
 
 # --------------------------------------------------------------------------- likelihood
@@ -363,3 +368,33 @@ def hutchinson_inputs(v, x, t, y, probes, generator):
     ``torch.Generator`` (or None: a fresh one) for the Hutchinson estimate."""
     x, t, y = divergence_inputs(v, x, t, y)
     return x, t, y, check_positive_int(probes, "probes"), check_generator(generator)
+
+
+# --------------------------------------------------------------------------- the mixture oracle
+def oracle_inputs(means, covariances, weights, path):
+    """The rule of :func:`flows_np.checks.oracle_inputs` on host copies of tensors (read once,
+    when the oracle is built); the path one of :mod:`flows_torch.paths`."""
+    def host(value):
+        if value is None:
+            return None
+        return as_input_tensor(value, "means").detach().cpu().numpy()
+    return rules.oracle_inputs(host(means), host(covariances), host(weights), path, "torch")
+
+
+def oracle_query(oracle, x, t, y=None):
+    """``(x float64 (N, D), t float64 (N,))`` of an oracle's checked method (the numpy rule)."""
+    x = check_points(as_input_tensor(x, "x"), "x", nonempty=True).to(torch.float64)
+    check_model_dim(x.shape, oracle.dim, "x")
+    model_labels(oracle, y, x)
+    t = as_times(t, x).expand(x.shape[0])
+    rules.check_oracle_time(oracle.singular, lambda: bool((oracle.path.beta(t) == 0).any()))
+    return x, t
+
+
+def oracle_sample_inputs(oracle, n, t, generator):
+    """``(n, t (n,), generator)`` of :meth:`flows_torch.oracle.MixtureOracle.sample`."""
+    n = check_positive_int(n, "n")
+    like = torch.zeros((n, 1), dtype=torch.float64, device=oracle.means.device)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return n, as_times(t, like).expand(n), generator

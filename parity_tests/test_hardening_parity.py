@@ -363,3 +363,71 @@ def test_eta_min_equal_to_lr_is_a_constant_rate(B):
 def test_minigrad_tensor_inputs_are_named_on_the_torch_side():
     with pytest.raises(ValueError, match="x is a Tensor of the numpy backend"):
         t_solvers.integrate(TorchBackend().mlp(), mg.Tensor(points(3)), steps=2)
+
+
+# --------------------------------------------------------------------------- the score, divergence and g(t)
+def test_score_of_integer_points_keeps_t_a_fraction(B):
+    """Integer x: t = 0.9 stays 0.9 (it was cast to x's integer dtype, t = 0, giving -x):
+    s = (0.9 * 10 - 1) / 0.1 = 80 on both backends, in a floating dtype."""
+    x = B.array(np.ones((2, 2), dtype=np.int64))
+    for velocity in (B.array(np.full((2, 2), 10.0)), B.array(np.full((2, 2), 10))):
+        s = B.sde.score_from_velocity(velocity, x, 0.9)
+        assert np.asarray(s).dtype.kind == "f" if B.name == "numpy" else s.is_floating_point()
+        np.testing.assert_allclose(np.asarray(s), np.full((2, 2), 80.0), rtol=1e-6)
+    s = B.sde.score_from_velocity(B.array(np.full((3, 2), 10.0)), B.array(np.ones((3, 2), dtype=np.int32)),
+                                  B.array(np.array([0.0, 0.5, 0.9])))
+    np.testing.assert_allclose(np.asarray(s)[:, 0], [-1.0, 8.0, 80.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("velocity_shape", "x_shape", "t", "match"), [
+    ((1, 2), (5, 2), 0.5, r"velocity must have x's shape \(5, 2\), got shape \(1, 2\)"),
+    ((5, 1), (5, 2), 0.5, r"velocity must have x's shape"),
+    ((2,), (2,), 0.5, r"x must have shape \(N, D\)"),
+    ((5, 2), (5, 2), np.zeros(3), r"t must be a float or an array of shape \(5,\), got shape \(3,\)"),
+    ((5, 2), (5, 2), np.zeros((5, 1)), r"t must be a float or an array of shape \(5,\), got shape \(5, 1\)"),
+    ((5, 2), (5, 2), np.full(5, 1.5), r"t must lie in \[0, 1\]"),
+    ((5, 2), (5, 2), "a", "t must hold real numbers"),
+])
+def test_score_from_velocity_refuses_shapes_that_do_not_match(B, velocity_shape, x_shape, t, match):
+    """A (1, 2) velocity was broadcast over (5, 2) points; a t of 3 times met numpy's or
+    torch's broadcasting message. Now the library's own error, naming the argument."""
+    velocity, x = B.array(np.zeros(velocity_shape)), B.array(np.zeros(x_shape))
+    with pytest.raises(ValueError, match=match):
+        B.sde.score_from_velocity(velocity, x, t if isinstance(t, (str, float)) else B.array(t))
+
+
+@pytest.mark.parametrize(("t", "field_rows", "match"), [
+    (np.zeros(3), 5, r"t must be a float or an array of shape \(5,\), got shape \(3,\)"),
+    (np.zeros((5, 1)), 5, r"t must be a float or an array of shape \(5,\)"),
+    (0.5, 1, r"v returned shape \(1, 2\) for x of shape \(5, 2\)"),
+])
+def test_divergence_refuses_a_time_or_a_velocity_of_the_wrong_shape(B, t, field_rows, match):
+    """Regression lock (already refused by the library before issue 23; kept that way)."""
+    def field(x, t, y=None):
+        return x[:field_rows] * 2.0
+
+    x = B.array(np.zeros((5, 2)))
+    with pytest.raises(ValueError, match=match):
+        B.likelihood.divergence(field, x, t if isinstance(t, float) else B.array(t))
+
+
+@pytest.mark.parametrize(("g", "match"), [
+    (lambda t: np.array([1.0, 2.0]), r"g\(t\) must return one number, got ndarray of shape \(2,\)"),
+    (lambda t: np.array([0.5]), r"g\(t\) must return one number, got ndarray of shape \(1,\)"),
+    (lambda t: torch.tensor([1.0, 2.0]), r"g\(t\) must return one number, got Tensor of shape \(2,\)"),
+    (lambda t: None, r"g\(t\) must return a real number, got None"),
+    (lambda t: "0.5", r"g\(t\) must return a real number, got '0.5'"),
+])
+def test_sample_sde_refuses_a_noise_scale_that_is_not_one_number(B, g, match):
+    """The sampler's noise is isotropic, g(t) one number: an array was 'only 0-dimensional
+    arrays can be converted' (numpy) or 'only one element tensors' (torch). A 0-d array or
+    tensor is a number and is taken."""
+    def field(x, t, y=None):
+        return -x
+
+    x0 = B.array(points(5))
+    with pytest.raises(ValueError, match=match):
+        B.sde.sample_sde(field, x0, steps=3, g=g, **B.seed(0))
+    zero_d = B.sde.sample_sde(field, x0, steps=3, g=lambda t: np.array(0.5), **B.seed(0))
+    plain = B.sde.sample_sde(field, x0, steps=3, g=lambda t: 0.5, **B.seed(0))
+    np.testing.assert_array_equal(np.asarray(zero_d), np.asarray(plain))
