@@ -16,7 +16,8 @@ import torch
 from . import checks, nf
 from .solvers import ODE_METHODS, as_state_field, solve_with
 
-__all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob"]
+__all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob",
+           "hutchinson_divergence", "velocity_and_hutchinson"]
 
 
 def standard_normal_log_prob(z) -> torch.Tensor:
@@ -49,6 +50,35 @@ def velocity_and_divergence(v, x: torch.Tensor, t: torch.Tensor, y=None):
             (grad,) = torch.autograd.grad(out[:, i].sum(), leaf, retain_graph=i < d - 1)
             div = div + grad[:, i]
     return out.detach(), div.detach()
+
+
+def hutchinson_divergence(v, x, t, y=None, probes: int = 1, generator=None) -> torch.Tensor:
+    """Hutchinson's unbiased estimate of ``div v = tr dv/dx``, one per row, shape (N,).
+
+    ``tr A = E[eps^T A eps]`` for any probe with ``E[eps eps^T] = I``; here Rademacher
+    probes (entries +-1 with probability 1/2, drawn from `generator`), the lower-variance
+    choice: ``Var = sum_{i != j} A_ij^2 + A_ij A_ji`` for one probe (no diagonal term).
+    Each row averages `probes` independent probes, one vector-Jacobian product each
+    (instead of the D of :func:`divergence`); its standard error is the sample standard
+    deviation of single-probe estimates over sqrt(probes). Detached.
+    """
+    x, t, y, probes, generator = checks.hutchinson_inputs(v, x, t, y, probes, generator)
+    return velocity_and_hutchinson(v, x, t, y, probes, generator)[1]
+
+
+def velocity_and_hutchinson(v, x: torch.Tensor, t: torch.Tensor, y, probes: int, generator):
+    """The maths of :func:`hutchinson_divergence` on checked inputs: ``(v, estimate)``,
+    the probes drawn from `generator` one (N, D) tensor at a time."""
+    with torch.enable_grad():
+        leaf = x.clone().requires_grad_(True)
+        out = checks.maths_of(v)(leaf, t, y)
+        estimate = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for k in range(probes):
+            signs = torch.randint(0, 2, x.shape, generator=generator, device=generator.device)
+            eps = (2 * signs - 1).to(device=x.device, dtype=x.dtype)
+            (vjp,) = torch.autograd.grad(out, leaf, grad_outputs=eps, retain_graph=k < probes - 1)
+            estimate = estimate + (vjp * eps).sum(dim=1)
+    return out.detach(), (estimate / probes).detach()
 
 
 def log_prob(v, x, steps: int | None = None, method: str = "rk4", y=None,

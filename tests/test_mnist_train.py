@@ -286,6 +286,7 @@ def _load_example():
     (["--sigma", "-1"], "sigma must be a finite number >= 0"),
     (["--channel-mult", "1,x"], "comma-separated list"),
     (["--quick", "--smoke"], "not allowed with"),
+    (["--likelihood", "0"], "--likelihood must be a positive integer, got 0"),
 ])
 def test_cli_rejects_bad_arguments_before_training(tmp_path, capsys, monkeypatch, argv, expected):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what the module would set; restored afterwards
@@ -325,11 +326,13 @@ def reproducible_part(metrics: dict) -> dict:
 @pytest.mark.skipif(not SHARED.is_dir(), reason="offline MNIST copy ../shared/mnist absent")
 def test_cli_smoke_writes_grid_strip_metrics_and_repeats_them_exactly(tmp_path):
     out = tmp_path / "smoke"
-    r = run_smoke(out)
-    run_smoke(tmp_path / "again")
+    r = run_smoke(out, "--likelihood")
+    run_smoke(tmp_path / "again", "--likelihood")
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     first = json.loads((out / "metrics.json").read_text())
     assert reproducible_part(first) == reproducible_part(again)  # same seed, same numbers
+    assert first["likelihood_images"] == 16 and first["bits_per_dim"] > 0 and first["bits_per_dim_standard_error"] > 0
+    assert "bits/dim" in r.stdout
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
