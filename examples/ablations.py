@@ -64,7 +64,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `examples` and the packages importable
     sys.path.insert(0, str(ROOT))
 
-from examples.common.cli_checks import prepare_output_folder, require_non_negative, require_positive, rng_for  # noqa: E402
+from examples.common.cli_checks import (exit_on_output_error, prepare_output_folder, require_non_negative,  # noqa: E402
+                                        require_positive, rng_for)
+from examples.common.report import write_atomic  # noqa: E402
 
 ABLATIONS = ("sigma", "coupling", "path", "time_sampler", "solver", "reflow")
 SIGMAS = (0.0, 0.01, 0.1, 0.5)
@@ -185,7 +187,7 @@ def parse_args(argv=None):
     settings = SMOKE if args.smoke else QUICK if args.quick else DEFAULT
     if args.epochs is not None:
         settings = replace(settings, epochs=args.epochs)
-    args.out = prepare_output_folder(parser, args.out)
+    args.out = prepare_output_folder(parser, args.out, output_files(args.only))
     return args, settings
 
 
@@ -602,9 +604,7 @@ def run(args, s: Settings) -> dict:
     write_report(args.out, s, args.seed, results, entropy, seconds)
     payload = {"settings": asdict(s), "seed": args.seed, "seconds": seconds, "data_entropy": entropy,
                "ablations": results}
-    tmp = args.out / "results.json.tmp"
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2))
-    os.replace(tmp, args.out / "results.json")
+    write_atomic(args.out / "results.json", json.dumps(_jsonable(payload), indent=2))
     return results
 
 
@@ -615,7 +615,8 @@ def output_files(only) -> list:
 
 def main(argv=None) -> int:
     args, settings = parse_args(argv)
-    results = run(args, settings)
+    with exit_on_output_error("ablations.py"):  # a write refused after the checks (a full disk): exit 2
+        results = run(args, settings)
     print_table(results, settings)
     print(f"wrote {', '.join(output_files(args.only))} to {args.out}")
     return 0

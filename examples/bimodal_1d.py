@@ -60,8 +60,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `examples` and the packages importable
     sys.path.insert(0, str(ROOT))
 
-from examples.common.cli_checks import (override_size, prepare_output_folder, require_non_negative,  # noqa: E402
-                                 require_positive, rng_for)
+from examples.common.cli_checks import (exit_on_output_error, override_size, prepare_output_folder,  # noqa: E402
+                                        require_non_negative, require_positive, rng_for)
+from examples.common.report import write_atomic  # noqa: E402
 
 
 # --------------------------------------------------------------------------- settings
@@ -144,7 +145,7 @@ def parse_args(argv=None):
     require_positive(parser, args, "epochs", "points")
     require_non_negative(parser, args, "seed")
     settings = override_size(parser, args, QUICK if args.quick else DEFAULT)
-    args.out = prepare_output_folder(parser, args.out)
+    args.out = prepare_output_folder(parser, args.out, [*FILES, "summary.json"])
     return args, settings
 
 
@@ -377,9 +378,7 @@ def run(args, s: Settings) -> dict:
                        "nll_minus_entropy": gap["nll"] - entropy},
         "files": list(FILES),
     }
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "summary.json")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -402,7 +401,8 @@ def print_summary(summary: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     args, settings = parse_args(argv)
-    summary = run(args, settings)
+    with exit_on_output_error("bimodal_1d.py"):  # a write refused after the checks (a full disk): exit 2
+        summary = run(args, settings)
     print_summary(summary, args.out)
     return 0
 

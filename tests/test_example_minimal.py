@@ -75,7 +75,11 @@ def test_training_lowers_the_held_out_kl_gap(script, argv, margin, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--n-train", "0"], "--n-train must be a positive integer, got 0"),
     (["--batch-size", "-3"], "--batch-size must be a positive integer, got -3"),
-    (["--lr", "nan"], "--lr must be >= 0, got nan"),
+    (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+    (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
+    (["--lr", "0"], "--lr must be a positive finite number, got 0.0"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--n-train", "10", "--batch-size", "128"], "--n-train must be at least the batch size 128, got 10"),
 ])
 def test_bad_arguments_are_rejected_before_work(name, args, message, tmp_path):
     assert_rejected_before_work(MINIMAL / f"{name}.py", tmp_path, args, message)

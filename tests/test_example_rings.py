@@ -35,10 +35,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # a blank 100-dpi figure is ~3 kB; every real figure here is larger
 
 
-def run_rings(*args, timeout=900):
+def run_rings(*args, timeout=900, cwd=ROOT):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+                          timeout=timeout, cwd=cwd, env=env)
 
 
 # --------------------------------------------------------------------------- output checkers
@@ -256,6 +256,35 @@ def test_output_folder_that_cannot_be_created_is_rejected(tmp_path):
     assert "is not a folder" in result.stderr
     assert "[rings]" not in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_points_must_hold_the_nf_batch_of_the_quality_preset_too(tmp_path):
+    out = tmp_path / "out"
+    result = run_rings("--preset", "quality", "--points", "300", "--out", out, timeout=120)
+    assert result.returncode == 2 and "--points must be at least the NF batch size 512, got 300" in result.stderr
+    assert "[rings]" not in result.stdout and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["report.html", "results.json", "nf.npz", "fm_q4_time_steps.png"])
+def test_an_output_name_taken_by_a_folder_is_refused_before_training(tmp_path, name):
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    result = run_rings("--quick", "--no-progress", "--out", out, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (f"rings.py: error: --out {out}: {out / name} is a folder, "
+                                                       "where the run writes a file")
+    assert "[rings]" not in result.stdout and sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_disk_that_fills_up_during_training_ends_with_one_line_and_no_half_file(tmp_path):
+    from tests.example_runner import run_example_with_fault
+
+    out = tmp_path / "out"
+    result = run_example_with_fault(SCRIPT, "nf.npz", "--quick", "--no-progress", "--out", out)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"rings.py: error: cannot write {out / 'nf.npz'}: No space left on device"
+    assert sorted(p.name for p in out.iterdir()) == []  # no checkpoint, no temporary file
 
 
 def test_help_describes_every_option():

@@ -36,8 +36,10 @@ def quality_runs(tmp_path_factory):
     exercise = run_rings("--quick", "--no-progress", "--out", base / "exercise")
     quality = run_rings("--preset", "quality", "--quick", "--no-progress", "--out", base / "quality",
                         "--compare", base / "exercise")
-    alone = run_rings("--preset", "quality", "--quick", "--no-progress", "--out", base / "alone",
-                      "--compare", base / "nothing_here", "--epochs", "1")
+    # no --compare: the default outputs/rings, here relative to a folder that has none
+    (base / "elsewhere").mkdir()
+    alone = run_rings("--preset", "quality", "--quick", "--no-progress", "--out", base / "alone", "--epochs", "1",
+                      cwd=base / "elsewhere")
     return base, exercise, quality, alone
 
 
@@ -67,6 +69,9 @@ def test_quality_report_sets_the_exercise_run_beside_it(quality_runs):
     ref = json.loads((base / "exercise" / "results.json").read_text())
     r = json.loads((base / "quality" / "results.json").read_text())
     assert r["reference"]["found"] and r["reference"]["folder"] == str(base / "exercise")
+    # the terminal says what the run was compared with
+    assert f"[rings] compared with the exercise-preset run in {base / 'exercise'} (seed 0, backend numpy" \
+        in quality.stdout
     report = (base / "quality" / "report.md").read_text()
     table = report.split("## Beside the exercise preset")[1].split("\n## ")[0]
     row = next(line for line in table.splitlines() if line.startswith("| NF: KL gap"))
@@ -85,10 +90,12 @@ def test_quality_report_without_an_exercise_run_says_so(quality_runs):
     base, _, _, alone = quality_runs
     assert alone.returncode == 0, alone.stderr[-3000:]
     r = json.loads((base / "alone" / "results.json").read_text())
-    assert r["reference"] == {"folder": str(base / "nothing_here"), "found": False,
-                              "reason": f"no results.json in {base / 'nothing_here'}"}
+    assert r["reference"] == {"folder": "outputs/rings", "found": False, "reason": "outputs/rings does not exist"}
     report = (base / "alone" / "report.md").read_text()
-    assert "No exercise-preset run to set beside it" in report and "exercise_nf" not in report
+    assert "No exercise-preset run to set beside it (outputs/rings does not exist)" in report
+    assert "exercise_nf" not in report
+    assert ("[rings] compared with no exercise-preset run (outputs/rings does not exist); the report shows this "
+            "run only") in alone.stdout
     assert r["settings"]["epochs"] == 1 and r["settings"]["nf_epochs"] == 0  # --epochs reaches the NF too
 
 
@@ -102,6 +109,53 @@ def test_bad_preset_arguments_fail_before_any_work(tmp_path, args, message):
     result = run_rings("--quick", "--out", out, *[a.format(out=out) for a in args], timeout=120)
     assert result.returncode == 2 and message in result.stderr
     assert not out.exists()
+
+
+def _unusable_compare(base: Path, kind: str) -> Path:
+    """A --compare folder that holds no usable exercise-preset run, of the given kind."""
+    d = base / f"ref_{kind.replace(' ', '_')}"
+    if kind == "missing":
+        return d
+    if kind == "a file":
+        d.write_text("not a folder")
+        return d
+    d.mkdir()
+    content = {"empty folder": None, "corrupt results.json": '{"settings": ', "empty results.json": "",
+               "results.json of {}": "{}", "results.json of a list": "[1, 2]"}[kind]
+    if content is not None:
+        (d / "results.json").write_text(content)
+    return d
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"), ("a file", "is not a folder"), ("empty folder", "no results.json in"),
+    ("corrupt results.json", "could not be read"), ("empty results.json", "could not be read"),
+    ("results.json of {}", "is not a finished run of rings.py"),
+    ("results.json of a list", "is not a finished run of rings.py"),
+])
+def test_an_unusable_compare_folder_that_was_named_is_refused_before_any_work(tmp_path, kind, message):
+    ref = _unusable_compare(tmp_path, kind)
+    out = tmp_path / "out"
+    result = run_rings("--preset", "quality", "--quick", "--out", out, "--compare", ref, timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"rings.py: error: --compare {ref}: ") and message in last
+    assert "[rings]" not in result.stdout and not out.exists()  # refused before any work
+
+
+def test_compare_refuses_a_quality_run_and_a_run_with_foreign_figures(quality_runs, tmp_path):
+    base, exercise, quality, _ = quality_runs
+    assert exercise.returncode == 0 and quality.returncode == 0, quality.stderr[-3000:]
+    result = run_rings("--preset", "quality", "--quick", "--out", tmp_path / "out", "--compare", base / "quality",
+                       timeout=120)
+    assert result.returncode == 2 and "is a run of the quality preset, not the exercise's" in result.stderr
+    mixed = tmp_path / "mixed"
+    import shutil
+    shutil.copytree(base / "exercise", mixed)
+    shutil.copyfile(base / "quality" / "nf_q2_samples.png", mixed / "nf_q2_samples.png")  # another run's figure
+    result = run_rings("--preset", "quality", "--quick", "--out", tmp_path / "out", "--compare", mixed, timeout=120)
+    assert result.returncode == 2 and "nf_q2_samples.png was written by another run" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_only_refuses_a_preset(tmp_path):

@@ -35,7 +35,9 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 
 import minigrad as mg  # noqa: E402
 from minigrad import nn, optim  # noqa: E402
+from examples.common.cli_checks import exit_on_output_error  # noqa: E402
 from examples.minimal.cli import parse_args  # noqa: E402
+from flows_np.files import atomic_path  # noqa: E402
 from flows_np.data import data_entropy, olympic_rings  # noqa: E402
 
 
@@ -138,7 +140,8 @@ def main(argv=None):
         ax.set_title(title)
     fig.suptitle(f"flow matching: KL gap {nll - entropy:.2f} nats (held-out NLL - data entropy)")
     path = out / "fm_samples.png"
-    fig.savefig(path, dpi=120)
+    with exit_on_output_error("fm.py"), atomic_path(path, suffix=".png") as tmp:  # whole or not at all
+        fig.savefig(tmp, dpi=120, format="png")
     return dict(nll_before=before, nll=nll, entropy=entropy, kl_before=before - entropy, kl=nll - entropy,
                 figure=str(path))
 

@@ -27,7 +27,9 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 
 import minigrad as mg  # noqa: E402
 from minigrad import nn, optim  # noqa: E402
+from examples.common.cli_checks import exit_on_output_error  # noqa: E402
 from examples.minimal.cli import parse_args  # noqa: E402
+from flows_np.files import atomic_path  # noqa: E402
 from flows_np.data import data_entropy, olympic_rings  # noqa: E402
 
 
@@ -147,7 +149,8 @@ def main(argv=None):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(*samples.T, s=1)
     ax.set(title=f"normalizing flow: 2000 samples, KL gap {nll - entropy:.2f} nats", aspect="equal")
-    fig.savefig(out / "nf_samples.png", dpi=120)
+    with exit_on_output_error("nf.py"), atomic_path(out / "nf_samples.png", suffix=".png") as tmp:  # whole or not at all
+        fig.savefig(tmp, dpi=120, format="png")
     return dict(nll_before=nll_before, nll=nll, entropy=entropy, kl_before=nll_before - entropy,
                 kl=nll - entropy, figure=str(out / "nf_samples.png"))
 
