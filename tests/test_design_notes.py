@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MATHS_FILES = ("nf", "fm", "paths", "solvers", "splines", "sde", "likelihood", "reflow", "bonus")
+MATHS_FILES = ("nf", "fm", "paths", "solvers", "splines", "sde", "likelihood", "reflow", "bonus", "oracle")
 BACKENDS = ("flows_np", "flows_torch")
 # Maths written once for both backends (generic over the array type), in flows_np only.
 SHARED_MATHS_FILES = ("dopri5",)
