@@ -32,7 +32,8 @@ The spline of one coordinate (NSF Sec. 3.1), on the interval ``[-B, B]``:
       a = h_k (s_k - d_k) + (y - y_k)(d_{k+1} + d_k - 2 s_k)
       b = h_k d_k - (y - y_k)(d_{k+1} + d_k - 2 s_k)
       c = -s_k (y - y_k)
-      xi = 2c / (-b - sqrt(b^2 - 4ac))           (the form that does not cancel)
+      xi = 2c / (-b - sqrt(b^2 - 4ac))   if b >= 0     (the forms that do not cancel:
+      xi = (-b + sqrt(b^2 - 4ac)) / (2a) if b < 0       c <= 0, and a >= -b > 0 when b < 0)
 
   and ``x = x_k + xi w_k``.
 
@@ -111,13 +112,19 @@ def rq_forward(xi, y_k, h_k, s_k, d_k, d_k1) -> mg.Tensor:
 
 def rq_inverse(y, y_k, h_k, s_k, d_k, d_k1) -> mg.Tensor:
     """The ``xi`` in [0, 1] with ``rq_forward(xi, ...) = y``: the root of the quadratic
-    of NSF Eq. 6-8, ``xi = 2c / (-b - sqrt(b^2 - 4ac))``."""
+    of NSF Eq. 6-8, ``xi = 2c / (-b - sqrt(b^2 - 4ac))`` where ``b >= 0`` and the same root
+    as ``(-b + sqrt(b^2 - 4ac)) / (2a)`` where ``b < 0``: there ``-b - sqrt(...)`` would
+    subtract two nearly equal numbers (near the bin's top when ``d_{k+1} >> s_k``)."""
     dy = y - y_k
     curve = d_k1 + d_k - 2 * s_k
     a = h_k * (s_k - d_k) + dy * curve
     b = h_k * d_k - dy * curve
     c = -s_k * dy
-    return 2 * c / (-b - mg.sqrt(b * b - 4 * a * c))
+    root = mg.sqrt(b * b - 4 * a * c)
+    b_positive = b.data >= 0          # each form where it is used, 1 as the other's divisor
+    small_b = 2 * c / mg.where(b_positive, -b - root, 1.0)
+    large_b = (root - b) / (2 * mg.where(b_positive, 1.0, a))
+    return mg.where(b_positive, small_b, large_b)
 
 
 def rq_log_derivative(xi, s_k, d_k, d_k1) -> mg.Tensor:

@@ -55,13 +55,18 @@ def rq_forward(xi, y_k, h_k, s_k, d_k, d_k1):
 
 
 def rq_inverse(y, y_k, h_k, s_k, d_k, d_k1):
-    """The root ``xi = 2c / (-b - sqrt(b^2 - 4ac))`` of NSF Eq. 6-8."""
+    """The root of NSF Eq. 6-8 in [0, 1]: ``xi = 2c / (-b - sqrt(b^2 - 4ac))`` where ``b >= 0``,
+    ``(-b + sqrt(b^2 - 4ac)) / (2a)`` where ``b < 0`` (the forms that do not cancel)."""
     dy = y - y_k
     curve = d_k1 + d_k - 2 * s_k
     a = h_k * (s_k - d_k) + dy * curve
     b = h_k * d_k - dy * curve
     c = -s_k * dy
-    return 2 * c / (-b - torch.sqrt(b * b - 4 * a * c))
+    root = torch.sqrt(b * b - 4 * a * c)
+    b_positive, one = b >= 0, torch.ones_like(b)  # each form where it is used, 1 as the other's
+    small_b = 2 * c / torch.where(b_positive, -b - root, one)
+    large_b = (root - b) / (2 * torch.where(b_positive, one, a))
+    return torch.where(b_positive, small_b, large_b)
 
 
 def rq_log_derivative(xi, s_k, d_k, d_k1):

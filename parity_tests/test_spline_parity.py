@@ -229,3 +229,19 @@ def test_valid_edge_settings_give_a_monotone_invertible_spline(backend, kwargs):
     y, back = (np.asarray(v.detach().numpy() if backend == "torch" else v.data) for v in (y, back))
     assert np.all(np.isfinite(y)) and np.all(np.diff(y, axis=1) > 0)
     np.testing.assert_allclose(back, x, rtol=0, atol=1e-9 * bound)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_both_backends_invert_a_b_negative_bin_within_its_conditioning(backend):
+    """tests/test_splines.py::test_the_inverse_root_does_not_cancel_where_b_is_negative on both
+    backends: near the top of a bin with ``d_{k+1} = 50 >> s_k = 0.001`` the root must not be
+    taken in the cancelling form (280 times the conditioning bound; the stable form ~1/40)."""
+    module, tensor = BACKENDS[backend]
+    xi = np.linspace(0.0, 1.0, 401)
+    w, y_k, h, d_k, d_k1 = 1.0, -0.3, 0.001, 1.0, 50.0
+    knot = [tensor(np.full_like(xi, v)) for v in (y_k, h, h / w, d_k, d_k1)]
+    y = module.rq_forward(tensor(xi), *knot)
+    slope = np.exp(np.asarray(module.rq_log_derivative(tensor(xi), *knot[2:]).numpy()))
+    y_values = np.asarray(y.numpy())
+    limit = 16 * np.finfo(np.float64).eps * ((np.abs(y_values) + h) / (slope * w) + 1)
+    assert np.max(np.abs(np.asarray(module.rq_inverse(y, *knot).numpy()) - xi) / limit) <= 1.0

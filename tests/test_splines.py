@@ -2,8 +2,9 @@
 
 Properties, each over Hypothesis draws of shapes, bins, bounds and random parameters:
 
-* invertibility to 1e-10 everywhere: inside, in the identity tails, exactly on every knot
-  and on the interval's ends, in both directions;
+* invertibility everywhere: inside, in the identity tails, exactly on every knot and on the
+  interval's ends, in both directions, to the accuracy the spline's conditioning allows
+  (a bound per point from its slope g' and the slope of log g', see ``round_trip_excess``);
 * the closed-form log-det (NSF Eq. 5) equals the slogdet of a brute-force Jacobian (per
   point autodiff of the forward formula, and central differences for a whole flow);
 * monotonicity (strictly increasing, positive derivative);
@@ -27,6 +28,8 @@ from flows_np.splines import RationalQuadraticCoupling, SplineFlow, rational_qua
 
 CHECK = settings(deadline=None, max_examples=30)
 TOL = 1e-10
+EPS = np.finfo(np.float64).eps
+ROUNDINGS = 16  # C of the round-trip bounds (round_trip_excess)
 
 
 # --------------------------------------------------------------------------- cases
@@ -82,6 +85,45 @@ def round_trip_errors(params, bound, rng) -> dict:
     forth, _ = spline(z2, p2, bound)
     return {name: worst(error) for name, error in
             dict(x=back - x, y=forth - y2, log_det=log_forward + log_inverse).items()}
+
+
+def round_trip_excess(params, bound, rng) -> dict:
+    """The worst ratio, over the probe points, of each round-trip error to the bound that the
+    spline's conditioning sets (at most 1 passes). With ``C = ROUNDINGS`` and ``B`` the bound:
+
+    * ``|g^{-1}(g(x)) - x| <= C eps B (1 / g'(x) + 1)``: ``g(x)`` is computed to a few
+      roundings of numbers of size <= B, and ``g^{-1}`` amplifies an error of its input by
+      ``1 / g'``; its own roundings (``y - y_k``, the root, ``x_k + xi w_k``) add the same
+      kinds of terms;
+    * ``|log g'(x) + log (g^{-1})'(g(x))| <= |(log g')'(x)| (the x bound) + C eps``: the
+      inverse evaluates ``log g'`` at its own answer, off by the x error, and each direction
+      rounds its sum of logs;
+    * ``|g(g^{-1}(y)) - y| <= C eps B (1 + g'(g^{-1}(y)))``: ``g`` amplifies the inverse's
+      rounding ``eps B`` by ``g'``, while the inverse's ``1 / g'`` is undone by it.
+
+    ``g'`` comes from the closed form, ``(log g')'`` from autodiff of it. C counts the
+    roundings on the way with room to spare: the measured worst ratio with C = 1 is 4.8 over
+    2,000 draws of raw scale <= 2 (this file's cases), 6.8 at scale <= 4, 8.8 at scale 8;
+    the old root form ``2c / (-b - sqrt(b^2 - 4ac))`` everywhere gave 29 and 147 (300 draws each)."""
+    x = probe_points(params, bound, rng)
+    p = broadcast(params, x.shape[1])
+    leaf = mg.Tensor(x, requires_grad=True)
+    y, log_forward = splines.rq_spline(leaf, *(mg.Tensor(q) for q in p), bound, False,
+                                       min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3)
+    mg.sum(log_forward).backward()  # elementwise: the gradient is (log g')'(x)
+    log_slope_derivative, y, log_forward = leaf.grad, y.data, log_forward.data
+    back, log_inverse = spline(y, p, bound, inverse=True)
+    x_bound = ROUNDINGS * EPS * bound * (np.exp(-log_forward) + 1)
+    log_det_bound = np.abs(log_slope_derivative) * x_bound + ROUNDINGS * EPS
+    _, ys = knots(params, bound)
+    y2 = np.concatenate([ys, rng.uniform(-1.3 * bound, 1.3 * bound, ys.shape)], axis=1)
+    p2 = broadcast(params, y2.shape[1])
+    z2, log_inverse2 = spline(y2, p2, bound, inverse=True)
+    forth, _ = spline(z2, p2, bound)
+    y_bound = ROUNDINGS * EPS * bound * (1 + np.exp(-log_inverse2))
+    return {name: worst(error / limit) for name, error, limit in
+            (("x", back - x, x_bound), ("log_det", log_forward + log_inverse, log_det_bound),
+             ("y", forth - y2, y_bound))}
 
 
 def worst(error: np.ndarray) -> float:
@@ -147,8 +189,52 @@ def coupling_log_det_error(dim, seed) -> float:
 @CHECK
 @given(case=spline_cases())
 def test_invertible_everywhere_including_tails_and_knots(case):
-    errors = round_trip_errors(*case)
-    assert errors["x"] <= TOL and errors["y"] <= TOL and errors["log_det"] <= TOL, errors
+    excess = round_trip_excess(*case)
+    assert max(excess.values()) <= 1.0, excess
+
+
+STORED_DRAWS = {  # seed, raw scale, N splines, K bins, bound B: draws of spline_cases, rebuilt by stored_draw
+    "missed 1e-10 (conditioning)": (563428878, 1.9601083211130874, 6, 10, 0.5),
+    "b < 0 bins (the old root form: 1.76 times its bound)": (3067754955, 1.431803574329954, 4, 6, 1.0),
+}
+
+
+def stored_draw(seed, scale, n, n_bins, bound):
+    rng = np.random.default_rng(seed)
+    return tuple(scale * rng.normal(size=(n, k)) for k in (n_bins, n_bins, n_bins - 1)), bound, rng
+
+
+@pytest.mark.parametrize("name", STORED_DRAWS)
+def test_stored_draws_are_invertible_within_their_conditioning(name):
+    excess = round_trip_excess(*stored_draw(*STORED_DRAWS[name]))
+    assert max(excess.values()) <= 1.0, excess
+
+
+def test_the_draw_that_missed_1e_10_misses_it_by_its_conditioning_only():
+    """6 splines, K = 10, B = 0.5: the log-det round trip misses a flat 1e-10 (1.9e-10). Its
+    worst point sits in a bin of width 0.985 and height 0.0011 (slope ~1e-3), where g^{-1}
+    amplifies the rounding of g(x) a thousandfold and log g' changes fast. Solving the same
+    quadratic for the same float y in 50 digits gives the same error (1.86e-10 of 1.92e-10):
+    the arithmetic is not at fault, the flat tolerance was. Within the bound the
+    conditioning sets it passes (test_stored_draws_are_invertible_within_their_conditioning)."""
+    assert round_trip_errors(*stored_draw(*STORED_DRAWS["missed 1e-10 (conditioning)"]))["log_det"] > TOL
+
+
+def test_the_inverse_root_does_not_cancel_where_b_is_negative():
+    """Near the top of a bin whose end slope is far above its mean slope (``d_{k+1} = 50``,
+    ``s_k = 0.001``), ``b = h d_k - (y - y_k)(d_{k+1} + d_k - 2 s_k) < 0`` and the form
+    ``2c / (-b - sqrt(b^2 - 4ac))`` subtracts two nearly equal numbers: its xi is off by up to
+    ~eps d_{k+1} / s_k, 280 times the conditioning bound ``C eps ((|y| + h) / (g' w) + 1)``
+    (the roundings of y and y - y_k amplified by ``1 / (g' w)``, plus the root's own). The root
+    in the form ``(-b + sqrt(b^2 - 4ac)) / (2a)`` there stays about 40 times inside it."""
+    xi = np.linspace(0.0, 1.0, 401)
+    w, y_k, h, d_k, d_k1 = 1.0, -0.3, 0.001, 1.0, 50.0
+    knot = [mg.Tensor(np.full_like(xi, v)) for v in (y_k, h, h / w, d_k, d_k1)]
+    y = splines.rq_forward(mg.Tensor(xi), *knot)
+    assert np.mean(h * d_k - (y.data - y_k) * (d_k1 + d_k - 2 * h / w) < 0) > 0.8
+    slope = np.exp(splines.rq_log_derivative(mg.Tensor(xi), *knot[2:]).data)
+    limit = ROUNDINGS * EPS * ((np.abs(y.data) + h) / (slope * w) + 1)
+    assert np.max(np.abs(splines.rq_inverse(y, *knot).data - xi) / limit) <= 1.0
 
 
 def test_round_trip_on_exact_knots_and_ends_lands_on_knots():
