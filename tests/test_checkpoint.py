@@ -147,3 +147,19 @@ def test_a_spline_checkpoint_names_every_differing_setting_and_loads_into_its_ow
     load_checkpoint(path, target)
     x = np.random.default_rng(2).normal(size=(50, 2)) * 1.5
     np.testing.assert_array_equal(target.log_prob(x).data, saved.log_prob(x).data)
+
+
+def test_a_spline_checkpoint_written_before_the_whole_configuration_is_judged_by_what_it_records(tmp_path):
+    """Files written when a spline flow recorded only its coupling's class (and examples/ their
+    constructor config: bins, bound, conditioner): those settings are compared, the floors and
+    slopes they do not record cannot be, and such a file loads into a flow that agrees on the rest."""
+    path = tmp_path / "old.npz"
+    flow = spline_flow(0)
+    old_architecture = dict(dim=2, n_couplings=2, coupling="RationalQuadraticCoupling")
+    checkpoint.write_archive(path, dict(flow.state_dict()), "SplineFlow",
+                             {"kind": "spline", "hidden": 6, "n_blocks": 1, "n_bins": 4, "bound": 2.0}, None,
+                             "numpy", old_architecture)
+    with pytest.raises(ValueError, match=r"another configuration: bound: file 2\.0, model 3\.0$"):
+        load_checkpoint(path, spline_flow(1, bound=3.0))
+    target = spline_flow(1, min_derivative=0.01)
+    assert load_checkpoint(path, target)[0]["kind"] == "spline"
