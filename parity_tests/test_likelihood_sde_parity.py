@@ -178,3 +178,26 @@ def test_reflow_measures_parity():
     for k in qa:
         for key in qa[k]:
             assert abs(qa[k][key] - qb[k][key]) < ATOL, (k, key)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_frozen_parameter_stays_frozen_through_the_likelihood(backend):
+    """divergence, log_prob and nll take gradients in x only; each parameter's requires_grad
+    comes back as it was: a frozen one stays frozen (not restored to True), a trainable one
+    stays trainable, and no .grad appears (both backends)."""
+    model_np, model_torch = twin_models(0, conditional=False, fourier=False)
+    lik, model = (lik_np, model_np) if backend == "numpy" else (lik_torch, model_torch)
+    parameters = list(model.parameters())
+    frozen = {0, len(parameters) - 1}  # the first and the last (the output layer's bias)
+    for i in frozen:
+        if backend == "numpy":
+            parameters[i].requires_grad = False
+        else:
+            parameters[i].requires_grad_(False)
+    x = np.random.default_rng(1).standard_normal((6, 2))
+    x = x if backend == "numpy" else torch.from_numpy(x)
+    for run in (lambda: lik.divergence(model, x, 0.5), lambda: lik.log_prob(model, x, steps=2),
+                lambda: lik.nll(model, x, steps=2)):
+        run()
+        assert [p.requires_grad for p in parameters] == [i not in frozen for i in range(len(parameters))]
+        assert all(p.grad is None for p in parameters)
