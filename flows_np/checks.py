@@ -408,9 +408,25 @@ def check_integer_labels(dtype, integer: bool, name: str = "labels") -> None:
         raise ValueError(f"{name} must be integers, got dtype {dtype}")
 
 
-def coupling_inputs(x0, x1, labels=None, *, labelled: bool = False):
-    """A coupling's pair, and with ``labelled`` its (N,) integer labels (their values are not read)."""
+#: What a numpy sampler takes as its source of randomness (the words of its errors).
+NUMPY_GENERATOR = "a numpy Generator (np.random.default_rng(seed))"
+
+
+def check_random_source(ok: bool, value, name: str = "rng", kind: str = NUMPY_GENERATOR) -> None:
+    """A source of randomness: None or `kind` (`ok`: that fact for `value`)."""
+    _random_source_rule(ok, value, name, kind)
+
+
+def _random_source_rule(ok: bool, value, name: str, kind: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {kind} or None, got {type(value).__name__}")
+
+
+def coupling_inputs(x0, x1, labels=None, *, labelled: bool = False, rng=None):
+    """A coupling's pair, with ``labelled`` its (N,) integer labels (their values are not
+    read), and the independent coupling's `rng` (None or a numpy Generator)."""
     x0, x1 = check_pair(x0, x1)
+    _random_source_rule(rng is None or isinstance(rng, np.random.Generator), rng, "rng", NUMPY_GENERATOR)
     if not labelled:
         return x0, x1
     labels = as_array(check_labels(labels, x1.shape[0]))
@@ -476,13 +492,18 @@ def logit_normal_inputs(z, mean, std, dtype=None):
     return as_normals(z, dtype), mean, std
 
 
-def time_sampler_inputs(n, mean=0.0, std=1.0, dtype=np.float32, floating: bool | None = None) -> int:
-    """A time sampler's count ``n >= 0``, for the logit-normal its mean and std, and the
-    times' `dtype`, a floating-point one (`floating`: that fact for another backend's dtype;
-    the rule of :func:`check_time_dtype`, applied without a second counted check since a
-    sampler runs once per batch: tests/test_checked_once.py)."""
+def time_sampler_inputs(n, mean=0.0, std=1.0, dtype=np.float32, rng=None, *, floating: bool | None = None,
+                        source_ok: bool | None = None, source: str = "rng", kind: str = NUMPY_GENERATOR) -> int:
+    """A time sampler's count ``n >= 0``, for the logit-normal its mean and std, the times'
+    `dtype` (a floating-point one: :func:`check_time_dtype`) and its `rng` (None or a numpy
+    Generator: :func:`check_random_source`). Another backend reports the facts itself
+    (`floating`, `source_ok`) and names its source. The two rules run without a counted
+    check of their own, since a sampler runs once per batch (tests/test_checked_once.py)."""
     check_mean_std(mean, std)
     _time_dtype_rule(dtype, floating)
+    if source_ok is None:
+        source_ok = rng is None or isinstance(rng, np.random.Generator)
+    _random_source_rule(source_ok, rng, source, kind)
     return check_integer(n, "n", minimum=0)
 
 
@@ -714,9 +735,17 @@ def score_time(t, dtype, n: int) -> np.ndarray:
     return t
 
 
-def score_inputs(velocity, x, t):
+def check_min_gap(min_gap) -> None:
+    """The score's floor on ``1 - t``: a finite number > 0 (0 divides by zero at t = 1)."""
+    if isinstance(min_gap, bool) or not isinstance(min_gap, numbers.Real) or not (0 < min_gap < math.inf):
+        raise ValueError(f"min_gap must be a finite number > 0, got {min_gap!r}")
+
+
+def score_inputs(velocity, x, t, min_gap=1e-5):
     """``(velocity, x, t)`` of ``score_from_velocity``: real (N, D) arrays of one shape, x in a
-    floating dtype (:func:`score_dtype`), t a number or (N,) in [0, 1] of that dtype."""
+    floating dtype (:func:`score_dtype`), t a number or (N,) in [0, 1] of that dtype, and
+    `min_gap` (:func:`check_min_gap`)."""
+    check_min_gap(min_gap)
     velocity, x = check_real_array(velocity, "velocity"), check_real_array(x, "x")
     check_score_facts(velocity.shape, x.shape)
     dtype = score_dtype(x.dtype, x.dtype.kind == "f", velocity.dtype, velocity.dtype.kind == "f", np.float64)

@@ -178,7 +178,7 @@ def independent_coupling(x0, x1, rng: np.random.Generator | None = None) -> np.n
     without `rng` the pairing is the identity; with `rng` it is a uniformly random
     permutation (the same distribution of pairs, other randomness).
     """
-    x0, x1 = checks.coupling_inputs(x0, x1)
+    x0, x1 = checks.coupling_inputs(x0, x1, rng=rng)
     if rng is None:
         return identity_permutation(x0, x1)
     return rng.permutation(x1.shape[0]).astype(np.int64)
@@ -272,7 +272,7 @@ def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0, dtype=No
 
 def uniform_t(n: int, rng: np.random.Generator | None = None, dtype=np.float32) -> np.ndarray:
     """``n`` times ``t ~ U[0, 1)`` (Alg. 1), shape (n,)."""
-    n = checks.time_sampler_inputs(n, dtype=dtype)
+    n = checks.time_sampler_inputs(n, dtype=dtype, rng=rng)
     rng = np.random.default_rng() if rng is None else rng
     return rng.random(n).astype(dtype)
 
@@ -281,6 +281,6 @@ def logit_normal_t(n: int, rng: np.random.Generator | None = None, mean: float =
                    std: float = 1.0, dtype=np.float32) -> np.ndarray:
     """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003),
     shape (n,)."""
-    n = checks.time_sampler_inputs(n, mean, std, dtype)
+    n = checks.time_sampler_inputs(n, mean, std, dtype, rng)
     rng = np.random.default_rng() if rng is None else rng
     return logit_normal_t_from_normals(rng.standard_normal(n), mean, std).astype(dtype)

@@ -92,7 +92,7 @@ def score_from_velocity(velocity, x, t, min_gap: float = 1e-5) -> np.ndarray:
     ``1 - t`` is clamped to at least `min_gap` so that ``t = 1`` gives a large but
     finite value instead of a division by zero (the formula itself is 0/0 there).
     """
-    velocity, x, t = checks.score_inputs(velocity, x, t)
+    velocity, x, t = checks.score_inputs(velocity, x, t, min_gap)
     return score(velocity, x, t, min_gap)
 
 

@@ -117,8 +117,10 @@ def path_inputs(path, x0, x1, t, noise):
     return x0, x1, t, (noise if path.sigma > 0 else None)
 
 
-def coupling_inputs(x0, x1, labels=None, *, labelled: bool = False):
+def coupling_inputs(x0, x1, labels=None, *, labelled: bool = False, generator=None):
     x0, x1 = check_pair(x0, x1)
+    rules.check_random_source(generator is None or isinstance(generator, torch.Generator), generator,
+                              "generator", TORCH_GENERATOR)
     if not labelled:
         return x0, x1
     labels = check_labels_tensor(labels, x1, None, name="labels")
@@ -141,11 +143,17 @@ def logit_normal_inputs(z, mean, std):
     return z, mean, std
 
 
-def time_sampler_inputs(n, mean=0.0, std=1.0, dtype=None) -> int:
+#: What a torch sampler takes as its source of randomness (the words of its errors).
+TORCH_GENERATOR = "a torch.Generator (torch.Generator().manual_seed(seed))"
+
+
+def time_sampler_inputs(n, mean=0.0, std=1.0, dtype=None, generator=None) -> int:
     """The rule of :func:`flows_np.checks.time_sampler_inputs` for a torch `dtype` (None: the
-    default floating-point dtype)."""
+    default floating-point dtype) and a torch `generator` (None or a ``torch.Generator``)."""
     floating = dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point)
-    return rules.time_sampler_inputs(n, mean, std, dtype, floating)
+    source_ok = generator is None or isinstance(generator, torch.Generator)
+    return rules.time_sampler_inputs(n, mean, std, dtype, generator, floating=floating, source_ok=source_ok,
+                                     source="generator", kind=TORCH_GENERATOR)
 
 
 # --------------------------------------------------------------------------- the velocity model
@@ -203,11 +211,12 @@ def check_sde_step(x: torch.Tensor, velocity, step: int, steps: int, t: float) -
     check_finite_step(all_finite(velocity), "the velocity field returned", step, steps, t)
 
 
-def score_inputs(velocity, x, t):
+def score_inputs(velocity, x, t, min_gap=1e-5):
     """``(velocity, x, t)`` of ``score_from_velocity`` by the rule of
     :func:`flows_np.checks.score_inputs`: real (N, D) tensors of one shape, x in a floating
     dtype, t a number or (N,) in [0, 1] of x's dtype and device."""
     velocity, x = as_input_tensor(velocity, "velocity"), as_input_tensor(x, "x")
+    rules.check_min_gap(min_gap)
     rules.check_score_facts(velocity.shape, x.shape)
     x = x.to(rules.score_dtype(x.dtype, x.is_floating_point(), velocity.dtype, velocity.is_floating_point(),
                                torch.float64))

@@ -134,7 +134,7 @@ class CosinePath(AffinePath):
 def independent_coupling(x0, x1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Identity pairing without `generator` (noise is independent of data already), else a
     random permutation drawn with it. LongTensor (N,) on x1's device."""
-    x0, x1 = checks.coupling_inputs(x0, x1)
+    x0, x1 = checks.coupling_inputs(x0, x1, generator=generator)
     if generator is None:
         return identity_permutation(x0, x1)
     return torch.randperm(x1.shape[0], generator=generator, device=generator.device).to(x1.device)
@@ -211,7 +211,7 @@ def logit_normal_t_from_normals(z, mean: float = 0.0, std: float = 1.0) -> torch
 def uniform_t(n: int, generator: torch.Generator | None = None, device=None,
               dtype=None) -> torch.Tensor:
     """``n`` times ``t ~ U[0, 1)`` (Alg. 1), shape (n,)."""
-    n = checks.time_sampler_inputs(n, dtype=dtype)
+    n = checks.time_sampler_inputs(n, dtype=dtype, generator=generator)
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
 
@@ -219,6 +219,6 @@ def logit_normal_t(n: int, generator: torch.Generator | None = None, mean: float
                    std: float = 1.0, device=None, dtype=None) -> torch.Tensor:
     """``n`` logit-normal times ``t = sigmoid(mean + std z)``, ``z ~ N(0, 1)`` (seed 003),
     shape (n,)."""
-    n = checks.time_sampler_inputs(n, mean, std, dtype)
+    n = checks.time_sampler_inputs(n, mean, std, dtype, generator)
     z = torch.randn(n, generator=generator, device=device, dtype=dtype)
     return torch.sigmoid(mean + std * z)

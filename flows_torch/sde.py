@@ -29,7 +29,7 @@ def score_from_velocity(velocity, x, t, min_gap: float = 1e-5) -> torch.Tensor:
     """The score ``s = (t v - x) / (1 - t)`` of the linear path, ``1 - t`` clamped to at
     least `min_gap`; x's dtype, or for integer points the velocity's, else float64 (see
     :func:`flows_np.sde.score_from_velocity`)."""
-    velocity, x, t = checks.score_inputs(velocity, x, t)
+    velocity, x, t = checks.score_inputs(velocity, x, t, min_gap)
     return score(velocity, x, t, min_gap)
 
 

@@ -396,6 +396,14 @@ def test_score_from_velocity_refuses_shapes_that_do_not_match(B, velocity_shape,
         B.sde.score_from_velocity(velocity, x, t if isinstance(t, (str, float)) else B.array(t))
 
 
+@pytest.mark.parametrize("min_gap", [0, 0.0, -1e-5, float("nan"), float("inf"), "1e-5", None, True])
+def test_score_from_velocity_refuses_a_min_gap_that_is_not_positive(B, min_gap):
+    """min_gap = 0 divided 0 by 0 at t = 1 (NaN, with a RuntimeWarning)."""
+    x = B.array(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="min_gap must be a finite number > 0"):
+        B.sde.score_from_velocity(x, x, 1.0, min_gap=min_gap)
+
+
 @pytest.mark.parametrize(("t", "field_rows", "match"), [
     (np.zeros(3), 5, r"t must be a float or an array of shape \(5,\), got shape \(3,\)"),
     (np.zeros((5, 1)), 5, r"t must be a float or an array of shape \(5,\)"),

@@ -404,3 +404,19 @@ def test_torch_time_samplers_refuse_a_dtype_that_is_not_a_floating_torch_dtype(d
     for floating in (torch.float16, torch.float32, torch.float64, None):
         assert tpaths.uniform_t(3, dtype=floating).is_floating_point()
         assert tpaths.logit_normal_t(3, dtype=floating).is_floating_point()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("bad", [5, "seed", np.random.RandomState(0), "other backend's"])
+def test_time_samplers_and_the_independent_coupling_refuse_a_bad_source_of_randomness(backend, bad):
+    """An int, a string, a legacy RandomState or the other backend's generator met
+    AttributeError ('int' object has no attribute 'random') or torch's argument message."""
+    mod = paths if backend == "numpy" else tpaths
+    name = "rng" if backend == "numpy" else "generator"
+    if bad == "other backend's":
+        bad = torch.Generator() if backend == "numpy" else np.random.default_rng(0)
+    x = np.zeros((3, 2)) if backend == "numpy" else torch.zeros((3, 2))
+    for call in (lambda: mod.uniform_t(3, bad), lambda: mod.logit_normal_t(3, bad),
+                 lambda: mod.independent_coupling(x, x, bad)):
+        with pytest.raises(ValueError, match=f"{name} must be a .*Generator.* or None, got"):
+            call()
