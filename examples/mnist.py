@@ -5,7 +5,7 @@
     python examples/mnist.py --smoke --out /tmp/m   # seconds: the CI check of the whole pipeline
     python examples/mnist.py                    # the full run (meant for a GPU)
     python examples/mnist.py --model mlp        # the MLP of "MLP vs UNet"
-    python examples/mnist.py --benchmark        # tuned (bf16 + channels_last + compile) vs fp32 eager
+    python examples/mnist.py --benchmark        # the training step: fp32 / bf16 eager, compile, tuned; batch 128, 1024
     torchrun --nproc_per_node=2 examples/mnist.py ...   # DistributedDataParallel (NCCL / gloo)
 
 What it does (``flows_torch.mnist_train`` holds the training loop):
@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", action="store_true", help="offline 10k split, 2 CPU threads, < 10 minutes")
     mode.add_argument("--smoke", action="store_true", help="tiny run of every stage (seconds), for CI")
     p.add_argument("--benchmark", action="store_true",
-                   help="time bf16 + channels_last + compile against fp32 eager for the UNet at batch 128, then exit")
+                   help="time the training step (fp32 eager, bf16 eager, compile, tuned) at --benchmark-batches "
+                        "on this device with the preset's model, write OUT/benchmark.json, then exit")
+    p.add_argument("--benchmark-batches", type=str, default="128,1024", help="batch sizes of --benchmark")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=["unet", "mlp"], default=None, help="velocity field [preset: unet]")
     g.add_argument("--base-channels", type=int, default=None)
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema-decay", type=float, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    g.add_argument("--compile", action="store_true",
+                   help="CUDA: torch.compile(mode='reduce-overhead') (CUDA graphs); the CPU runs eagerly")
     g.add_argument("--train-limit", type=int, default=None, help="use only this many training images (0: all)")
     g.add_argument("--time-budget", type=float, default=None,
                    help="minutes of training after which training stops, even mid-epoch (0: none) [quick: 6]")
@@ -312,6 +315,32 @@ def get_classifier(train_x, train_y, out: Path, epochs: int, seed: int, log):
     return clf, False
 
 
+def run_benchmark(args, parser, cfg, out: Path, device, world: int, is_main: bool, log) -> None:
+    """``--benchmark``: :func:`flows_torch.mnist_sample.benchmark_training` at the requested batch
+    sizes with the preset's model, written to OUT/benchmark.json."""
+    import torch
+    from flows_torch import mnist_sample as ms
+    from flows_torch.mnist_eval import save_json
+    try:
+        batches = int_list(args.benchmark_batches)
+    except argparse.ArgumentTypeError:
+        batches = ()
+    if not batches or any(b < 1 for b in batches):
+        parser.error(f"--benchmark-batches must list positive integers, got {args.benchmark_batches!r}")
+    if is_main:
+        prepare_output_folder(parser, out)
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    log(f"benchmark of the training step on {name}, model {cfg.model} (base {cfg.base_channels}):")
+    res = ms.benchmark_training(device, cfg, batch_sizes=batches, steps=20 if cuda else 2, warmup=5 if cuda else 1,
+                                log=log)
+    if is_main:
+        res["device"] = name
+        log(f"wrote {save_json(out / 'benchmark.json', res)}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
 def likelihood_metrics(model, held_x, settings: dict, seed: int, log) -> dict:
     """Held-out bits/dim of `model` (``flows_torch.mnist_likelihood.bits_per_dim``) on the first
     ``likelihood_images`` held-out images, with the sampling solver and steps, one probe."""
@@ -350,18 +379,7 @@ def main(argv=None) -> int:
     log = print if is_main else (lambda *a, **k: None)
 
     if args.benchmark:
-        if is_main:
-            prepare_output_folder(parser, out)
-        log(f"benchmark on {device} ({torch.get_num_threads()} CPU threads), UNet defaults, batch 128:")
-        res = ms.benchmark_unet(device, batch_size=128, steps=20 if device.type == "cuda" else 3,
-                                warmup=5 if device.type == "cuda" else 1,
-                                use_compile=True if (device.type == "cuda" or args.compile) else False, log=log)
-        if is_main:
-            from flows_torch.mnist_eval import save_json
-            res["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
-            log(f"wrote {save_json(out / 'benchmark.json', res)}")
-        if world > 1:
-            torch.distributed.destroy_process_group()
+        run_benchmark(args, parser, cfg, out, device, world, is_main, log)
         return 0
 
     from flows_torch.mnist import load_flow_data
@@ -391,13 +409,15 @@ def main(argv=None) -> int:
         + f", {torch.get_num_threads()} CPU threads, model {cfg.model}")
 
     t0 = time.perf_counter()
+    if args.compile and device.type != "cuda":
+        log("--compile: the CPU runs eagerly (torch.compile with CUDA graphs is for CUDA)")
     result = mt.train(cfg, train_x, train_y, out_dir=out, resume=args.resume, device=device,
                       compile_model=args.compile, progress=not args.no_progress, log=log,
                       time_budget_s=60 * settings["time_budget"] if settings["time_budget"] > 0 else None)
     train_s = time.perf_counter() - t0
     n_params = count_parameters(result.model)
-    log(f"trained {result.epochs_done} epochs ({result.global_step} steps) in {train_s:.1f}s; "
-        f"{n_params:,} parameters")
+    log(f"trained {result.epochs_done} epochs ({result.global_step} steps) in {train_s:.1f}s "
+        f"({result.images_per_s:.0f} images/s in the training loop); {n_params:,} parameters")
 
     if is_main:
         ema = result.ema.model.eval()
@@ -427,6 +447,7 @@ def main(argv=None) -> int:
             "epoch_loss": result.history.get("epoch_loss", []), "data": data["description"],
             "train_images": int(len(train_x)), "device": str(device), "world_size": world,
             "threads": torch.get_num_threads(), "train_seconds": train_s, "sample_seconds": sample_s,
+            "train_images_per_s": result.images_per_s,
             "classifier_cached": cached, "total_seconds": time.perf_counter() - t_total,
             "resumed": bool(args.resume), "stopped_early_by_time_budget": result.stopped_early,
             "process_cpu_seconds": time.process_time() - cpu0,

@@ -1,6 +1,6 @@
 """Using a trained MNIST flow-matching model: class-conditional sampling with
 classifier-free guidance (:func:`sample_images`, :func:`guided_velocity`), and the
-training-throughput benchmark of the UNet (:func:`benchmark_unet`, ``examples/mnist.py
+training-throughput benchmark of the training step (:func:`benchmark_training`, ``examples/mnist.py
 --benchmark``). Training itself is :mod:`flows_torch.mnist_train`."""
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .checks import check_labels, check_positive_int
 
 from .mnist_train import NUM_CLASSES, autocast_context
-from .unet import UNet
 
-__all__ = ["guided_velocity", "sample_images", "benchmark_unet"]
+__all__ = ["guided_velocity", "sample_images", "benchmark_training", "time_training_steps",
+           "BENCHMARK_VARIANTS"]
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -89,74 +88,67 @@ def sample_images(
 
 
 # ----------------------------------------------------------------------------- benchmark
-def benchmark_unet(
-    device: Union[str, torch.device],
-    batch_size: int = 128,
-    steps: int = 20,
-    warmup: int = 5,
-    use_compile: Optional[bool] = None,
-    unet_kwargs: Optional[dict] = None,
-    log: Callable[[str], None] = print,
-) -> Dict[str, dict]:
-    """Time training steps of the same UNet two ways: plain float32 eager, and the
-    tuned path (bf16 autocast + channels_last + torch.compile).  On the CPU the
-    tuned path skips torch.compile unless ``use_compile=True`` (and bf16 on the
-    CPU is emulated by oneDNN where supported: expect no gain)."""
+BENCHMARK_VARIANTS = (("fp32 eager", "fp32", False), ("bf16 eager", "bf16", False),
+                      ("compile", "fp32", True), ("tuned", "bf16", True))
+
+
+def benchmark_training(device: Union[str, torch.device] = "cpu", cfg=None, batch_sizes=(128, 1024),
+                       steps: int = 20, warmup: int = 5, log: Callable[[str], None] = print) -> Dict[str, dict]:
+    """Time the training loop's own step (:func:`flows_torch.mnist_train.train_step`: device-resident
+    data gathered per batch, the library's loss, clipping, AdamW, the EMA) four ways at each
+    batch size: fp32 eager, bf16 eager, compile (fp32, ``torch.compile(mode="reduce-overhead")``,
+    CUDA graphs) and tuned (bf16 + compile); channels_last and fused AdamW on CUDA. On the CPU
+    the compiled variants are skipped (the CPU runs eagerly). Returns
+    ``{"batch B": {variant: {"images_per_s", "ms_per_step", "speedup", "peak_memory_mb"}}}``;
+    peak memory is CUDA's (None on the CPU)."""
+    from . import mnist_train as mt
+
     device = torch.device(device)
     cuda = device.type == "cuda"
-    if use_compile is None:
-        use_compile = cuda
-    kw = dict(unet_kwargs or {})
+    base = mt.MNISTConfig() if cfg is None else cfg
     results: Dict[str, dict] = {}
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, 1, 28, 28, generator=g)
-    ut = torch.randn(batch_size, 1, 28, 28, generator=g)
-    t = torch.rand(batch_size, generator=g)
-    y = torch.randint(0, 10, (batch_size,), generator=g)
-    for name, tuned in (("fp32 eager", False), ("bf16 + channels_last" + (" + compile" if use_compile else ""), True)):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = UNet(**kw).to(device)
-        xd, ud, td, yd = x.to(device), ut.to(device), t.to(device), y.to(device)
-        if tuned:
-            model = model.to(memory_format=torch.channels_last)
-            xd = xd.contiguous(memory_format=torch.channels_last)
-        fwd = torch.compile(model) if (tuned and use_compile) else model
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        amp = (torch.autocast(device.type, dtype=torch.bfloat16) if tuned
-               else torch.autocast(device.type, enabled=False))
-
-        def step():
-            with amp:
-                v = fwd(xd, td, yd)
-            loss = F.mse_loss(v.float(), ud)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss
-
-        t0 = time.perf_counter()
-        for _ in range(warmup):
-            step()
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        t_warm = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if cuda:
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        r = {"ms_per_step": 1000 * dt / steps, "images_per_s": batch_size * steps / dt,
-             "warmup_s": t_warm, "batch_size": batch_size, "steps": steps}
-        if cuda:
-            r["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        results[name] = r
-        log(f"  {name:<36s} {r['ms_per_step']:9.2f} ms/step  {r['images_per_s']:10.1f} img/s"
-            + (f"  peak {r['peak_memory_mb']:.0f} MiB" if cuda else ""))
-    names = list(results)
-    speedup = results[names[0]]["ms_per_step"] / results[names[1]]["ms_per_step"]
-    log(f"  speed-up of the tuned path: {speedup:.2f}x")
-    results["speedup"] = {"tuned_over_fp32": speedup}
+    for batch in batch_sizes:
+        run_cfg = mt.MNISTConfig.from_dict({**base.to_dict(), "batch_size": int(batch), "epochs": 1})
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(4 * batch, 1, 28, 28, generator=g) * 2 - 1
+        y = torch.randint(0, 10, (4 * batch,), generator=g)
+        row: Dict[str, dict] = {}
+        for name, precision, compiled in BENCHMARK_VARIANTS:
+            if compiled and not cuda:
+                row[name] = {"skipped": "the CPU runs eagerly"}
+                log(f"  batch {batch:5d}  {name:<11s} skipped: the CPU runs eagerly")
+                continue
+            row[name] = time_training_steps(mt, run_cfg, x, y, device, precision, compiled, steps, warmup)
+            row[name]["speedup"] = row[name]["images_per_s"] / row["fp32 eager"]["images_per_s"]
+            peak = row[name]["peak_memory_mb"]
+            log(f"  batch {batch:5d}  {name:<11s} {row[name]['images_per_s']:10.1f} img/s  "
+                f"{row[name]['speedup']:5.2f}x" + (f"  peak {peak:.0f} MiB" if peak is not None else ""))
+        results[f"batch {batch}"] = row
     return results
+
+
+def time_training_steps(mt, cfg, x, y, device: torch.device, precision: str, compiled: bool,
+                        steps: int, warmup: int) -> dict:
+    """Images per second of `steps` training steps of one set-up, after `warmup` steps."""
+    cuda = device.type == "cuda"
+    run = mt.setup_run(cfg, x, y, device=device, compile_model=compiled, precision=precision)
+    rows = mt.epoch_rows(run, 0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    run.model.train()
+
+    def step(k):
+        idx = rows[k % len(rows)]
+        return mt.train_step(run, run.data_x[idx], run.data_y[idx], gen)
+
+    for k in range(warmup):
+        step(k)
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        loss = step(k)
+    float(loss)  # waits for the device
+    dt = time.perf_counter() - t0
+    return {"images_per_s": cfg.batch_size * steps / dt, "ms_per_step": 1000 * dt / steps, "steps": steps,
+            "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None}

@@ -51,7 +51,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
 
 from flows_np.files import atomic_path
 
@@ -66,7 +65,7 @@ from .unet import UNet, check_unet_config
 
 __all__ = [
     "MNISTConfig", "build_model", "draw_batch", "flow_matching_batch", "train_step", "train_epoch", "train",
-    "TrainResult", "TrainingRun", "setup_run", "resume_run", "checkpoint_state",
+    "TrainResult", "TrainingRun", "setup_run", "resume_run", "checkpoint_state", "epoch_rows", "precision_context",
     "save_checkpoint", "load_checkpoint", "check_resume", "check_training_data", "data_record", "init_distributed",
     "dist_info", "autocast_context", "CHECKPOINT_NAME",
 ]
@@ -313,6 +312,7 @@ class TrainResult:
     global_step: int
     history: Dict[str, list] = field(default_factory=dict)
     stopped_early: bool = False
+    images_per_s: float = float("nan")     # the training loop's own rate in this call (all processes)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int, stream: int) -> int:
@@ -374,10 +374,12 @@ class TrainingRun:
     sched: torch.optim.lr_scheduler.LambdaLR
     path: object
     coupling: Callable
-    loader: DataLoader
-    sampler: DistributedSampler
+    data_x: torch.Tensor                   # every training image, resident on the device
+    data_y: torch.Tensor
     rank: int = 0
     world: int = 1
+    bf16: bool = False                     # bf16 autocast of the forward pass
+    graphs: bool = False                   # compiled with CUDA graphs (mode "reduce-overhead")
     ckpt_path: Optional[Path] = None
     data: Optional[dict] = None            # the data record saved with every checkpoint
     start_epoch: int = 0
@@ -391,12 +393,17 @@ class TrainingRun:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.loader)
+        """Full batches of this rank's share (the last partial batch is dropped: fixed shapes)."""
+        return (self.data_x.shape[0] // self.world) // self.cfg.batch_size
 
 
 def setup_run(cfg: MNISTConfig, train_x: torch.Tensor, train_y: torch.Tensor, out_dir=None,
-              device: Union[str, torch.device] = "cpu", compile_model: bool = False) -> TrainingRun:
-    """The model, EMA, optimiser, schedule and data of a run of `cfg` on checked data."""
+              device: Union[str, torch.device] = "cpu", compile_model: bool = False,
+              precision: Optional[str] = None) -> TrainingRun:
+    """The model, EMA, optimiser, schedule and device-resident data of a run of `cfg` on checked
+    data. `precision` "fp32" or "bf16" (autocast of the forward pass; None: bf16 on CUDA,
+    fp32 elsewhere). `compile_model` on CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA
+    graphs; the default mode under DDP); on the CPU the model runs eagerly."""
     from . import paths
 
     device = torch.device(device)
@@ -404,26 +411,43 @@ def setup_run(cfg: MNISTConfig, train_x: torch.Tensor, train_y: torch.Tensor, ou
     cuda = device.type == "cuda"
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     data = data_record(train_x, train_y) if ckpt_path is not None else None
-    data_x = train_x.to(device)  # whole tensors on the device, batches by fancy indexing
+    data_x = train_x.to(device)
     if cuda:
         data_x = data_x.contiguous(memory_format=torch.channels_last)
-    dataset = TensorDataset(data_x, train_y.to(device).long())
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=True)
-    loader = DataLoader(dataset, sampler=BatchSampler(sampler, cfg.batch_size, drop_last=True), batch_size=None)
     model = build_model(cfg).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    ema = ExponentialMovingAverage(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = len(loader) * cfg.epochs
+    ema = ExponentialMovingAverage(model, cfg.ema_decay)  # foreach updates: one launch per op on CUDA
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            **({"fused": True} if cuda else {}))
+    total_steps = (data_x.shape[0] // world) // cfg.batch_size * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
     net: nn.Module = DDP(model, device_ids=[device.index] if cuda else None) if world > 1 else model
-    forward = torch.compile(net) if compile_model else net
+    graphs = compile_model and cuda and world == 1
+    forward = torch.compile(net, mode="reduce-overhead" if graphs else None) if compile_model and cuda else net
     coupling = ot_coupling if cfg.coupling == "ot" else independent_coupling
+    bf16 = precision == "bf16" or (precision is None and cuda)
     return TrainingRun(cfg=cfg, device=device, model=model, forward=forward, ema=ema, opt=opt, sched=sched,
-                       path=paths.LinearPath(sigma=cfg.sigma), coupling=coupling, loader=loader,
-                       sampler=sampler, rank=rank, world=world, ckpt_path=ckpt_path, data=data)
+                       path=paths.LinearPath(sigma=cfg.sigma), coupling=coupling, data_x=data_x,
+                       data_y=train_y.to(device).long(), rank=rank, world=world, bf16=bf16, graphs=graphs,
+                       ckpt_path=ckpt_path, data=data)
+
+
+def precision_context(run: TrainingRun):
+    """bf16 autocast when ``run.bf16``, else a disabled autocast (float32)."""
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16)
+
+
+def epoch_rows(run: TrainingRun, epoch: int) -> torch.Tensor:
+    """This rank's rows of the data for `epoch`, (steps, batch) indices on the device: a
+    permutation drawn there from a generator seeded (seed + epoch) on every rank, cut to a
+    multiple of the world size, every world-th row for this rank (as DistributedSampler with
+    drop_last; on the CPU the same order as it), then full batches only."""
+    n, steps, batch = run.data_x.shape[0], run.steps_per_epoch, run.cfg.batch_size
+    generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed + epoch)
+    order = torch.randperm(n, generator=generator, device=run.device)
+    shard = order[: (n // run.world) * run.world][run.rank::run.world]
+    return shard[: steps * batch].reshape(steps, batch)
 
 
 def resume_run(run: TrainingRun, say: Callable[[str], None]) -> None:
@@ -454,14 +478,18 @@ def checkpoint_state(run: TrainingRun, epochs_done: int) -> dict:
 def train_step(run: TrainingRun, x1: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One optimiser step on the batch ``(x1, y)``: the flow-matching loss of the library
     (:func:`flows_torch.fm.velocity_regression_loss`) under bf16 autocast on CUDA, backward,
-    clipping, AdamW, the schedule and the EMA. Returns the loss, detached, on the device."""
+    clipping, AdamW, the schedule and the EMA. Returns the loss, detached, on the device:
+    nothing here reads a value back to the host (with the independent coupling)."""
     x0, t, noise, y_in = draw_batch(x1, y, run.path, run.coupling, run.cfg.p_uncond, generator)
 
     def field(x, t, y):
         if run.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(run.device):
+        with precision_context(run):
             return run.forward(x, t, y)
+
+    if run.graphs:  # a new iteration of the CUDA-graph tree: the last step's outputs may be reused
+        torch.compiler.cudagraph_mark_step_begin()
 
     loss = velocity_regression_loss(field, run.path, x0, x1, t, y_in, noise)
     run.opt.zero_grad(set_to_none=True)
@@ -475,10 +503,10 @@ def train_step(run: TrainingRun, x1: torch.Tensor, y: torch.Tensor, generator: t
     return loss.detach()
 
 
-def check_loss(losses: list, step: int) -> float:
-    """The latest loss as a number (a host read: called at progress refreshes only);
-    FloatingPointError when it is not finite."""
-    value = float(losses[-1])
+def check_loss(losses: list, step: int, window: int = 20) -> float:
+    """The mean loss of the last `window` steps as a number (the one host read of the loop,
+    at progress refreshes); FloatingPointError when it is not finite."""
+    value = float(torch.stack(losses[-window:]).mean())
     if not math.isfinite(value):
         raise FloatingPointError(f"loss became {value} at step {step}; lower --lr")
     return value
@@ -486,35 +514,38 @@ def check_loss(losses: list, step: int) -> float:
 
 def train_epoch(run: TrainingRun, epoch: int, out_of_time: Callable[[], bool], progress: bool,
                 say: Callable[[str], None]) -> Tuple[list, bool]:
-    """One epoch of :func:`train_step`: returns (the steps' losses as numbers, stopped by the
-    time budget). Its randomness (data order, noise, times, coins, dropout masks) is seeded
-    by (seed, epoch, rank), so that a resumed run repeats it exactly."""
+    """One epoch of :func:`train_step` over device-resident batches (:func:`epoch_rows`):
+    returns (the steps' losses as numbers, stopped by the time budget). The losses stay on
+    the device and are read every 20 steps (:func:`check_loss`) and once at the end. Its
+    randomness (data order, noise, times, coins, dropout masks) is seeded by (seed, epoch,
+    rank), so that a resumed run repeats it exactly."""
     cfg, steps = run.cfg, run.steps_per_epoch
-    run.sampler.set_epoch(epoch)
+    rows = epoch_rows(run, epoch)
     gen = torch.Generator(device=run.device).manual_seed(_epoch_seed(cfg.seed, epoch, run.rank, 1))
     run.model.train()
     losses: list = []
-    bar = run.loader
+    bar = None
     if progress and run.rank == 0:
         from tqdm.auto import tqdm
-        bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
     fork = [run.device.index if run.device.index is not None else torch.cuda.current_device()] if run.cuda else []
     stopped = False
     with torch.random.fork_rng(devices=fork):  # dropout masks: seeded per epoch
         torch.manual_seed(_epoch_seed(cfg.seed, epoch, run.rank, 2))
-        for x1, y in bar:
+        for b in range(steps):
             if out_of_time():
                 stopped = True
-                say(f"\ntime budget used up at step {run.global_step} (epoch {epoch + 1}, {len(losses)}/{steps} "
-                    f"steps); stopping - the checkpoint keeps the last complete epoch, sampling uses the weights "
-                    f"reached now")
+                say(f"\ntime budget used up at step {run.global_step} (epoch {epoch + 1}, {b}/{steps} steps); "
+                    f"stopping - the checkpoint keeps the last complete epoch, sampling uses the weights reached now")
                 break
+            x1, y = run.data_x[rows[b]], run.data_y[rows[b]]  # gathered on the device
             losses.append(train_step(run, x1, y, gen))
             if len(losses) % 20 == 0 or len(losses) == steps:  # read the device rarely
                 value = check_loss(losses, run.global_step)
-                if bar is not run.loader:
+                if bar is not None:
+                    bar.update(20 if len(losses) % 20 == 0 else len(losses) % 20)
                     bar.set_postfix(loss=f"{value:.4f}", lr=f"{run.sched.get_last_lr()[0]:.2e}")
-    if bar is not run.loader:
+    if bar is not None:
         bar.close()
     return (torch.stack(losses).float().cpu().tolist() if losses else []), stopped
 
@@ -573,13 +604,14 @@ def train(
         resume_run(run, say)
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     out_of_time = budget_clock(time_budget_s, run.device, world)
-    done, stopped = run.start_epoch, False
+    done, stopped, seen, loop_s = run.start_epoch, False, 0, 0.0
     for epoch in range(run.start_epoch, last_epoch):
         t_start = time.perf_counter()
         losses, stopped = train_epoch(run, epoch, out_of_time, progress, say)
         if stopped and not losses:
             break
         dt, mean_loss = time.perf_counter() - t_start, sum(losses) / max(1, len(losses))
+        seen, loop_s = seen + len(losses) * cfg.batch_size * world, loop_s + dt
         for key, value in (("epoch_loss", mean_loss), ("epoch_time", dt), ("lr", run.sched.get_last_lr()[0])):
             run.history[key].append(value)
         run.history["loss"].extend(losses)
@@ -592,4 +624,5 @@ def train(
         if world > 1:
             dist.barrier()
     return TrainResult(model=run.model, ema=run.ema, config=cfg, epochs_done=done, global_step=run.global_step,
-                       history=run.history, stopped_early=stopped)
+                       history=run.history, stopped_early=stopped,
+                       images_per_s=seen / loop_s if loop_s > 0 else float("nan"))

@@ -224,14 +224,27 @@ def test_ema_update():
     assert all(not p.requires_grad for p in ema.model.parameters())
 
 
-def test_benchmark_runs_on_cpu():
+def test_benchmark_times_the_training_step_on_cpu():
     logs = []
-    res = ms.benchmark_unet("cpu", batch_size=4, steps=1, warmup=1, use_compile=False,
-                            unet_kwargs=dict(base_channels=8, channel_mult=(1, 2)), log=logs.append)
-    names = [k for k in res if k != "speedup"]
-    assert names[0] == "fp32 eager" and "bf16" in names[1]
-    assert all(res[k]["ms_per_step"] > 0 for k in names)
-    assert "speed-up" in logs[-1]
+    res = ms.benchmark_training("cpu", tiny_cfg(), batch_sizes=(4, 8), steps=1, warmup=1, log=logs.append)
+    assert list(res) == ["batch 4", "batch 8"]
+    for row in res.values():
+        assert list(row) == ["fp32 eager", "bf16 eager", "compile", "tuned"]
+        assert row["fp32 eager"]["speedup"] == 1.0 and row["bf16 eager"]["images_per_s"] > 0
+        assert row["compile"] == row["tuned"] == {"skipped": "the CPU runs eagerly"}
+        assert row["fp32 eager"]["peak_memory_mb"] is None  # CUDA's counter only
+    assert len(logs) == 8 and "img/s" in logs[0] and "skipped" in logs[2]
+
+
+def test_cli_benchmark_writes_its_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    out = tmp_path / "bench"
+    assert _load_example().main(["--smoke", "--benchmark", "--benchmark-batches", "4", "--out", str(out)]) == 0
+    res = json.loads((out / "benchmark.json").read_text())
+    assert sorted(res["batch 4"]) == ["bf16 eager", "compile", "fp32 eager", "tuned"] and "cpu" in res["device"]
+    assert "img/s" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _load_example().main(["--smoke", "--benchmark", "--benchmark-batches", "0,x", "--out", str(tmp_path / "b")])
 
 
 # ----------------------------------------------------------------------------- DDP
@@ -333,6 +346,7 @@ def test_cli_smoke_writes_grid_strip_metrics_and_repeats_them_exactly(tmp_path):
     assert reproducible_part(first) == reproducible_part(again)  # same seed, same numbers
     assert first["likelihood_images"] == 16 and first["bits_per_dim"] > 0 and first["bits_per_dim_standard_error"] > 0
     assert "bits/dim" in r.stdout
+    assert first["train_images_per_s"] > 0  # the training loop's own rate
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
