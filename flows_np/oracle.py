@@ -81,7 +81,8 @@ import minigrad as mg
 from . import checks, data
 from .paths import LinearPath
 
-__all__ = ["MixtureOracle", "rings_oracle", "rings_quadrature", "empirical_oracle", "OracleTerms"]
+__all__ = ["MixtureOracle", "rings_oracle", "ring_oracles", "rings_quadrature", "empirical_oracle",
+           "OracleTerms"]
 
 #: The most (point, component, coordinate) entries one chunk of the array methods holds.
 CHUNK_ENTRIES = 2**20
@@ -292,11 +293,19 @@ def rings_oracle(radial_nodes: int = 6, width: float = 0.6, path=None) -> Mixtur
     ring samples by 0.008 nats at the median and 0.08 on average (the edges of the annuli,
     where the exact density jumps and the mixture is smooth): KL(rings || mixture) = 0.064
     nats; measured by ``tests/test_oracle.py``."""
-    return MixtureOracle(*rings_quadrature(radial_nodes, width), path)
+    return MixtureOracle(*rings_quadrature(radial_nodes, width)[:3], path)
+
+
+def ring_oracles(radial_nodes: int = 6, width: float = 0.6, path=None) -> list:
+    """One oracle per ring (class label 0..4): the target of a class-conditional model given y."""
+    means, variances, weights, ring = rings_quadrature(radial_nodes, width)
+    return [MixtureOracle(means[ring == k], variances[ring == k], weights[ring == k], path)
+            for k in range(len(data.RING_CENTERS))]
 
 
 def rings_quadrature(radial_nodes: int = 6, width: float = 0.6):
-    """``(means (K, 2), variances (K, 2), weights (K,))`` of the rings' quadrature mixture.
+    """``(means (K, 2), variances (K, 2), weights (K,), ring (K,))`` of the rings' quadrature
+    mixture; ``ring`` is the ring (class label) of each component.
 
     Each annulus ``r_in <= |p - c| <= r_out`` (logo coordinates) is cut into `radial_nodes`
     rings of width ``h = (r_out - r_in) / radial_nodes``, each ring into about ``2 pi r / h``
@@ -309,18 +318,19 @@ def rings_quadrature(radial_nodes: int = 6, width: float = 0.6):
     """
     radial_nodes, width = checks.rings_oracle_inputs(radial_nodes, width)
     h = (data.RING_OUTER_RADIUS - data.RING_INNER_RADIUS) / radial_nodes
-    centres, weights = [], []
+    centres, weights, ring = [], [], []
     for i in range(radial_nodes):
         r = data.RING_INNER_RADIUS + (i + 0.5) * h
         cells = int(math.ceil(2 * math.pi * r / h))
         theta = 2 * math.pi * (np.arange(cells) + 0.5) / cells
         offsets = r * np.stack([np.cos(theta), np.sin(theta)], axis=1)
-        for centre in data.RING_CENTERS:
+        for k, centre in enumerate(data.RING_CENTERS):
             centres.append(centre + offsets)
             weights.append(np.full(cells, r / cells))  # cell area r h (2 pi / cells), up to 2 pi h
+            ring.append(np.full(cells, k))
     means = (np.concatenate(centres) - data.RINGS_MEAN) / data.RINGS_STD
     variances = np.broadcast_to((width * h / data.RINGS_STD) ** 2, means.shape)
-    return means, np.array(variances), np.concatenate(weights)
+    return means, np.array(variances), np.concatenate(weights), np.concatenate(ring)
 
 
 def empirical_oracle(points, path=None) -> MixtureOracle:

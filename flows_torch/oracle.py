@@ -187,7 +187,7 @@ class MixtureOracle:
 
 def rings_oracle(radial_nodes: int = 6, width: float = 0.6, path=None) -> MixtureOracle:
     """The Olympic rings' quadrature mixture (:func:`flows_np.oracle.rings_quadrature`)."""
-    return MixtureOracle(*rings_quadrature(radial_nodes, width), path)
+    return MixtureOracle(*rings_quadrature(radial_nodes, width)[:3], path)
 
 
 def empirical_oracle(points, path=None) -> MixtureOracle:

@@ -183,12 +183,20 @@ def fig_nf_q5(path, states: np.ndarray, depth: np.ndarray, logp: np.ndarray, bac
     return P.save(fig, path)
 
 
-def fig_fm_q1(path, histories: dict):
+def fig_fm_q1(path, histories: dict, floors=None):
+    """The loss per batch; with `floors` (:func:`questions.loss_floors`) the smallest expected loss
+    of each model as a dashed line."""
     fig, ax = P.figure(6.0, 4.0)
     series = {name: (np.arange(1, len(h["batch_loss"]) + 1), h["batch_loss"]) for name, h in histories.items()}
     longest = max(len(h["batch_loss"]) for h in histories.values())
     P.curves(ax, series, xlabel="training batch", ylabel="loss |v(x_t, t) - (x_1 - x_0)|^2 (Eq. 16)",
              title="FM Q1: loss per batch", smooth=max(1, min(200, longest // 20)))
+    if floors is not None:
+        for (name, floor), color in zip((("unconditional", floors["fm"]), ("conditional", floors["cfm"])),
+                                        ("C0", "C1")):
+            ax.axhline(floor[0], color=color, ls="--", lw=1,
+                       label=f"{name} floor {floor[0]:.3f} (exact, rings oracle)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return P.save(fig, path)
 

@@ -36,11 +36,12 @@ from examples.common import plotting as P
 from examples.common.kl import paired_kl
 from examples.rings_exercise import bonus
 from examples.rings_exercise import figures as F
-from flows_np.data import (RING_AREA, RINGS_LOG_JACOBIAN, olympic_rings_log_prob, on_ring,
+from flows_np.data import (RING_AREA, RINGS_LOG_JACOBIAN, olympic_rings, olympic_rings_log_prob, on_ring,
                            ring_membership)
+from flows_np.oracle import ring_oracles, rings_oracle
 
 __all__ = ["nf_questions", "fm_questions", "conditional_questions", "bonus_question", "held_out_likelihoods",
-           "nf_coupling_states", "on_any_ring", "stage_stats", "path_stats", "kl_summary", "model_kl"]
+           "nf_coupling_states", "on_any_ring", "stage_stats", "path_stats", "kl_summary", "model_kl", "loss_floors"]
 
 
 def on_any_ring(x) -> float:
@@ -141,6 +142,30 @@ def _last(history: dict, key: str):
     return values[-1] if values else None
 
 
+def mean_and_se(values: np.ndarray) -> tuple:
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def loss_floors(run):
+    """FM Q1's floor: the smallest expected loss (Eq. 16) any model can reach,
+    ``E_t E tr Var(x_1 - x_0 | x_t)``, from the exact marginal field of the rings
+    (:func:`flows_np.oracle.rings_oracle`; per ring, :func:`~flows_np.oracle.ring_oracles`, for
+    the conditional model), averaged over fresh independent pairs: ``{"fm": (mean, se),
+    "cfm": (mean, se), "points": n}``. None for the minibatch-OT coupling, whose pairs are not
+    independent (its floor is another, lower one)."""
+    if run.s.fm_coupling != "independent":
+        return None
+    rng = run.rng("loss_floor")
+    x1, y = olympic_rings(run.s.floor_points, rng, dtype=np.float64)
+    x0, t = rng.standard_normal(x1.shape), rng.uniform(size=len(x1))
+    x_t = t[:, None] * x1 + (1 - t[:, None]) * x0  # Eq. 14
+    conditional = np.empty(len(x1))
+    for k, oracle in enumerate(ring_oracles()):
+        conditional[y == k] = oracle.conditional_variance(x_t[y == k], t[y == k])
+    return {"fm": mean_and_se(rings_oracle().conditional_variance(x_t, t)), "cfm": mean_and_se(conditional),
+            "points": len(x1)}
+
+
 def fm_questions(run) -> dict:
     """Sec. 4.3, flow matching, Q1-Q5 (module docstring); Q1 shows the conditional model's loss too."""
     b, s, v = run.backend, run.s, run.models["fm"]
@@ -148,9 +173,9 @@ def fm_questions(run) -> dict:
            "cfm_final_train_loss": run.histories["cfm"]["epoch_loss"][-1],
            "epoch_loss": run.histories["fm"]["epoch_loss"], "cfm_epoch_loss": run.histories["cfm"]["epoch_loss"],
            "final_val_loss": _last(run.histories["fm"], "loss"),
-           "cfm_final_val_loss": _last(run.histories["cfm"], "loss")}
+           "cfm_final_val_loss": _last(run.histories["cfm"], "loss"), "loss_floor": loss_floors(run)}
     run.save_figure("fm_q1_loss.png", F.fig_fm_q1, {"unconditional FM": run.histories["fm"],
-                                                    "conditional FM": run.histories["cfm"]})
+                                                    "conditional FM": run.histories["cfm"]}, res["loss_floor"])
     # Q2 and Q3: one sampling run with the exercise's dt = 1/1000, kept at every step
     z = run.plot_rng.standard_normal((s.plot_points, 2)).astype(np.float32)
     traj = b.integrate(v, z, 0.0, 1.0, steps=s.sample_steps, trajectory=True)
