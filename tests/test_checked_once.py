@@ -118,6 +118,24 @@ def test_samplers_and_likelihood_check_once_not_per_step(monkeypatch, method):
         assert calls(monkeypatch, np_checks, lambda: run(3)) == calls(monkeypatch, np_checks, lambda: run(12)), name
 
 
+@pytest.mark.parametrize("solvers, likelihood", [(np_solvers, np_likelihood), (t_solvers, None)])
+def test_adaptive_solves_check_once_whatever_their_steps(monkeypatch, solvers, likelihood):
+    """dopri5 at a loose and a tight tolerance (a few steps, many steps): the same checks."""
+    torch_side = likelihood is None
+    model = (t_fm.VelocityMLP(hidden=8, depth=2, generator=torch.Generator().manual_seed(0)).double()
+             if torch_side else np_fm.VelocityMLP(hidden=8, depth=2, rng=np.random.default_rng(0)))
+    x = torch.from_numpy(POINTS[:8].astype(np.float64)) if torch_side else POINTS[:8].astype(np.float64)
+    module = t_checks if torch_side else np_checks
+    runs = {"integrate": lambda tol: solvers.integrate(model, x, method="dopri5", rtol=tol, atol=tol)}
+    if not torch_side:
+        runs["log_prob"] = lambda tol: likelihood.log_prob(model, x, method="dopri5", rtol=tol, atol=tol)
+    for name, run in runs.items():
+        _, loose = solvers.integrate(model, x, method="dopri5", rtol=1e-2, atol=1e-2, return_stats=True)
+        _, tight = solvers.integrate(model, x, method="dopri5", rtol=1e-9, atol=1e-9, return_stats=True)
+        assert tight.accepted > 3 * loose.accepted
+        assert calls(monkeypatch, module, lambda: run(1e-2)) == calls(monkeypatch, module, lambda: run(1e-9)), name
+
+
 def test_torch_training_and_sampling_check_once(monkeypatch):
     points, labels = torch.from_numpy(POINTS), torch.from_numpy(LABELS)
 

@@ -35,10 +35,12 @@ __all__ = ["model_log_prob", "paired_kl", "kl_gap"]
 
 def model_log_prob(model, points, steps: int, method: str = "rk4", batch_size: int = 1000) -> np.ndarray:
     """Exact ``log q(x)`` of a flow-matching model at each of the (N, D) points, in batches
-    (one :func:`flows_np.likelihood.log_prob` call each); float64 (N,)."""
+    (one :func:`flows_np.likelihood.log_prob` call each); float64 (N,). With ``method="dopri5"``
+    `steps` is ignored (the solver chooses its own, at its default tolerances)."""
     from flows_np.likelihood import log_prob
 
     points = np.asarray(points)
+    steps = None if method == "dopri5" else steps
     parts = [log_prob(model, points[i:i + batch_size], steps=steps, method=method)
              for i in range(0, len(points), batch_size)]
     return np.concatenate(parts).astype(np.float64)
