@@ -377,3 +377,35 @@ def test_cli_smoke_under_torchrun_gloo(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2
     assert (out / "samples_grid.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+# ----------------------------------------------------------------------------- the evaluation classifier
+def test_strong_classifier_shapes_and_augmentation():
+    from flows_torch.mnist_eval import StrongClassifier, build_classifier, random_affine
+    clf = build_classifier("strong")
+    assert isinstance(clf, StrongClassifier) and clf.feature_dim == 128
+    x = torch.rand(5, 1, 28, 28) * 2 - 1
+    assert clf.features(x).shape == (5, 128) and clf(x).shape == (5, 10)
+    g = torch.Generator().manual_seed(0)
+    same = random_affine(x, g, degrees=0.0, scale=0.0, shift=0.0)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)  # no rotation, scale or shift: the image
+    moved = random_affine(x, g)
+    assert moved.shape == x.shape and moved.min() >= -1 - 1e-6 and moved.max() <= 1 + 1e-6
+    assert not torch.allclose(moved, x)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        build_classifier("resnet")
+
+
+def test_get_classifier_caches_by_kind_data_epochs_and_seed(tmp_path):
+    mod = _load_example()
+    x, y = fake_data(64)
+    logs = []
+    a, cached = mod.get_classifier(x, y, tmp_path, 1, 0, logs.append, arch="strong")
+    assert not cached and type(a).__name__ == "StrongClassifier"
+    b, cached = mod.get_classifier(x, y, tmp_path, 1, 0, logs.append, arch="strong")
+    assert cached and all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    _, cached = mod.get_classifier(x, y, tmp_path, 2, 0, logs.append, arch="strong")  # other epochs: trained
+    assert not cached
+    _, cached = mod.get_classifier(x, y, tmp_path, 1, 0, logs.append, arch="small")
+    assert not cached and (tmp_path / "classifier.pt").is_file()
+    assert len(list(tmp_path.glob("classifier-*-strong.pt"))) == 2
