@@ -22,14 +22,19 @@ sampling uses.  Sampling integrates dx/dt = v(x, t, y) from t=0 to 1 with any
 method of ``flows_torch.solvers``; with guidance scale w the velocity is
 ``v = v_uncond + w (v_cond - v_uncond)`` (w = 1: purely conditional).
 
-Devices and precision: on CUDA the forward pass runs under bf16 autocast, the
-model and the images are ``channels_last`` and ``torch.compile`` is optional;
-on the CPU everything is float32.
+Devices and precision: the training images live on the device; each epoch's order is a
+permutation drawn there and every batch is gathered there (full batches only: fixed shapes),
+and a step reads nothing back to the host (the loss is read at progress refreshes). On CUDA
+the forward pass runs under bf16 autocast, the model and the images are ``channels_last``,
+AdamW is fused, and ``compile_model`` compiles the model with CUDA graphs
+(``torch.compile(mode="reduce-overhead")``); on the CPU everything is float32 and eager.
 
 Distributed: when a process group is initialised (``torchrun`` + ``init_distributed``;
 NCCL on GPUs, gloo on the CPU) the model is wrapped in DistributedDataParallel,
-each rank reads its shard through a ``DistributedSampler`` (``batch_size`` is
-per process), and only rank 0 writes files.
+each rank takes every world-th row of the epoch's permutation (as a
+``DistributedSampler`` with ``drop_last``; ``batch_size`` is per process), and only rank 0
+writes files. With a time budget every rank follows rank 0's clock (one broadcast per
+step: the one host read of a step, under DDP with a budget only).
 
 Reproducibility: every epoch draws its randomness (data order, noise, times,
 label dropout, dropout masks) from generators seeded with (seed, epoch, rank),
