@@ -25,7 +25,7 @@ def test_a_micro_run_writes_every_file_and_its_numbers(tmp_path, monkeypatch):
         assert (tmp_path / name).stat().st_size > 0, name
     r = json.loads((tmp_path / "results.json").read_text())
     floor = r["loss_floor"]
-    assert floor["floor"][0] > 0 and floor["loss"][0] > floor["floor"][0] - 4 * floor["loss"][1]
+    assert floor["floor"][0] > 0 and floor["gap"][0] > -4 * floor["gap"][1]
     memorised = r["memorisation_median_distance"]
     assert memorised["empirical oracle"] < 1e-9 < memorised["network"]
     fm = r["accuracy_vs_nfe"]["FM network"]
