@@ -506,6 +506,28 @@ def test_integer_costs_near_two_to_the_sixty_on_a_known_matrix():
     assert exact_total(big, perm) - 128 * 2**60 == assignment_cost(big - 2**60, perm)
 
 
+def test_integer_costs_whose_reduction_stays_beyond_float64_are_solved_exactly():
+    """Row and column minima taken out, these costs still hold entries near 2**55..2**61 whose
+    differences of 1..40 decide the optimum: only reduced costs within exact_float_bound may
+    be solved in float64. A known 3 x 3 matrix (float64 of its reduction misses the optimum by
+    1) and 80 seeded ones, both signs, against brute force in Python integers."""
+    b = 2**60
+    known = np.array([[b + 2, b + 2, b + 2], [0, b + 1, b + 3], [b + 1, 2 * b, 2 * b + 1]], dtype=np.int64)
+    rng = np.random.default_rng(23)
+    costs = [known]
+    for _ in range(80):
+        n, e = int(rng.integers(3, 7)), int(rng.integers(55, 62))
+        level, offset = rng.integers(0, 3, (n, n)), rng.integers(1, 41, (n, n))
+        cost = np.where(level > 0, level * 2**e + offset, 0).astype(np.int64)
+        costs.append(cost if rng.random() < 0.5 else -cost)
+    for cost in costs:
+        best = exact_brute_force_min(cost)
+        for solver in (fast_assignment, linear_sum_assignment):
+            perm = solver(cost)
+            check_is_permutation(perm, cost.shape[0])
+            assert exact_total(cost, perm) == best, f"{solver.__name__} on {cost.tolist()}"
+
+
 @FAST
 @given(cost=st.one_of(any_small, seeded_square(2, 7)),
        exp=st.one_of(st.just(1023), st.integers(1015, 1023), st.integers(501, 1023)),
@@ -564,7 +586,7 @@ def test_costs_beyond_two_to_the_500_go_to_the_reference(monkeypatch, sign, magn
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("perm", [[0, 0], [1, 1], [0, 2], [-1, 0], [0], [0, 1, 2], [[0, 1]], [0.5, 1]])
+@pytest.mark.parametrize("perm", [[0, 0], [1, 1], [0, 2], [-1, 0], [0], [0, 1, 2], [[0, 1]], [0.5, 1], []])
 def test_assignment_cost_refuses_a_non_permutation(perm):
     with pytest.raises(ValueError, match="perm"):
         assignment_cost(np.eye(2), perm)

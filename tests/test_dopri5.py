@@ -27,40 +27,40 @@ X0 = np.array([[1.0, -0.5], [0.3, 2.0], [-1.2, 0.1]])
 
 # ----------------------------------------------------------------------------- the table
 def order_conditions_hold(b, c, a, order):
-    """The Runge-Kutta order conditions up to `order` that involve b, c and a (the
-    ones of order <= 5 for the bushy and tall trees used here)."""
+    """The Runge-Kutta order conditions (one per rooted tree: 1, 1, 2, 4 and 9 of orders 1-5)
+    for the weights b, nodes c and matrix a (rows padded to 7 stages)."""
     b, c = np.asarray(b), np.asarray(c)
     a = np.array([list(row) + [0.0] * (7 - len(row)) for row in a])
+    ac, ac2 = a @ c, a @ c**2
     conditions = [np.sum(b) - 1]
     if order >= 2:
         conditions.append(b @ c - 1 / 2)
     if order >= 3:
-        conditions += [b @ c**2 - 1 / 3, b @ (a @ c) - 1 / 6]
+        conditions += [b @ c**2 - 1 / 3, b @ ac - 1 / 6]
     if order >= 4:
-        conditions += [b @ c**3 - 1 / 4, (b * c) @ (a @ c) - 1 / 8, b @ (a @ c**2) - 1 / 12,
-                       b @ (a @ (a @ c)) - 1 / 24]
+        conditions += [b @ c**3 - 1 / 4, (b * c) @ ac - 1 / 8, b @ ac2 - 1 / 12, b @ (a @ ac) - 1 / 24]
     if order >= 5:
-        conditions += [b @ c**4 - 1 / 5, b @ (a @ c**3) - 1 / 20, b @ (a @ (a @ (a @ c))) - 1 / 120,
-                       (b * c**2) @ (a @ c) - 1 / 10, b @ ((a @ c) ** 2) - 1 / 20]
+        conditions += [b @ c**4 - 1 / 5, (b * c**2) @ ac - 1 / 10, b @ ac**2 - 1 / 20,
+                       (b * c) @ ac2 - 1 / 15, (b * c) @ (a @ ac) - 1 / 30, b @ (a @ c**3) - 1 / 20,
+                       b @ (a @ (c * ac)) - 1 / 40, b @ (a @ ac2) - 1 / 60, b @ (a @ (a @ ac)) - 1 / 120]
     return np.max(np.abs(conditions)) < 1e-14
 
 
 def test_butcher_table_is_consistent_and_of_orders_5_and_4():
-    a_rows = dopri5.A + ((),)  # 7 stages; stage 7's row is A[6] (first same as last)
-    a_full = dopri5.A[:6] + (dopri5.A[6],)
-    for row, c in zip(a_full, dopri5.C):
+    assert len(dopri5.A) == 7 and len(dopri5.C) == 7
+    for row, c in zip(dopri5.A, dopri5.C):
         assert abs(sum(row) - c) < 1e-15  # each stage's time is its row sum
-    assert order_conditions_hold(dopri5.B5, dopri5.C, a_full, 5)
-    assert order_conditions_hold(dopri5.B4, dopri5.C, a_full, 4)
-    assert not order_conditions_hold(dopri5.B4, dopri5.C, a_full, 5)  # B4 is only of order 4
-    assert len(a_rows) == 8 and dopri5.B5[:6] == dopri5.A[6]
+    assert dopri5.B5[:6] == dopri5.A[6] and dopri5.B5[6] == 0.0  # first same as last
+    assert order_conditions_hold(dopri5.B5, dopri5.C, dopri5.A, 5)
+    assert order_conditions_hold(dopri5.B4, dopri5.C, dopri5.A, 4)
+    assert not order_conditions_hold(dopri5.B4, dopri5.C, dopri5.A, 5)  # B4 is only of order 4
 
 
 def test_order_conditions_reject_a_planted_coefficient():
     wrong = list(dopri5.B5)
     wrong[2] += 1e-3
     wrong[3] -= 1e-3  # still sums to one
-    assert not order_conditions_hold(wrong, dopri5.C, dopri5.A[:6] + (dopri5.A[6],), 5)
+    assert not order_conditions_hold(wrong, dopri5.C, dopri5.A, 5)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -198,6 +198,46 @@ def test_a_rapidly_varying_field_is_refined_where_it_bends():
     assert steps[0] < steps[len(steps) // 2]
 
 
+def test_the_step_factor_is_clamped_and_never_grows_right_after_a_rejection():
+    """next_step_factor (module docstring): SAFETY ratio^(-1/5), within [MAX_SHRINK, MAX_GROWTH]
+    (MAX_GROWTH for a zero error), and at most 1 right after a rejected step."""
+    for ratio in (0.0, 1e-12, 0.01, 0.5, 0.9, 1.0, 2.0, 1e6):
+        free = 10.0 if ratio == 0 else min(10.0, max(0.2, 0.9 * ratio ** -0.2))
+        assert dopri5.next_step_factor(ratio, False) == pytest.approx(free, rel=1e-15, abs=0)
+        assert dopri5.next_step_factor(ratio, True) == pytest.approx(min(1.0, free), rel=1e-15, abs=0)
+    assert dopri5.next_step_factor(0.01, True) == 1.0 < dopri5.next_step_factor(0.01, False)
+
+
+def test_the_run_tells_the_controller_when_the_last_step_was_rejected(monkeypatch):
+    """On the stiff start of ``x' = -50 (x - cos t)`` some steps are rejected; every call of the
+    controller says whether the step before it was, and no step tried right after a rejection is
+    longer than the rejected one."""
+    calls, tried = [], []
+    factor, step = dopri5.next_step_factor, dopri5.dopri5_step
+
+    def recording_factor(ratio, after_rejection):
+        calls.append((ratio, after_rejection))
+        return factor(ratio, after_rejection)
+
+    def recording_step(f, x, t, h, k1):
+        tried.append(h)
+        return step(f, x, t, h, k1)
+    monkeypatch.setattr(dopri5, "next_step_factor", recording_factor)
+    monkeypatch.setattr(dopri5, "dopri5_step", recording_step)
+
+    def v(x, t, y=None):
+        return -50.0 * (x - np.cos(np.asarray(t)).reshape(-1, 1))
+    _, stats = solvers.integrate(v, np.array([[3.0]]), method="dopri5", rtol=1e-8, atol=1e-10,
+                                 return_stats=True)
+    assert stats.rejected > 0 and len(calls) == stats.accepted + stats.rejected == len(tried)
+    assert calls[0][1] is False
+    for (previous, _), (_, after_rejection) in zip(calls, calls[1:]):
+        assert after_rejection == (previous > 1.0)
+    for i in range(1, len(tried)):
+        if calls[i - 1][0] > 1.0:
+            assert abs(tried[i]) <= abs(tried[i - 1])
+
+
 # ----------------------------------------------------------------------------- guards and arguments
 def test_step_cap_and_step_underflow_raise_clear_errors():
     with pytest.raises(RuntimeError, match="max_steps = 3"):
@@ -205,7 +245,7 @@ def test_step_cap_and_step_underflow_raise_clear_errors():
 
     def blows_up(x, t, y=None):  # x' = 1 / (0.5 - t)^2 has no solution past t = 0.5
         return np.ones_like(x) / (0.5 - np.asarray(t)).reshape(-1, 1) ** 2
-    with pytest.raises(FloatingPointError, match="dopri5"):
+    with pytest.raises(FloatingPointError, match="step size fell"):
         solvers.integrate(blows_up, X0, method="dopri5")
 
     def nan_late(x, t, y=None):

@@ -95,6 +95,18 @@ def test_score_from_velocity_is_the_gaussian_score(t, x, s):
     np.testing.assert_allclose(score_from_velocity(velocity, x, t), expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_score_with_one_time_per_point_uses_each_points_own_time(n):
+    """t of shape (N,): row i is (t_i v_i - x_i) / (1 - t_i), also when N equals D (2 points in
+    2D), where a t laid along the coordinates instead would give numbers without an error."""
+    rng = np.random.default_rng(5)
+    x, v = rng.standard_normal((n, 2)), rng.standard_normal((n, 2))
+    t = np.linspace(0.1, 0.8, n)
+    expected = np.stack([(t[i] * v[i] - x[i]) / (1 - t[i]) for i in range(n)])
+    np.testing.assert_allclose(score_from_velocity(v, x, t), expected, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(sde.score(v, x, t), expected, rtol=1e-14, atol=0)
+
+
 # --------------------------------------------------------------------------- safety near t = 1
 def test_no_nan_near_t_one_with_an_imperfect_field():
     """A learned field's error is amplified by 1/(1-t) in the score; many steps and

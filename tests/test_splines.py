@@ -481,3 +481,50 @@ def test_the_coupling_runs_the_spline_maths_not_the_checked_entry(monkeypatch):
     np.testing.assert_array_equal(flow.log_prob(x).data, expected)
     flow.loss(x).nll.backward()
     assert flow.forward(x).shape == (8, 2)
+
+
+# --------------------------------------------------------------------------- knots and settings
+@settings(deadline=None, max_examples=25)
+@given(n_bins=st.integers(2, 12), bound=st.sampled_from([0.5, 3.0]), min_size=st.sampled_from([1e-3, 0.04]),
+       seed=st.integers(0, 2**32 - 1), scale=st.floats(0.0, 8.0))
+def test_knots_are_the_documented_bin_sizes(n_bins, bound, min_size, seed, scale):
+    """From the definition: ``size_k = min_size + (1 - K min_size) softmax(u)_k`` (summing to 1,
+    each at least min_size), knots ``-B + 2B * (0, size_0, size_0 + size_1, ...)``, the ends
+    exactly -B and B. (A normaliser ``1 - (K - 1) min_size`` keeps s_k = 1 at zero raw outputs
+    and every round trip exact, so only the sizes themselves show it.)"""
+    u = scale * np.random.default_rng(seed).normal(size=(3, n_bins))
+    soft = np.exp(u - u.max(axis=1, keepdims=True))
+    soft /= soft.sum(axis=1, keepdims=True)
+    sizes = min_size + (1 - n_bins * min_size) * soft
+    knots = splines.spline_knots(mg.Tensor(u), bound, min_size).data
+    assert knots.shape == (3, n_bins + 1)
+    assert np.all(knots[:, 0] == -bound) and np.all(knots[:, -1] == bound)
+    np.testing.assert_allclose(np.diff(knots, axis=1), 2 * bound * sizes, rtol=0, atol=1e-13 * bound)
+    assert np.all(np.diff(knots, axis=1) >= 2 * bound * min_size * (1 - 1e-9))
+
+
+def test_zero_raw_sizes_give_equally_spaced_knots():
+    for n_bins in (2, 5, 12):
+        knots = splines.spline_knots(mg.Tensor(np.zeros((1, n_bins))), 3.0, 1e-3).data[0]
+        np.testing.assert_allclose(knots, np.linspace(-3.0, 3.0, n_bins + 1), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("min_derivative", [0.0, 1.0, -1.0, 1.5])
+def test_min_derivative_outside_the_open_unit_interval_is_refused_up_front(min_derivative):
+    """At 1 the identity start needs softplus(c) = 0, c = log 0 (a "math domain error" at the first
+    pass if it got that far); at 0 or below a knot derivative reaches 0 or goes negative. Refused
+    by the coupling, the flow and the spline function before any pass."""
+    builds = (lambda: RationalQuadraticCoupling(2, 4, 1, 4, min_derivative=min_derivative),
+              lambda: SplineFlow(2, 2, 4, 1, 4, min_derivative=min_derivative),
+              lambda: rational_quadratic_spline(np.zeros(2), np.zeros((2, 4)), np.zeros((2, 4)),
+                                                np.zeros((2, 3)), min_derivative=min_derivative))
+    for build in builds:
+        with pytest.raises(ValueError, match=r"min_derivative must be a number in \(0, 1\)"):
+            build()
+
+
+@pytest.mark.parametrize("heights_shape", [(2, 3), (2, 5), (2, 1, 4)])
+def test_heights_must_be_one_per_bin(heights_shape):
+    """K widths need K heights: with K + 1 the spline would end short of (B, B) (not a bijection)."""
+    with pytest.raises(ValueError, match=r"unnormalized_heights has shape .*, expected \(2, 4\)"):
+        rational_quadratic_spline(np.zeros(2), np.zeros((2, 4)), np.zeros(heights_shape), np.zeros((2, 3)))

@@ -4,6 +4,8 @@ a library result with a closed form or a brute-force computation from the defini
 * straightness (flows_np.reflow): the Gaussian-to-Gaussian flow of tests/analytic_fields.py,
   anisotropic, with N != D, so that a sum or a norm over the wrong axis changes the number;
 * energy_distance: the U-statistic by an explicit double loop over pairs;
+* common_origin: the mean rounded to the power of two at or below the spread (the set's own
+  place when all its points coincide);
 * reflow_pairs: one step of each method on a linear field is that method's Taylor polynomial;
 * ResidualNet (flows_np.splines): ``h <- h + block(h)``, from the layers' definitions;
 * minigrad.softmax: rows of very different scales, each against its own row.
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minigrad as mg
-from flows_np.reflow import energy_distance, reflow_pairs, straightness
+from flows_np.reflow import common_origin, energy_distance, reflow_pairs, straightness
 from flows_np.splines import ResidualNet
 from tests.analytic_fields import gaussian_velocity, marginal_std, velocity_coefficient
 
@@ -78,6 +80,36 @@ def test_energy_distance_normaliser_on_a_known_set():
     (1+3+2)*2 / 6 = 2, within y 2*2 / 2 = 2, so D^2 = 8/3 - 2 - 2 = -4/3."""
     x, y = np.array([[0.0], [1.0], [3.0]]), np.array([[0.0], [2.0]])
     assert energy_distance(x, y) == pytest.approx(-4.0 / 3.0, rel=1e-14)
+
+
+def test_common_origin_is_the_mean_rounded_to_the_power_of_two_at_or_below_the_spread():
+    """Both sets of a line at 0.9 +- 1.5: mean 0.9, spread (RMS distance to it) 1.5, so the step
+    is 1 (the power of two at or below 1.5, not 2 above it) and the origin round(0.9) = 1, within
+    half a step of the mean. Then random sets: ``round(mean / step) * step`` from the definition."""
+    a = np.array([[0.9 - 1.5], [0.9 + 1.5]])
+    np.testing.assert_array_equal(common_origin(a, a), [1.0])
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        a = rng.normal(size=(int(rng.integers(2, 9)), 2)) * rng.uniform(0.1, 10) + rng.normal(size=2) * 20
+        b = rng.normal(size=(int(rng.integers(2, 9)), 2)) * rng.uniform(0.1, 10) + rng.normal(size=2) * 20
+        both = np.concatenate([a, b])
+        mean = both.mean(axis=0)
+        spread = math.sqrt(np.mean(np.sum((both - mean) ** 2, axis=1)))
+        step = 2.0 ** math.floor(math.log2(spread))
+        assert step <= spread < 2 * step
+        origin = common_origin(a, b)
+        np.testing.assert_array_equal(origin, np.round(mean / step) * step)
+        assert np.all(np.abs(origin - mean) <= spread / 2)
+
+
+def test_coincident_points_far_from_zero_are_measured_from_their_own_position():
+    """All points at one place (spread 0, no power of two to round to): common_origin returns
+    that place itself (its documented value; not 0, not NaN from log2(0)), and the energy
+    distance of the two sets is 0 exactly."""
+    point = np.array([1e8 + 0.25, -7e7 + 0.125, 3.3e7 - 0.5])  # 6 copies sum and average exactly
+    x = np.repeat(point[None], 4, axis=0)
+    np.testing.assert_array_equal(common_origin(x, x[:2]), point)
+    assert energy_distance(x, x[:2]) == 0.0
 
 
 # --------------------------------------------------------------------------- reflow_pairs and the method
