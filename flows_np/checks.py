@@ -33,7 +33,7 @@ import numbers
 
 import numpy as np
 
-from .named import Solver
+from .named import ADAPTIVE_METHODS, Solver
 
 __all__ = ["as_array", "check_positive_int", "check_coupling_architecture", "check_learning_rate", "check_clip_grad", "check_labels",
            "check_point_facts", "check_points", "check_permutation", "check_eta_min", "check_adam_lr", "check_nonempty",
@@ -589,15 +589,15 @@ def ode_state_inputs(v, x, t0, t1, y):
     return x, t0, t1, check_field_input(v, x.shape, y, x.shape[0])
 
 
-#: The adaptive methods (their own step sizes, from a tolerance) and their defaults.
-ADAPTIVE_METHODS = ("dopri5",)
+#: The adaptive methods' defaults (:data:`~flows_np.named.ADAPTIVE_METHODS`: dopri5).
 DOPRI5_RTOL = 1e-5
 DOPRI5_ATOL = 1e-7
 DOPRI5_MAX_STEPS = 10_000
 
 
 def check_tolerance(value, name: str) -> float:
-    """A solver tolerance: a real number, finite and > 0."""
+    """A solver tolerance: a real number, finite and > 0 (0 is refused by design: pure relative
+    or pure absolute control fails on a state that passes through 0, or on a large one)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
@@ -638,8 +638,8 @@ def check_adaptive_run(fault, t: float, h: float, stats, max_steps: int) -> None
                                  "fast to meet the tolerances there (a singular or stiff field, or rtol/atol "
                                  "below the state's precision)")
     if fault == "not_finite":
-        raise FloatingPointError(f"dopri5: the velocity field or the state became NaN or inf near t = {t:.6g} "
-                                 "(check the model and its weights)")
+        raise FloatingPointError(f"dopri5: the velocity field or the state became NaN or inf in the step from "
+                                 f"t = {t:.6g} to {t + h:.6g} (check the model and its weights)")
 
 
 def noise_scale_value(value, t) -> float:
@@ -1117,7 +1117,7 @@ def check_affine_path(path, backend: str = "numpy") -> None:
     schedule = ("alpha", "beta", "d_alpha", "d_beta")
     if not all(callable(getattr(path, name, None)) for name in schedule) or not hasattr(path, "sigma"):
         package = "flows_np" if backend == "numpy" else "flows_torch"
-        raise TypeError(f"path must be an affine path of {package}.paths (LinearPath(), CosinePath(), ...), "
+        raise ValueError(f"path must be an affine path of {package}.paths (LinearPath(), CosinePath(), ...), "
                         f"got {type(path).__name__}")
 
 
@@ -1180,13 +1180,13 @@ def oracle_query(oracle, x, t, y=None):
     check_model_dim(x.shape, oracle.dim, "x")
     model_labels(oracle, y, x.shape[0])
     t = batch_times(check_real_array(t, "t"), x.shape[0], np.float64)
-    check_oracle_time(oracle.singular, lambda: bool(np.any(oracle.path.beta(t) == 0)))
+    check_oracle_time(oracle.singular, lambda: bool(np.any(t == 1)))
     return x.astype(np.float64, copy=False), t
 
 
 def check_oracle_time(singular: bool, at_data_end) -> None:
     """`singular`: the oracle has a point mass and a path without noise; ``at_data_end()``:
-    some time has ``b_t = 0`` (t = 1)."""
+    some time is t = 1, where every path has ``b_1 = 0``."""
     if singular and at_data_end():
         raise ValueError("t = 1 with point masses (a zero covariance) and a path without noise (sigma = 0): "
                          "p_1 is a sum of Dirac deltas and has no density or velocity there; use t < 1")
@@ -1197,7 +1197,7 @@ def oracle_sample_inputs(oracle, n, t, rng):
     n = check_positive_int(n, "n")
     t = batch_times(check_real_array(t, "t"), n, np.float64)
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+        raise ValueError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
     return n, t, rng
 
 

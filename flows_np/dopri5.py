@@ -25,7 +25,8 @@ the next step's ``k_1`` ("first same as last"): an accepted step costs 6 evaluat
 Accepting a step
 ================
 The error is measured against the tolerance entry by entry and summarised by its largest
-value over the whole state (every point of a batch: one step size for the batch):
+value over the whole state (every point of a batch: one step size for the batch, so a point's
+result depends, within the tolerance, on the other points solved with it):
 
     ratio = max |err| / (atol + rtol max(|x|, |x5|)).
 
@@ -46,15 +47,16 @@ The first step (Hairer, Norsett & Wanner, "Solving ODEs I", Sec. II.4): with the
 scaled norm ``||e|| = max |e| / (atol + rtol |x0|)``, ``d0 = ||x0||``, ``d1 = ||f(x0, t0)||``,
 a trial ``h0 = 0.01 d0 / d1`` (``1e-6`` when either is below ``1e-5``), the second
 derivative estimated by one Euler step ``d2 = ||f(x0 + h0 f0, t0 + h0) - f0|| / h0``, and
-``h1 = (0.01 / max(d1, d2))^(1/5)``; the first step is ``min(100 h0, h1, |t1 - t0|)``.
+``h1 = (0.01 / max(d1, d2))^(1/5)`` (``max(1e-6, 1e-3 h0)`` when both are below 1e-15); the
+first step is ``min(100 h0, h1, |t1 - t0|)``.
 
 Cost and guards
 ===============
-Field evaluations: 2 to choose the first step, then 6 per step tried (accepted or
-rejected). The run stops early, and its caller reports why, when it has tried
-``max_steps`` steps, when the step size falls below ``MIN_STEP_FRACTION |t1 - t0|`` (a
-singular field, or tolerances below the state's precision), or when the error ratio is
-NaN or inf (the field or the state overflowed).
+Field evaluations: 2 to choose the first step (``k_1`` and the Euler probe; a zero-length
+interval costs ``k_1`` only), then 6 per step tried (accepted or rejected). The run stops
+early, and its caller reports why, when it has tried ``max_steps`` steps, when the step size
+falls below ``MIN_STEP_FRACTION |t1 - t0|`` (a singular field, or tolerances below the
+state's precision), or when the error ratio is NaN or inf (the field or the state overflowed).
 
 The functions use only ``+``, ``*`` and calls of ``f`` on the state, and python floats for
 times and step sizes, so they serve any array type: each backend passes its own scaled
@@ -114,12 +116,16 @@ def dopri5_step(f, x, t: float, h: float, k1):
 def initial_step(f, x, t0: float, t1: float, f0, norm) -> float:
     """The size (> 0) of the first step from the starting-step rule of the module docstring;
     ``norm(e)`` is the scaled error norm at the start state. Costs one field evaluation."""
+    if t1 == t0:
+        return 0.0
     d0, d1 = norm(x), norm(f0)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, abs(t1 - t0))
     direction = 1.0 if t1 >= t0 else -1.0
     f1 = f(x + (direction * h0) * f0, t0 + direction * h0)
     d2 = norm(f1 - f0) / h0
+    if not math.isfinite(d2):  # the probe overflowed: try h0, the first step's ratio reports it
+        return h0
     largest = max(d1, d2)
     if largest <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)

@@ -145,7 +145,8 @@ def nll(v, points, labels=None, steps: int | None = None, method: str = "rk4",
         max_steps: int | None = None) -> float:
     """Mean negative log-likelihood ``-mean_i log p_1(x_i)`` in nats over a set of points,
     computed in batches of `batch_size` (each batch one :func:`log_prob` call, with the same
-    solver arguments).
+    solver arguments; dopri5 chooses one step size per batch, so with it the result depends
+    on `batch_size` within the tolerance).
 
     On held-out data this is the cross-entropy ``H(data, model)``; subtracting the
     data's entropy (:func:`flows_np.data.data_entropy`) leaves ``KL(data || model)``.

@@ -10,14 +10,17 @@
 * :class:`SolveStats` ``(nfe, accepted, rejected, times)``: what a solve cost, returned by
   ``integrate(..., return_stats=True)`` and ``log_prob(..., return_stats=True)``.
 
-Both are named tuples: ``x_t, u_t = path.sample(...)`` and ``nll, log_pz, log_det = flow.loss(x)``
+All are named tuples: ``x_t, u_t = path.sample(...)`` and ``nll, log_pz, log_det = flow.loss(x)``
 unpack as before, and ``sample.x_t``, ``loss.nll`` name the parts.
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = ["PathSample", "FlowLoss", "Solver", "SolveStats"]
+__all__ = ["PathSample", "FlowLoss", "Solver", "SolveStats", "ADAPTIVE_METHODS"]
+
+#: The adaptive ODE methods: their own step sizes, from a tolerance.
+ADAPTIVE_METHODS = ("dopri5",)
 
 
 class PathSample(NamedTuple):
@@ -45,7 +48,7 @@ class Solver(NamedTuple):
 
     @property
     def adaptive(self) -> bool:
-        return self.steps is None
+        return self.method in ADAPTIVE_METHODS
 
 
 class SolveStats(NamedTuple):

@@ -161,7 +161,8 @@ class MixtureOracle:
 
     def conditional_variance(self, x, t) -> np.ndarray:
         """``tr Var(u | x_t = x)``, shape (N,) (step 6): averaged over ``x_t ~ p_t`` and
-        ``t ~ U[0, 1]`` it is the smallest flow-matching loss any model can reach."""
+        ``t ~ U[0, 1]`` it is the smallest flow-matching loss any model can reach. A difference
+        of large terms where it is ~0 (point masses near t = 1): it can come out at -1e-16."""
         x, t = checks.oracle_query(self, x, t)
         return self.in_chunks(self.velocity_variance, x, t)
 
@@ -184,10 +185,13 @@ class MixtureOracle:
         return np.concatenate(parts, axis=0)
 
     def schedule(self, t: np.ndarray):
-        """``(a, b, a', b')`` of the path at the (N,) times, each of shape (N, 1, 1)."""
+        """``(a, b, a', b')`` of the path at the (N,) times, each of shape (N, 1, 1); ``b = 0``
+        exactly at t = 1 (``cos(pi / 2)`` is 6e-17 in floating point, which would turn the
+        point-mass singularity into finite nonsense)."""
         t = np.asarray(t, dtype=np.float64).reshape(-1, 1, 1)
         path = self.path
-        return path.alpha(t), path.beta(t), path.d_alpha(t), path.d_beta(t)
+        b = np.where(t == 1, 0.0, path.beta(t))
+        return path.alpha(t), b, path.d_alpha(t), path.d_beta(t)
 
     def terms(self, x, t: np.ndarray) -> OracleTerms:
         """The :class:`OracleTerms` at the (N, D) points x (array or Tensor) and (N,) times."""

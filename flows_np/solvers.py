@@ -114,8 +114,9 @@ def integrate(v, x, t0: float = 0.0, t1: float = 1.0, steps: int | None = None,
     ``(result, stats)``, a :class:`~flows_np.named.SolveStats`.
     A field that returns NaN or inf at the first or the last step, or a state that is
     NaN or inf there or at the end, raises FloatingPointError (no other step is checked:
-    the checks cost no time); dopri5 also stops with a clear error when its steps shrink
-    without end or exceed `max_steps`.
+    the checks cost no time). dopri5 checks the first slope the same way, and every step's
+    error ratio (a number it computes anyway): NaN or inf there, steps that shrink without
+    end, or more than `max_steps` steps stop it with a clear error.
     """
     solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 1000)
     x, t0, t1, y = checks.ode_state_inputs(v, x, t0, t1, y)

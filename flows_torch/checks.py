@@ -383,11 +383,12 @@ def hutchinson_inputs(v, x, t, y, probes, generator):
 def oracle_inputs(means, covariances, weights, path):
     """The rule of :func:`flows_np.checks.oracle_inputs` on host copies of tensors (read once,
     when the oracle is built); the path one of :mod:`flows_torch.paths`."""
-    def host(value):
+    def host(value, name):
         if value is None:
             return None
-        return as_input_tensor(value, "means").detach().cpu().numpy()
-    return rules.oracle_inputs(host(means), host(covariances), host(weights), path, "torch")
+        return as_input_tensor(value, name).detach().cpu().numpy()
+    return rules.oracle_inputs(host(means, "means"), host(covariances, "covariances"), host(weights, "weights"),
+                               path, "torch")
 
 
 def oracle_query(oracle, x, t, y=None):
@@ -396,7 +397,7 @@ def oracle_query(oracle, x, t, y=None):
     check_model_dim(x.shape, oracle.dim, "x")
     model_labels(oracle, y, x)
     t = as_times(t, x).expand(x.shape[0])
-    rules.check_oracle_time(oracle.singular, lambda: bool((oracle.path.beta(t) == 0).any()))
+    rules.check_oracle_time(oracle.singular, lambda: bool((t == 1).any()))
     return x, t
 
 
@@ -405,5 +406,5 @@ def oracle_sample_inputs(oracle, n, t, generator):
     n = check_positive_int(n, "n")
     like = torch.zeros((n, 1), dtype=torch.float64, device=oracle.means.device)
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return n, as_times(t, like).expand(n), generator

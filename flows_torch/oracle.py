@@ -19,12 +19,13 @@ import math
 
 import torch
 
+from flows_np.data import RING_CENTERS
 from flows_np.oracle import CHUNK_ENTRIES, OracleTerms, rings_quadrature
 
 from . import checks
 from .paths import LinearPath
 
-__all__ = ["MixtureOracle", "rings_oracle", "empirical_oracle"]
+__all__ = ["MixtureOracle", "rings_oracle", "ring_oracles", "empirical_oracle"]
 
 
 class MixtureOracle:
@@ -97,10 +98,11 @@ class MixtureOracle:
         return torch.cat([maths(x[i:i + size], t[i:i + size]) for i in range(0, len(x), size)])
 
     def schedule(self, t: torch.Tensor):
-        """``(a, b, a', b')`` at the (N,) times, each (N, 1, 1)."""
+        """``(a, b, a', b')`` at the (N,) times, each (N, 1, 1); ``b = 0`` exactly at t = 1."""
         t = t.to(torch.float64).reshape(-1, 1, 1)
         path = self.path
-        return path.alpha(t), path.beta(t), path.d_alpha(t), path.d_beta(t)
+        b = torch.where(t == 1, torch.zeros_like(t), path.beta(t))
+        return path.alpha(t), b, path.d_alpha(t), path.d_beta(t)
 
     def terms(self, x: torch.Tensor, t: torch.Tensor) -> OracleTerms:
         a, b, da, db = self.schedule(t)
@@ -169,18 +171,20 @@ class MixtureOracle:
 
     def draw(self, n: int, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         k, d = self.eigenvalues.shape
-        device = self.means.device
-        component = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        normal = torch.randn((n, d), dtype=torch.float64, generator=generator)
+        device, source = self.means.device, generator.device  # draws on the generator's device
+        component = torch.multinomial(self.weights.to(source), n, replacement=True,
+                                      generator=generator).to(device)
+        normal = torch.randn((n, d), dtype=torch.float64, generator=generator, device=source)
         z1 = self.eigenvalues[component].sqrt() * normal.to(device)
         if self.rotations is not None:
             z1 = torch.einsum("nij,nj->ni", self.rotations[component], z1)
         x1 = self.means[component] + z1
-        x0 = torch.randn((n, d), dtype=torch.float64, generator=generator).to(device)
+        x0 = torch.randn((n, d), dtype=torch.float64, generator=generator, device=source).to(device)
         a, b, _, _ = (value[:, 0] for value in self.schedule(t.to(device)))
         x_t = a * x1 + b * x0
         if self.path.sigma > 0:
-            noise = torch.randn((n, d), dtype=torch.float64, generator=generator).to(device)
+            noise = torch.randn((n, d), dtype=torch.float64, generator=generator, device=source)
+            noise = noise.to(device)
             x_t = x_t + self.path.sigma * noise
         return x_t
 
@@ -188,6 +192,13 @@ class MixtureOracle:
 def rings_oracle(radial_nodes: int = 6, width: float = 0.6, path=None) -> MixtureOracle:
     """The Olympic rings' quadrature mixture (:func:`flows_np.oracle.rings_quadrature`)."""
     return MixtureOracle(*rings_quadrature(radial_nodes, width)[:3], path)
+
+
+def ring_oracles(radial_nodes: int = 6, width: float = 0.6, path=None) -> list:
+    """One oracle per ring (class label 0..4) (:func:`flows_np.oracle.ring_oracles`)."""
+    means, variances, weights, ring = rings_quadrature(radial_nodes, width)
+    return [MixtureOracle(means[ring == k], variances[ring == k], weights[ring == k], path)
+            for k in range(len(RING_CENTERS))]
 
 
 def empirical_oracle(points, path=None) -> MixtureOracle:

@@ -264,13 +264,14 @@ def _floor_lines(fm: dict) -> list:
                 "it is not computed here."]
     ends = {"fm": fm["final_val_loss"] if fm["final_val_loss"] is not None else fm["final_train_loss"],
             "cfm": fm["cfm_final_val_loss"] if fm["cfm_final_val_loss"] is not None else fm["cfm_final_train_loss"]}
-    return [f"That floor, computed exactly from the marginal field of the rings (flows_np.oracle, the rings as a "
-            f"quadrature mixture; {floor['points']} fresh pairs): E_t E tr Var(x_1 - x_0 | x_t) = "
-            f"{_f(floor['fm'][0])} +- {_f(floor['fm'][1])} for the unconditional model and "
+    return [f"That floor, from the closed-form marginal field of the rings (flows_np.oracle, the rings as a "
+            f"quadrature mixture; a Monte Carlo mean over {floor['points']} fresh pairs): E_t E tr Var(x_1 - x_0 | "
+            f"x_t) = {_f(floor['fm'][0])} +- {_f(floor['fm'][1])} for the unconditional model and "
             f"{_f(floor['cfm'][0])} +- {_f(floor['cfm'][1])} given the ring (the dashed lines). The models end "
             f"{_f(ends['fm'] - floor['fm'][0])} and {_f(ends['cfm'] - floor['cfm'][0])} above them (final "
-            "validation loss minus floor): that excess is the mean squared error of the learned field against "
-            "the exact one, the only part of the loss training can remove."]
+            "validation loss minus floor, each uncertain by the validation loss's noise and the floor's +-): in "
+            "expectation that excess is the mean squared error of the learned field against the exact one, the "
+            "only part of the loss training can remove."]
 
 
 def answer_fm_q2(r: dict) -> list:

@@ -195,7 +195,7 @@ def fig_fm_q1(path, histories: dict, floors=None):
         for (name, floor), color in zip((("unconditional", floors["fm"]), ("conditional", floors["cfm"])),
                                         ("C0", "C1")):
             ax.axhline(floor[0], color=color, ls="--", lw=1,
-                       label=f"{name} floor {floor[0]:.3f} (exact, rings oracle)")
+                       label=f"{name} floor {floor[0]:.3f} +- {floor[1]:.3f} (rings oracle)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return P.save(fig, path)
