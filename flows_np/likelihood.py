@@ -42,7 +42,8 @@ import minigrad as mg
 from . import checks, nf
 from .solvers import ODE_METHODS, as_state_field, solve_with
 
-__all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob"]
+__all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob",
+           "log_prob_result"]
 
 
 def standard_normal_log_prob(z) -> np.ndarray:
@@ -118,9 +119,14 @@ def log_prob(v, x, steps: int | None = None, method: str = "rk4", y=None,
     solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 100)
     x, y = checks.log_prob_inputs(v, x, y)
     logp, trajectory, stats = exact_log_prob(v, x, solver, y, return_trajectory)
-    result = (logp, trajectory) if return_trajectory else (logp,)
-    result = result + (stats,) if return_stats else result
-    return result if len(result) > 1 else logp
+    return log_prob_result(logp, trajectory, stats, return_trajectory, return_stats)
+
+
+def log_prob_result(logp, trajectory, stats, return_trajectory: bool, return_stats: bool):
+    """What :func:`log_prob` returns (both backends): ``logp``, with the trajectory and the
+    stats after it when they were asked for."""
+    extras = ((trajectory,) if return_trajectory else ()) + ((stats,) if return_stats else ())
+    return (logp,) + extras if extras else logp
 
 
 def exact_log_prob(v, x: np.ndarray, solver, y=None, trajectory: bool = False):

@@ -136,35 +136,29 @@ class MixtureOracle:
     # ----------------------------------------------------------------------- checked methods
     def log_prob(self, x, t) -> np.ndarray:
         """``log p_t(x)``, shape (N,) (step 1)."""
-        x, t = checks.oracle_query(self, x, t)
-        return self.in_chunks(self.marginal_log_prob, x, t)
+        return self.in_chunks(self.marginal_log_prob, *checks.oracle_query(self, x, t))
 
     def score(self, x, t) -> np.ndarray:
         """``grad_x log p_t(x)``, shape (N, D) (step 2)."""
-        x, t = checks.oracle_query(self, x, t)
-        return self.in_chunks(self.marginal_score, x, t)
+        return self.in_chunks(self.marginal_score, *checks.oracle_query(self, x, t))
 
     def __call__(self, x, t, y=None) -> np.ndarray:
         """The marginal velocity ``u_t(x)``, shape (N, D) (steps 3-4)."""
-        x, t = checks.oracle_query(self, x, t, y)
-        return self.in_chunks(self.velocity, x, t)
+        return self.in_chunks(self.velocity, *checks.oracle_query(self, x, t, y))
 
     def divergence(self, x, t) -> np.ndarray:
         """``div u_t(x)``, shape (N,) (step 5)."""
-        x, t = checks.oracle_query(self, x, t)
-        return self.in_chunks(self.marginal_divergence, x, t)
+        return self.in_chunks(self.marginal_divergence, *checks.oracle_query(self, x, t))
 
     def posterior(self, x, t) -> np.ndarray:
         """``gamma_k(x)``, the probability of each component given ``x_t = x``, shape (N, K)."""
-        x, t = checks.oracle_query(self, x, t)
-        return self.in_chunks(self.responsibilities, x, t)
+        return self.in_chunks(self.responsibilities, *checks.oracle_query(self, x, t))
 
     def conditional_variance(self, x, t) -> np.ndarray:
         """``tr Var(u | x_t = x)``, shape (N,) (step 6): averaged over ``x_t ~ p_t`` and
         ``t ~ U[0, 1]`` it is the smallest flow-matching loss any model can reach. A difference
         of large terms where it is ~0 (point masses near t = 1): it can come out at -1e-16."""
-        x, t = checks.oracle_query(self, x, t)
-        return self.in_chunks(self.velocity_variance, x, t)
+        return self.in_chunks(self.velocity_variance, *checks.oracle_query(self, x, t))
 
     def sample(self, n: int, t, rng: np.random.Generator) -> np.ndarray:
         """``n`` exact draws of ``x_t`` (t a float or an (n,) array), float64 (n, D): draws from

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from flows_np.likelihood import log_prob_result
+
 from . import checks, nf
 from .solvers import ODE_METHODS, as_state_field, solve_with
 
@@ -94,9 +96,7 @@ def log_prob(v, x, steps: int | None = None, method: str = "rk4", y=None,
     solver = checks.solver_choice(method, steps, rtol, atol, max_steps, ODE_METHODS, 100)
     x, y = checks.log_prob_inputs(v, x, y)
     logp, trajectory, stats = exact_log_prob(v, x, solver, y, return_trajectory)
-    result = (logp, trajectory) if return_trajectory else (logp,)
-    result = result + (stats,) if return_stats else result
-    return result if len(result) > 1 else logp
+    return log_prob_result(logp, trajectory, stats, return_trajectory, return_stats)
 
 
 def exact_log_prob(v, x: torch.Tensor, solver, y=None, trajectory: bool = False):
