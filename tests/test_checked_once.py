@@ -19,14 +19,19 @@ from flows_torch import checks as t_checks, fm as t_fm, solvers as t_solvers, tr
 
 
 def count_checks(monkeypatch, module) -> collections.Counter:
-    """Wrap every function defined in (or re-exported by) a checks module with a counter."""
+    """Wrap every function defined in (or re-exported by) a checks module with a counter; for
+    the checks package (flows_np.checks) in the package and in each of its modules, so that the
+    rules' calls of one another are counted too (once each: a wrapper calls the original)."""
     counts = collections.Counter()
-    for name, function in vars(module).items():
-        if inspect.isfunction(function) and not name.startswith("_"):
-            def counted(*args, _name=name, _function=function, **kwargs):
-                counts[_name] += 1
-                return _function(*args, **kwargs)
-            monkeypatch.setattr(module, name, counted)
+    namespaces = [module] + [m for m in vars(module).values()
+                             if inspect.ismodule(m) and m.__name__.startswith(module.__name__ + ".")]
+    for namespace in namespaces:
+        for name, function in list(vars(namespace).items()):
+            if inspect.isfunction(function) and not name.startswith("_"):
+                def counted(*args, _name=name, _function=function, **kwargs):
+                    counts[_name] += 1
+                    return _function(*args, **kwargs)
+                monkeypatch.setattr(namespace, name, counted)
     return counts
 
 
