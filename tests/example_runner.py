@@ -1,6 +1,7 @@
 """Running an example script as a user would, shared by the example tests."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +52,26 @@ def run_example_with_fault(script: Path, fault_file: str, *args, code: int = 28,
                FAULT_FILE=fault_file, FAULT_ERRNO=str(code))
     return subprocess.run([sys.executable, "-c", FAULT_PRELUDE, str(script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=str(ROOT), env=env)
+
+
+def shared_run(tmp_path_factory, name: str, script: Path, *args, timeout: float = 900):
+    """``run_example(script, *args, "--out", folder)`` once per test session, however many test
+    files (and pytest-xdist workers) ask for it: the first caller runs it under a file lock in
+    the session's shared temporary folder, later callers read the recorded result. Returns
+    ``(folder, result)``; `result` has ``returncode``, ``stdout`` and ``stderr``. Callers must
+    not change `folder`: copy it first (``shutil.copytree``)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # each worker's folder sits in the session's shared one
+    folder, record = base / f"shared-{name}" / "out", base / f"shared-{name}.json"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no POSIX locks (Windows): workers may each run it
+            pass
+        if not record.is_file():
+            result = run_example(script, *args, "--out", folder, timeout=timeout)
+            record.write_text(json.dumps({"returncode": result.returncode, "stdout": result.stdout,
+                                          "stderr": result.stderr}))
+    return folder, subprocess.CompletedProcess([str(script), *map(str, args)], **json.loads(record.read_text()))

@@ -24,8 +24,8 @@ from examples.common.report import Report, inline_spans  # noqa: E402
 from examples.common.report_pdf import PageLimitError, pdf_bytes  # noqa: E402
 from examples.rings_exercise.answers import ANSWERS, QUESTIONS  # noqa: E402
 from examples.rings_exercise.report import REPORTS, build_report, render  # noqa: E402
-from tests.example_runner import run_example_with_fault  # noqa: E402
-from tests.test_example_rings import SCRIPT, run_rings  # noqa: E402
+from tests.example_runner import run_example_with_fault, shared_run  # noqa: E402
+from tests.test_example_rings import QUICK_RUN, SCRIPT, run_rings  # noqa: E402
 
 pypdf = pytest.importorskip("pypdf")
 
@@ -34,8 +34,8 @@ A4_POINTS = (595.28, 841.89)
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rings_report") / "out"
-    result = run_rings("--quick", "--no-progress", "--out", out)
+    """The quick run of test_example_rings (run once per session; read only here)."""
+    out, result = shared_run(tmp_path_factory, "rings-quick", SCRIPT, *QUICK_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text())
 

@@ -18,6 +18,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tests.example_runner import shared_run
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "rings.py"
 
@@ -89,11 +91,13 @@ def test_png_checker_rejects_planted_faults(tmp_path):
 
 
 # --------------------------------------------------------------------------- quick runs
+QUICK_RUN = ("--quick", "--no-progress")  # the quick numpy run, shared with test_example_report
+
+
 @pytest.fixture(scope="module")
 def quick_numpy(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rings_numpy") / "out"
-    result = run_rings("--quick", "--no-progress", "--out", out)
-    return out, result
+    """The quick run's folder (read only: copy it to change it) and its process result."""
+    return shared_run(tmp_path_factory, "rings-quick", SCRIPT, *QUICK_RUN)
 
 
 def test_quick_numpy_run_writes_every_promised_file(quick_numpy):
@@ -139,9 +143,11 @@ def test_output_checker_rejects_planted_faults(quick_numpy, tmp_path):
 
 
 @pytest.mark.slow
-def test_reuse_loads_checkpoints_and_redraws(quick_numpy):
-    out, result = quick_numpy
+def test_reuse_loads_checkpoints_and_redraws(quick_numpy, tmp_path):
+    shared, result = quick_numpy
     assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    shutil.copytree(shared, out)
     for name in EXPECTED_FIGURES:
         (out / name).unlink()
     again = run_rings("--quick", "--no-progress", "--reuse", "--out", out)
