@@ -7,10 +7,11 @@ environment that can also import this checkout, e.g.
     python3 -m venv /tmp/peers && /tmp/peers/bin/pip install "jax[cpu]" numpy
     PYTHONPATH=. /tmp/peers/bin/python -m benchmarks.bench_fm_vs_jax [--repeats 15] [--old DIR]
 
-Rows: ``fm_loss`` (the public, checked loss, as ``benchmarks.run`` times it), the training
-loop's step (``velocity_regression_loss`` on the model's ``velocity``: what ``train_fm`` runs
-after checking its data once) and ``jax.jit`` of the same maths (the same weights and batch;
-Adam written out as in ``minigrad.optim.Adam``). With ``--old DIR``, a directory holding an
+Rows: ``fm_loss`` (the public, checked loss), the reader's step (``velocity_regression_loss``
+on the model's ``velocity``, op by op: what ``train_fm(..., fast=False)`` runs after checking
+its data once), ``train_fm``'s default step (``flows_np.fm_fast.fused_regression_loss``: the
+network and the loss as one node, the same gradients bit for bit) and ``jax.jit`` of the same
+maths (the same weights and batch; Adam written out as in ``minigrad.optim.Adam``). With ``--old DIR``, a directory holding an
 older checkout's packages renamed ``minigrad_old`` / ``flows_np_old``, its ``fm_loss`` step
 joins the interleaving (how the README's before/after rows were measured).
 """
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
 from benchmarks.harness import step_inputs, time_interleaved, training_step  # noqa: E402
-from flows_np import fm  # noqa: E402
+from flows_np import fm, fm_fast  # noqa: E402
 from flows_np.paths import LinearPath  # noqa: E402
 
 BATCH, WIDTH, DEPTH = 128, 64, 5
@@ -76,14 +77,17 @@ def jax_step(state: dict, x0, x1, t, lr: float = 1e-3, betas=(0.9, 0.999), eps: 
 def contenders(old_dir: str | None) -> dict:
     x1, x0, t = step_inputs(np.random.default_rng(0), BATCH)
     models = {name: fm.VelocityMLP(hidden=WIDTH, depth=DEPTH, rng=np.random.default_rng(0))
-              for name in ("public", "loop")}
+              for name in ("public", "loop", "fused")}
     path = LinearPath()
     out = {
         "minigrad fm_loss (checked)": training_step(lambda m=models["public"]: fm.fm_loss(m, x0, x1, t),
                                                     mg.optim.Adam(models["public"].parameters(), lr=1e-3)),
-        "minigrad training-loop step": training_step(
+        "minigrad reader's step (op by op)": training_step(
             lambda m=models["loop"]: fm.velocity_regression_loss(m.velocity, path, x0, x1, t),
             mg.optim.Adam(models["loop"].parameters(), lr=1e-3)),
+        "minigrad train_fm step (fm_fast)": training_step(
+            lambda loss=fm_fast.regression_loss_of(models["fused"]): loss(path, x0, x1, t),
+            mg.optim.Adam(models["fused"].parameters(), lr=1e-3)),
     }
     if old_dir:
         sys.path.insert(0, old_dir)

@@ -9,7 +9,9 @@ Rows (torch on one thread, BLAS on one thread, interleaved repeats, medians):
   (15 couplings, nets 5 x width 8; the whole inverse pass as one node, ``fused_loss`` of
   flows_np.nf_fast as train_nf uses it, and the op-by-op graph of ``flow.loss``) and
   FM models (VelocityMLP 5 layers of width 64, the exercise's, and 128, what
-  examples/rings.py trains), with the twin's time and the ratio;
+  examples/rings.py trains; the network and the loss as one node, ``fused_regression_loss``
+  of flows_np.fm_fast as train_fm uses it, and the op-by-op graph of ``fm_loss``), with the
+  twin's time and the ratio;
 - the pairing's cost (issue 16): an FM step (MLP 5 x 128, batch 128, rings data against
   N(0, I) noise, the coupling inside the step as in ``train_fm``) with exact minibatch OT
   (``ot_coupling``, solved by ``flows_np.assignment_fast``) against independent pairing,
@@ -40,6 +42,7 @@ from benchmarks.harness import (machine_description, markdown_table, step_inputs
 from flows_np import fm as np_fm, likelihood as np_lik, nf as np_nf, paths as np_paths, solvers as np_solvers  # noqa: E402
 from flows_np.assignment_fast import solver_name  # noqa: E402
 from flows_np.data import olympic_rings  # noqa: E402
+from flows_np.fm_fast import regression_loss_of  # noqa: E402
 from flows_np.nf_fast import fused_loss  # noqa: E402
 from flows_torch import fm as th_fm, likelihood as th_lik, nf as th_nf, paths as th_paths, solvers as th_solvers  # noqa: E402
 
@@ -68,12 +71,17 @@ def train_steps(seed: int = 0) -> dict:
             "torch": training_step(lambda: torch_flow.loss(xt)[0], torch.optim.Adam(torch_flow.parameters(), lr=1e-3)),
         },
     }
+    path = np_paths.LinearPath()
     for width in (64, 128):
-        mlp = np_fm.VelocityMLP(hidden=width, rng=np.random.default_rng(seed))
-        torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP(hidden=width))
+        mlps = {name: np_fm.VelocityMLP(hidden=width, rng=np.random.default_rng(seed))
+                for name in ("fast", "graph")}
+        torch_mlp = _copy_weights(mlps["fast"], th_fm.VelocityMLP(hidden=width))
         steps[f"FM (MLP 5 x {width})"] = {
-            "minigrad": training_step(lambda mlp=mlp: np_fm.fm_loss(mlp, x0, x, t),
-                                      mg.optim.Adam(mlp.parameters(), lr=1e-3)),
+            "minigrad (network and loss as one node)": training_step(
+                lambda loss=regression_loss_of(mlps["fast"]): loss(path, x0, x, t),
+                mg.optim.Adam(mlps["fast"].parameters(), lr=1e-3)),
+            "minigrad (op-by-op graph)": training_step(lambda m=mlps["graph"]: np_fm.fm_loss(m, x0, x, t),
+                                                      mg.optim.Adam(mlps["graph"].parameters(), lr=1e-3)),
             "torch": training_step(lambda torch_mlp=torch_mlp: th_fm.fm_loss(torch_mlp, x0t, xt, tt),
                                    torch.optim.Adam(torch_mlp.parameters(), lr=1e-3)),
         }
@@ -88,18 +96,22 @@ def pairing_steps(seed: int = 0, width: int = 128, batches: int = 16) -> dict:
     data = [(rng.standard_normal((BATCH, 2)).astype(np.float32), olympic_rings(BATCH, rng)[0].astype(np.float32),
              rng.uniform(size=BATCH).astype(np.float32)) for _ in range(batches)]
     torch_data = [tuple(torch.from_numpy(a) for a in batch) for batch in data]
+    path = np_paths.LinearPath()
     steps = {}
     for pairing, np_coupling, th_coupling in (
             ("independent", np_paths.independent_coupling, th_paths.independent_coupling),
             ("exact OT", np_paths.ot_coupling, th_paths.ot_coupling)):
         mlp = np_fm.VelocityMLP(hidden=width, rng=np.random.default_rng(seed))
         torch_mlp = _copy_weights(mlp, th_fm.VelocityMLP(hidden=width))
+        train_fm_loss = regression_loss_of(mlp)  # the loss as train_fm computes it (flows_np.fm_fast)
         for engine, model, feed, coupling, loss, optim in (
-                ("minigrad", mlp, itertools.cycle(data), np_coupling, np_fm.fm_loss, mg.optim.Adam),
-                ("torch", torch_mlp, itertools.cycle(torch_data), th_coupling, th_fm.fm_loss, torch.optim.Adam)):
-            def pair_and_loss(model=model, feed=feed, coupling=coupling, loss=loss):
+                ("minigrad", mlp, itertools.cycle(data), np_coupling,
+                 lambda x0, x1, t, loss=train_fm_loss: loss(path, x0, x1, t), mg.optim.Adam),
+                ("torch", torch_mlp, itertools.cycle(torch_data), th_coupling,
+                 lambda x0, x1, t, model=torch_mlp: th_fm.fm_loss(model, x0, x1, t), torch.optim.Adam)):
+            def pair_and_loss(feed=feed, coupling=coupling, loss=loss):
                 x0, x1, t = next(feed)
-                return loss(model, x0[coupling(x0, x1)], x1, t)
+                return loss(x0[coupling(x0, x1)], x1, t)
             steps[f"{engine}, {pairing}"] = training_step(pair_and_loss, optim(model.parameters(), lr=1e-3))
     return steps
 

@@ -112,11 +112,15 @@ class VelocityMLP(nn.Module):
     def velocity(self, x, t, y=None) -> mg.Tensor:
         """The maths of :meth:`forward` on checked inputs (t an (N,) array of x's dtype):
         ``v = net([x, time features, e_y])``."""
+        return self.net(self.inputs(x, t, y))
+
+    def inputs(self, x, t, y=None) -> mg.Tensor:
+        """The network's input ``[x, time features, e_y]`` (N, in), on checked inputs."""
         pieces = [x, time_features(t[:, None], self.time_embedding, self.num_frequencies)]
         if y is not None:
             e = self.embedding(y)  # (N, class_dim): the class vector
             pieces.append(e if e.dtype == t.dtype else e.astype(t.dtype))
-        return self.net(mg.concat(pieces, axis=1))
+        return mg.concat(pieces, axis=1)
 
 
 def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> mg.Tensor:

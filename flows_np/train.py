@@ -40,7 +40,7 @@ import numpy as np
 import minigrad as mg
 from minigrad.optim import Adam, CosineAnnealingLR
 
-from . import checks, nf_fast
+from . import checks, fm_fast, nf_fast
 from .fm import velocity_regression_loss
 from .loop import TrainingRecord, validation_metrics
 from .nf import likelihood_loss
@@ -257,7 +257,8 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
              batch_size: int = FM_RECIPE["batch_size"], lr: float = FM_RECIPE["lr"], path=None,
              coupling=independent_coupling, time_sampler=uniform_t, rng=None, progress=None,
              draw=None, val_points=None, val_labels=None, clip_grad: float | None = None,
-             eta_min: float = 0.0, weight_decay: float = 0.0, val_batch_size: int = 8192) -> dict:
+             eta_min: float = 0.0, weight_decay: float = 0.0, val_batch_size: int = 8192,
+             fast: bool = True) -> dict:
     """Train a velocity field by flow matching (Alg. 1, Eq. 16), with :func:`train_loop`.
 
     Every step takes a minibatch ``x1`` (and its labels ``y`` for a class-conditional
@@ -287,6 +288,11 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
     once (from ``rng.spawn(1)``, leaving the training stream untouched):
     ``history["val_loss"]``.
 
+    ``fast`` (default True): for the library's :class:`~flows_np.fm.VelocityMLP` each step's
+    loss is :func:`flows_np.fm_fast.fused_regression_loss`, the network and the loss as one
+    graph node with the same value and gradients bit for bit (tests/test_fm_fast.py);
+    ``fast=False``, or any other model, trains on ``velocity_regression_loss`` op by op.
+
     Returns the history of :func:`train_loop` (``history["loss"]``: the loss of every
     batch, Q1).
     """
@@ -295,6 +301,11 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
     path = LinearPath() if path is None else path
     rng = np.random.default_rng() if rng is None else rng
     field, pairing = checks.maths_of(model), coupling_maths(coupling)
+    if fast and fm_fast.supports(model):
+        regression_loss = fm_fast.regression_loss_of(model)
+    else:
+        def regression_loss(*batch):
+            return velocity_regression_loss(field, *batch)
     if draw is None:
         def draw(x1, rng):
             return draw_fm_randomness(x1, rng, time_sampler, path.sigma)
@@ -304,8 +315,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
         y = batch[1] if labels is not None else None
         x0, t, noise = draw(x1, rng)
         perm = pairing(x0, x1) if y is None else permutation_within_classes(pairing, x0, x1, y)
-        return velocity_regression_loss(field, path, x0[perm], x1, np.asarray(t, dtype=x1.dtype), y,
-                                        noise)
+        return regression_loss(path, x0[perm], x1, np.asarray(t, dtype=x1.dtype), y, noise)
 
     validate = None
     if val_points is not None:

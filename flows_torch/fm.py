@@ -89,12 +89,17 @@ class VelocityMLP(CheckedLoading, nn.Module):
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
         """The maths of :meth:`forward` on checked inputs (t an (N,) tensor):
-        ``v = net([x, time features, e_y])``, x taken to the model's dtype and device."""
+        ``v = net([x, time features, e_y])``."""
+        return self.net(self.inputs(x, t, y))
+
+    def inputs(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+        """The network's input ``[x, time features, e_y]`` (N, in), on checked inputs, x taken
+        to the model's dtype and device."""
         x = x.to(dtype=self.dtype, device=self.device)
         pieces = [x, time_features(t.to(x)[:, None], self.time_embedding, self.num_frequencies)]
         if y is not None:
             pieces.append(self.embedding(y).to(x.dtype))
-        return self.net(torch.cat(pieces, dim=1))
+        return torch.cat(pieces, dim=1)
 
 
 def fm_loss(model, x0, x1, t, y=None, path=None, noise=None) -> torch.Tensor:

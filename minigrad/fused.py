@@ -36,7 +36,7 @@ from .speed import column_sum, leaky_relu_derivative, leaky_relu_values
 from .tensor import Tensor, make_node
 
 __all__ = ["leaky_mlp", "fused_leaky_mlps", "leaky_mlp_layers", "leaky", "mlp_forward",
-           "mlp_backward", "TwinMLP"]
+           "mlp_backward", "leaky_mlp_squared_error", "TwinMLP"]
 
 
 def leaky_mlp(x, nets, negative_slope: float = 0.01) -> Tensor:
@@ -152,6 +152,36 @@ def mlp_backward(g: np.ndarray, layers, saved: tuple, slope, input_grad: bool = 
             g = g @ w
     return (g if input_grad else None), grads
 
+
+
+def leaky_mlp_squared_error(x, layers, slope, target: np.ndarray) -> Tensor:
+    """``sum_i ||net(x_i) - target_i||^2 / N``, the regression loss of flow matching (Eq. 16,
+    squared norm per row, mean over the batch), with the network AND the loss as one node.
+
+    forward:  out = net(x) (:func:`mlp_forward`),  r = out - target,  L = sum(r * r) / N
+    backward: dL/dout = 2 r / N, formed as ``c r + c r`` with ``c = g / N``: the two terms the
+              layer-by-layer graph adds (``r * r`` reads r twice), so that every gradient
+              equals that graph's bit for bit; then :func:`mlp_backward`.
+
+    x: (N, in) Tensor or array (its gradient is returned when it requires one, e.g. a class
+    embedding among the inputs); layers: ``(weight, bias)`` Tensors as from
+    :func:`leaky_mlp_layers`; slope: the LeakyReLU slope (a scalar of the weights' dtype);
+    target: (N, out) array. Returns the scalar loss."""
+    x = as_tensor(x, layers[0][0])
+    arrays = [(w.data, None if b is None else b.data) for w, b in layers]
+    out, saved = mlp_forward(x.data, arrays, slope)
+    residual = out - target
+    n = residual.dtype.type(residual.shape[0])
+    loss = np.asarray((residual * residual).sum() / n)
+
+    def vjp(g):
+        g_out = (g / n) * residual
+        g_out = g_out + g_out
+        g_x, grads = mlp_backward(g_out, arrays, saved, slope, x.requires_grad)
+        return (g_x, *(g for g in grads if g is not None))
+
+    params = tuple(p for w, b in layers for p in ((w,) if b is None else (w, b)))
+    return make_node(loss, (x, *params), vjp, "leaky_mlp_squared_error")
 
 class TwinMLP:
     """Two MLPs of identical shape that read the same input, run as ONE network twice as wide.

@@ -427,9 +427,9 @@ def concat(tensors, axis: int = 0) -> Tensor:
         raise ValueError("concat: needs at least one tensor")
     data = shape_checked("concat along axis {1}", np.concatenate, ([t.data for t in tensors], axis),
                          "incompatible shapes {0}")
-    bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
 
     def vjp(g):
+        bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]  # where each piece ends
         return tuple(np.split(g, bounds, axis=axis))
 
     return make_node(data, tuple(tensors), vjp, "concat")

@@ -492,7 +492,8 @@ def test_fm_validation_leaves_the_training_stream_untouched(backend):
 # --------------------------------------------------------------------------- what rings.py imports
 ROOT = Path(__file__).resolve().parents[1]
 _SAME_DEFAULT_EXEMPT = {"coupling", "time_sampler"}  # each backend's own function objects
-_NUMPY_ONLY = {"fast"}  # train_nf / nf_metrics: opt into minigrad's fast path (flows_np.nf_fast); torch has one
+# train_nf / nf_metrics / train_fm: opt into minigrad's fast path (flows_np.nf_fast, fm_fast); torch has one
+_NUMPY_ONLY = {"fast"}
 
 
 def rings_train_attributes() -> set:

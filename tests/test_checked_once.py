@@ -63,32 +63,43 @@ POINTS = np.random.default_rng(0).standard_normal((256, 2)).astype(np.float32)
 LABELS = np.random.default_rng(1).integers(0, 3, 256)
 
 
-def np_fm_run(batch_size, conditional=False, coupling=np_paths.independent_coupling):
+def np_fm_run(batch_size, conditional=False, coupling=np_paths.independent_coupling, fast=True):
     def run():
         model = np_fm.VelocityMLP(hidden=8, depth=2, num_classes=3 if conditional else None,
                                   rng=np.random.default_rng(0))
         np_train.train_fm(model, POINTS, LABELS if conditional else None, epochs=1, batch_size=batch_size,
-                          coupling=coupling, rng=np.random.default_rng(1))
+                          coupling=coupling, rng=np.random.default_rng(1), fast=fast)
     return run
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reader"])
 @pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
 @pytest.mark.parametrize("coupling", [np_paths.independent_coupling, np_paths.ot_coupling], ids=["independent", "ot"])
-def test_train_fm_checks_its_data_once_not_per_batch(monkeypatch, conditional, coupling):
-    few = calls(monkeypatch, np_checks, np_fm_run(128, conditional, coupling))  # 2 batches
-    many = calls(monkeypatch, np_checks, np_fm_run(16, conditional, coupling))  # 16 batches
+def test_train_fm_checks_its_data_once_not_per_batch(monkeypatch, conditional, coupling, fast):
+    few = calls(monkeypatch, np_checks, np_fm_run(128, conditional, coupling, fast))  # 2 batches
+    many = calls(monkeypatch, np_checks, np_fm_run(16, conditional, coupling, fast))  # 16 batches
     assert same_but_time_sampler(few, many) and few["model_points"] == 1
 
 
-def test_the_counts_catch_a_training_step_that_checks_again(monkeypatch):
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reader"])
+def test_the_counts_catch_a_training_step_that_checks_again(monkeypatch, fast):
     """Planted bug: the step calls the checked fm_loss (whose rules then run every batch)."""
     def rechecking(v, path, x0, x1, t, y=None, noise=None):
         return np_fm.fm_loss(v.__self__, x0, x1, t, y, path=path, noise=noise)
 
-    monkeypatch.setattr(np_train, "velocity_regression_loss", rechecking)
-    few = calls(monkeypatch, np_checks, np_fm_run(128))
-    monkeypatch.setattr(np_train, "velocity_regression_loss", rechecking)
-    many = calls(monkeypatch, np_checks, np_fm_run(16))
+    def rechecking_of(model):  # the fast path's loss, planted the same way
+        return lambda path, x0, x1, t, y=None, noise=None: rechecking(model.velocity, path, x0, x1, t, y, noise)
+
+    def plant():
+        if fast:
+            monkeypatch.setattr(np_train.fm_fast, "regression_loss_of", rechecking_of)
+        else:
+            monkeypatch.setattr(np_train, "velocity_regression_loss", rechecking)
+
+    plant()
+    few = calls(monkeypatch, np_checks, np_fm_run(128, fast=fast))
+    plant()
+    many = calls(monkeypatch, np_checks, np_fm_run(16, fast=fast))
     assert not same_but_time_sampler(few, many)
 
 

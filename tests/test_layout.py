@@ -25,8 +25,8 @@ MINIGRAD_FLOORS = {
 # ops as its last statement. Defining the Tensor and its backward pass needs nothing from ops
 # (test_tensor_uses_ops_only_when_an_operator_runs).
 CALL_TIME_IMPORTS = {"tensor": {"ops"}}
-# flows_np modules allowed to use the fast machinery (minigrad.fused, flows_np.nf_fast).
-FAST_PATH_USERS = {"nf_fast", "train"}
+# flows_np modules allowed to use the fast machinery (minigrad.fused, flows_np.nf_fast, fm_fast).
+FAST_PATH_USERS = {"nf_fast", "fm_fast", "train"}
 
 
 def names_imported(node: ast.AST, package: str) -> set:
@@ -97,7 +97,7 @@ def test_the_maths_files_never_import_the_fast_path():
         if path.stem in FAST_PATH_USERS:
             continue
         fast = {name for name in imported_modules(path, "flows_np")
-                if name.startswith(("minigrad.fused", "flows_np.nf_fast"))}
+                if name.startswith(("minigrad.fused", "flows_np.nf_fast", "flows_np.fm_fast"))}
         if fast:
             offenders[path.name] = sorted(fast)
     assert offenders == {}

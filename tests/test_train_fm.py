@@ -49,33 +49,45 @@ def first_loss_by_hand(x, first_draw, seed, batch_size, coupling):
     return fm_loss(model, x0[coupling(x0, x1)], x1, t).item()
 
 
-def check_injected_randomness(coupling):
+def check_injected_randomness(coupling, fast=True):
     rng = np.random.default_rng(2)
     x = gaussian_points(rng, 96).astype(np.float64)
     draws = [(rng.standard_normal((32, 2)), rng.random(32), None) for _ in range(3)]
     feed = iter(draws)
     model = VelocityMLP(rng=np.random.default_rng(5), dtype=np.float64)
     history = train_fm(model, x, epochs=1, batch_size=32, rng=np.random.default_rng(9), coupling=coupling,
-                       draw=lambda x1, rng: next(feed))
+                       draw=lambda x1, rng: next(feed), fast=fast)
     expected = first_loss_by_hand(x, draws[0], 9, 32, coupling)
     assert history["loss"][0] == pytest.approx(expected, rel=1e-12), "first loss differs from Alg. 1 by hand"
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reader"])
 @pytest.mark.parametrize("coupling", [lambda a, b: np.arange(len(a)), ot_coupling], ids=["identity", "ot"])
-def test_injected_randomness_drives_the_loss(coupling):
-    check_injected_randomness(coupling)
+def test_injected_randomness_drives_the_loss(coupling, fast):
+    check_injected_randomness(coupling, fast)
 
 
-def test_injected_randomness_check_rejects_planted_bug(monkeypatch):
-    """If the loop evaluated the model at 1 - t, the replay would not match."""
-    real = train_module.velocity_regression_loss
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reader"])
+def test_injected_randomness_check_rejects_planted_bug(monkeypatch, fast):
+    """If the loop evaluated the model at 1 - t (on the fast path or the reader's), the replay
+    would not match."""
+    if fast:
+        real_of = train_module.fm_fast.regression_loss_of
 
-    def buggy_loss(v, path, x0, x1, t, y=None, noise=None):
-        return real(v, path, x0, x1, 1 - t, y, noise)
+        def buggy_of(model):
+            real = real_of(model)
+            return lambda path, x0, x1, t, y=None, noise=None: real(path, x0, x1, 1 - t, y, noise)
 
-    monkeypatch.setattr(train_module, "velocity_regression_loss", buggy_loss)
+        monkeypatch.setattr(train_module.fm_fast, "regression_loss_of", buggy_of)
+    else:
+        real = train_module.velocity_regression_loss
+
+        def buggy_loss(v, path, x0, x1, t, y=None, noise=None):
+            return real(v, path, x0, x1, 1 - t, y, noise)
+
+        monkeypatch.setattr(train_module, "velocity_regression_loss", buggy_loss)
     with pytest.raises(AssertionError, match="by hand"):
-        check_injected_randomness(ot_coupling)
+        check_injected_randomness(ot_coupling, fast)
 
 
 @pytest.mark.parametrize("options", [

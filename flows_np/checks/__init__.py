@@ -127,6 +127,7 @@ from .flows import (  # noqa: F401
     check_flow_architecture,
     check_flow_points,
     check_fused_layers,
+    check_fused_velocity,
     check_permutations,
     check_real_number,
     check_spline_architecture,

@@ -45,6 +45,13 @@ def check_fused_layers(other_kinds: list) -> None:
                          f"this flow has {', '.join(other_kinds)}: use flow.inverse / flow.loss")
 
 
+def check_fused_velocity(supported: bool, model) -> None:
+    """The fused flow-matching loss knows the library's VelocityMLP only."""
+    if not supported:
+        raise ValueError(f"the fused flow-matching loss knows the library's VelocityMLP only, got "
+                         f"{type(model).__name__}: use fm_loss")
+
+
 def check_flow_architecture(dim, hidden, n_layers, scale_bound, n_couplings) -> None:
     check_coupling_architecture(dim, hidden, n_layers, scale_bound)
     check_positive_int(n_couplings, "n_couplings")
