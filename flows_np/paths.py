@@ -57,8 +57,9 @@ from .assignment_fast import fast_assignment
 from .named import PathSample
 
 __all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "draw_path_noise",
-           "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
-           "ot_permutation", "permutation_within_classes", "identity_permutation", "coupling_maths",
+           "BatchCoupling", "IndependentCoupling", "MinibatchOTCoupling", "independent_coupling",
+           "ot_coupling", "pairing_of", "couple_within_classes", "permutation_within_classes",
+           "pairwise_sq_dists",
            "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
 
@@ -171,17 +172,43 @@ class CosinePath(AffinePath):
 
 
 # --------------------------------------------------------------------------- couplings
-def independent_coupling(x0, x1, rng: np.random.Generator | None = None) -> np.ndarray:
+class BatchCoupling(abc.ABC):
+    """A coupling of a training batch's noise and data: ``coupling(x0, x1)`` checks the pair
+    and returns ``perm`` (int64, (N,)) so that ``x0[perm]`` goes with ``x1``;
+    :meth:`permutation` is its maths on checked arrays, what a training step calls (through
+    :func:`pairing_of`, the data checked once before the first step). Write a coupling of your
+    own as a subclass defining ``permutation``; a plain function ``(x0, x1) -> perm`` works too
+    (called as it is, its own checks every batch)."""
+
+    def __call__(self, x0, x1) -> np.ndarray:
+        x0, x1 = checks.coupling_inputs(x0, x1)
+        return self.permutation(x0, x1)
+
+    @abc.abstractmethod
+    def permutation(self, x0, x1) -> np.ndarray:
+        """``perm`` for checked arrays x0, x1 of shape (N, ...)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class IndependentCoupling(BatchCoupling):
     """Pair noise and data independently: ``x0[perm]`` goes with ``x1``.
 
     Noise drawn independently of the data is already an independent coupling, so
     without `rng` the pairing is the identity; with `rng` it is a uniformly random
     permutation (the same distribution of pairs, other randomness).
     """
-    x0, x1 = checks.coupling_inputs(x0, x1, rng=rng)
-    if rng is None:
-        return identity_permutation(x0, x1)
-    return rng.permutation(x1.shape[0]).astype(np.int64)
+
+    def __call__(self, x0, x1, rng: np.random.Generator | None = None) -> np.ndarray:
+        x0, x1 = checks.coupling_inputs(x0, x1, rng=rng)
+        if rng is None:
+            return self.permutation(x0, x1)
+        return rng.permutation(x1.shape[0]).astype(np.int64)
+
+    def permutation(self, x0, x1) -> np.ndarray:
+        """The identity."""
+        return np.arange(x1.shape[0], dtype=np.int64)
 
 
 def pairwise_sq_dists(x1, x0) -> np.ndarray:
@@ -194,21 +221,27 @@ def pairwise_sq_dists(x1, x0) -> np.ndarray:
     return np.sum(diff * diff, axis=0, dtype=np.float64)
 
 
-def ot_coupling(x0, x1) -> np.ndarray:
+class MinibatchOTCoupling(BatchCoupling):
     """Exact minibatch optimal transport: the permutation minimising
     ``sum_i |x1_i - x0_perm[i]|^2`` (squared Euclidean cost on flattened points), so
-    that ``x0[perm]`` goes with ``x1``; int64 of shape (N,). See :func:`ot_permutation`.
+    that ``x0[perm]`` goes with ``x1``; int64 of shape (N,).
     """
-    x0, x1 = checks.coupling_inputs(x0, x1)
-    return ot_permutation(x0, x1)
+
+    def permutation(self, x0, x1) -> np.ndarray:
+        """The assignment problem on :func:`pairwise_sq_dists`, solved exactly by
+        :func:`flows_np.assignment_fast.fast_assignment` (scipy's compiled solver by default,
+        the reference :func:`flows_np.assignment.linear_sum_assignment` without scipy)."""
+        return fast_assignment(pairwise_sq_dists(x1, x0))
 
 
-def ot_permutation(x0, x1) -> np.ndarray:
-    """The maths of :func:`ot_coupling` on checked arrays: the assignment problem on
-    :func:`pairwise_sq_dists`, solved exactly by :func:`flows_np.assignment_fast.fast_assignment`
-    (scipy's compiled solver by default, the reference
-    :func:`flows_np.assignment.linear_sum_assignment` without scipy)."""
-    return fast_assignment(pairwise_sq_dists(x1, x0))
+independent_coupling = IndependentCoupling()
+ot_coupling = MinibatchOTCoupling()
+
+
+def pairing_of(coupling):
+    """The maths a training step calls for `coupling`: a :class:`BatchCoupling`'s
+    ``permutation`` (no check per batch), any other callable as it is."""
+    return coupling.permutation if isinstance(coupling, BatchCoupling) else coupling
 
 
 def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:
@@ -223,32 +256,20 @@ def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:
     With :func:`independent_coupling` (identity) the result is the identity.
     """
     x0, x1, labels = checks.coupling_inputs(x0, x1, labels, labelled=True)
-    return permutation_within_classes(coupling_maths(coupling), x0, x1, labels)
+    return permutation_within_classes(coupling, x0, x1, labels)
 
 
-def permutation_within_classes(pairing, x0, x1, labels) -> np.ndarray:
-    """The maths of :func:`couple_within_classes` on checked arrays; `pairing` is a
-    coupling's maths (:func:`coupling_maths`)."""
-    if pairing is identity_permutation:  # the identity pairs every class with itself already
-        return identity_permutation(x0, x1)
+def permutation_within_classes(coupling, x0, x1, labels) -> np.ndarray:
+    """The maths of :func:`couple_within_classes` on checked arrays: the coupling's maths
+    (:func:`pairing_of`) inside each class."""
+    if isinstance(coupling, IndependentCoupling):  # the identity pairs each class with itself
+        return coupling.permutation(x0, x1)
+    pairing = pairing_of(coupling)
     perm = np.arange(x1.shape[0], dtype=np.int64)
     for k in np.unique(labels):
         rows = np.flatnonzero(labels == k)
         perm[rows] = rows[np.asarray(pairing(x0[rows], x1[rows]))]
     return perm
-
-
-def identity_permutation(x0, x1) -> np.ndarray:
-    """The maths of :func:`independent_coupling` without a generator: the identity."""
-    return np.arange(x1.shape[0], dtype=np.int64)
-
-
-def coupling_maths(coupling):
-    """The maths of a coupling of this module, for inputs already checked (a training step's):
-    :func:`identity_permutation` for :func:`independent_coupling`, :func:`ot_permutation` for
-    :func:`ot_coupling`; any other callable as it is."""
-    return {independent_coupling: identity_permutation,
-            ot_coupling: ot_permutation}.get(coupling, coupling)
 
 
 # --------------------------------------------------------------------------- time samplers

@@ -44,7 +44,7 @@ from . import checks, fm_fast, nf_fast
 from .fm import velocity_regression_loss
 from .loop import TrainingRecord, validation_metrics
 from .nf import likelihood_loss
-from .paths import (LinearPath, coupling_maths, draw_path_noise, independent_coupling, permutation_within_classes,
+from .paths import (LinearPath, draw_path_noise, independent_coupling, pairing_of, permutation_within_classes,
                     uniform_t)
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "nf_metrics", "train_fm",
@@ -300,7 +300,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
     checks.check_callables(coupling=coupling, time_sampler=time_sampler, draw=draw)
     path = LinearPath() if path is None else path
     rng = np.random.default_rng() if rng is None else rng
-    field, pairing = checks.maths_of(model), coupling_maths(coupling)
+    field, pairing = checks.maths_of(model), pairing_of(coupling)
     if fast and fm_fast.supports(model):
         regression_loss = fm_fast.regression_loss_of(model)
     else:
@@ -314,7 +314,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
         x1 = batch[0]
         y = batch[1] if labels is not None else None
         x0, t, noise = draw(x1, rng)
-        perm = pairing(x0, x1) if y is None else permutation_within_classes(pairing, x0, x1, y)
+        perm = pairing(x0, x1) if y is None else permutation_within_classes(coupling, x0, x1, y)
         return regression_loss(path, x0[perm], x1, np.asarray(t, dtype=x1.dtype), y, noise)
 
     validate = None

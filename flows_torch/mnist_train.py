@@ -64,8 +64,7 @@ from .checks import check_labels_tensor, check_points, check_positive_int
 from .ema import ExponentialMovingAverage
 from .fm import velocity_regression_loss
 from .image_mlp import ImageMLP
-from .paths import (coupling_maths, identity_permutation, independent_coupling, ot_coupling,
-                    permutation_within_classes)
+from .paths import IndependentCoupling, independent_coupling, ot_coupling, permutation_within_classes
 from .unet import UNet, check_unet_config
 
 __all__ = [
@@ -348,9 +347,8 @@ def draw_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Callable, p_un
     """
     n = x1.shape[0]
     x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-    pairing = coupling_maths(coupling)
-    if pairing is not identity_permutation:
-        x0 = x0[permutation_within_classes(pairing, x0, x1, y)]
+    if not isinstance(coupling, IndependentCoupling):
+        x0 = x0[permutation_within_classes(coupling, x0, x1, y)]
     t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
     noise = path.draw_noise(x1, generator)  # eps ~ N(0, I) only when path.sigma > 0
     drop = torch.rand(n, generator=generator, device=x1.device) < p_uncond

@@ -25,8 +25,9 @@ from flows_np.named import PathSample
 from . import checks
 
 __all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "draw_path_noise",
-           "independent_coupling", "couple_within_classes", "ot_coupling", "pairwise_sq_dists",
-           "ot_permutation", "permutation_within_classes", "identity_permutation", "coupling_maths",
+           "BatchCoupling", "IndependentCoupling", "MinibatchOTCoupling", "independent_coupling",
+           "ot_coupling", "pairing_of", "couple_within_classes", "permutation_within_classes",
+           "pairwise_sq_dists",
            "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
 
@@ -131,13 +132,38 @@ class CosinePath(AffinePath):
 
 
 # --------------------------------------------------------------------------- couplings
-def independent_coupling(x0, x1, generator: torch.Generator | None = None) -> torch.Tensor:
+class BatchCoupling(abc.ABC):
+    """A coupling of a training batch's noise and data, as
+    :class:`flows_np.paths.BatchCoupling`: ``coupling(x0, x1)`` checks the pair and returns
+    ``perm`` (LongTensor (N,) on x1's device); :meth:`permutation` is its maths on checked
+    tensors, what a training step calls (:func:`pairing_of`)."""
+
+    def __call__(self, x0, x1) -> torch.Tensor:
+        x0, x1 = checks.coupling_inputs(x0, x1)
+        return self.permutation(x0, x1)
+
+    @abc.abstractmethod
+    def permutation(self, x0, x1) -> torch.Tensor:
+        """``perm`` for checked tensors x0, x1 of shape (N, ...)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class IndependentCoupling(BatchCoupling):
     """Identity pairing without `generator` (noise is independent of data already), else a
     random permutation drawn with it. LongTensor (N,) on x1's device."""
-    x0, x1 = checks.coupling_inputs(x0, x1, generator=generator)
-    if generator is None:
-        return identity_permutation(x0, x1)
-    return torch.randperm(x1.shape[0], generator=generator, device=generator.device).to(x1.device)
+
+    def __call__(self, x0, x1, generator: torch.Generator | None = None) -> torch.Tensor:
+        x0, x1 = checks.coupling_inputs(x0, x1, generator=generator)
+        if generator is None:
+            return self.permutation(x0, x1)
+        perm = torch.randperm(x1.shape[0], generator=generator, device=generator.device)
+        return perm.to(x1.device)
+
+    def permutation(self, x0, x1) -> torch.Tensor:
+        """The identity."""
+        return torch.arange(x1.shape[0], device=x1.device)
 
 
 def pairwise_sq_dists(x1, x0) -> torch.Tensor:
@@ -149,19 +175,25 @@ def pairwise_sq_dists(x1, x0) -> torch.Tensor:
     return (diff * diff).sum(dim=0)
 
 
-def ot_coupling(x0, x1) -> torch.Tensor:
+class MinibatchOTCoupling(BatchCoupling):
     """Exact minibatch optimal transport (squared Euclidean cost): LongTensor ``perm`` on x1's
-    device minimising ``sum_i |x1_i - x0_perm[i]|^2``; see :func:`ot_permutation`."""
-    x0, x1 = checks.coupling_inputs(x0, x1)
-    return ot_permutation(x0, x1)
+    device minimising ``sum_i |x1_i - x0_perm[i]|^2``."""
+
+    def permutation(self, x0, x1) -> torch.Tensor:
+        """The cost computed in torch, solved on the CPU by
+        :func:`flows_np.assignment_fast.fast_assignment`, as on the numpy side."""
+        with torch.no_grad():
+            cost = pairwise_sq_dists(x1, x0).detach().to("cpu", torch.float64).numpy()
+        return torch.from_numpy(fast_assignment(cost)).to(x1.device)
 
 
-def ot_permutation(x0, x1) -> torch.Tensor:
-    """The maths of :func:`ot_coupling`: the cost computed in torch, solved on the CPU by
-    :func:`flows_np.assignment_fast.fast_assignment`, as on the numpy side."""
-    with torch.no_grad():
-        cost = pairwise_sq_dists(x1, x0).detach().to("cpu", torch.float64).numpy()
-    return torch.from_numpy(fast_assignment(cost)).to(x1.device)
+independent_coupling = IndependentCoupling()
+ot_coupling = MinibatchOTCoupling()
+
+
+def pairing_of(coupling):
+    """The maths a training step calls for `coupling` (see :func:`flows_np.paths.pairing_of`)."""
+    return coupling.permutation if isinstance(coupling, BatchCoupling) else coupling
 
 
 def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
@@ -169,31 +201,20 @@ def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
     :func:`flows_np.paths.couple_within_classes` (the noise meeting class y stays N(0, I)).
     LongTensor ``perm`` (N,) on x1's device."""
     x0, x1, labels = checks.coupling_inputs(x0, x1, labels, labelled=True)
-    return permutation_within_classes(coupling_maths(coupling), x0, x1, labels)
+    return permutation_within_classes(coupling, x0, x1, labels)
 
 
-def permutation_within_classes(pairing, x0, x1, labels) -> torch.Tensor:
-    """The maths of :func:`couple_within_classes` on checked tensors; `pairing` is a
-    coupling's maths (:func:`coupling_maths`)."""
-    if pairing is identity_permutation:  # the identity, with no per-class pass (nor GPU syncs)
-        return identity_permutation(x0, x1)
+def permutation_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
+    """The maths of :func:`couple_within_classes` on checked tensors: the coupling's maths
+    (:func:`pairing_of`) inside each class."""
+    if isinstance(coupling, IndependentCoupling):  # the identity: no per-class pass (nor GPU syncs)
+        return coupling.permutation(x0, x1)
+    pairing = pairing_of(coupling)
     perm = torch.arange(x1.shape[0], device=x1.device)
     for k in torch.unique(labels):
         rows = torch.nonzero(labels == k).flatten()
         perm[rows] = rows[torch.as_tensor(pairing(x0[rows], x1[rows]), device=x1.device)]
     return perm
-
-
-def identity_permutation(x0, x1) -> torch.Tensor:
-    """The maths of :func:`independent_coupling` without a generator: the identity."""
-    return torch.arange(x1.shape[0], device=x1.device)
-
-
-def coupling_maths(coupling):
-    """The maths of a coupling of this module for checked inputs (see
-    :func:`flows_np.paths.coupling_maths`); any other callable as it is."""
-    return {independent_coupling: identity_permutation,
-            ot_coupling: ot_permutation}.get(coupling, coupling)
 
 
 # --------------------------------------------------------------------------- time samplers

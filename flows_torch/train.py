@@ -46,7 +46,7 @@ from flows_np.train import FM_RECIPE, NF_RECIPE, print_progress
 from . import checks
 from .fm import velocity_regression_loss
 from .nf import likelihood_loss
-from .paths import (LinearPath, coupling_maths, draw_path_noise, independent_coupling, permutation_within_classes,
+from .paths import (LinearPath, draw_path_noise, independent_coupling, pairing_of, permutation_within_classes,
                     uniform_t)
 
 __all__ = ["NF_RECIPE", "FM_RECIPE", "train_loop", "evaluate", "train_nf", "train_fm", "nf_metrics",
@@ -263,7 +263,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
     checks.check_callables(coupling=coupling, time_sampler=time_sampler, draw=draw)
     path = LinearPath() if path is None else path
     generator = checks.check_generator(generator)
-    field, pairing = checks.maths_of(model), coupling_maths(coupling)
+    field, pairing = checks.maths_of(model), pairing_of(coupling)
     if draw is None:
         def draw(x1, generator):
             return draw_fm_randomness(x1, generator, time_sampler, path.sigma)
@@ -272,7 +272,7 @@ def train_fm(model, points, labels=None, epochs: int = FM_RECIPE["epochs"],
         x1 = batch[0]
         y = batch[1] if labels is not None else None
         x0, t, noise = _as_draws(draw(x1, generator), x1)
-        perm = pairing(x0, x1) if y is None else permutation_within_classes(pairing, x0, x1, y)
+        perm = pairing(x0, x1) if y is None else permutation_within_classes(coupling, x0, x1, y)
         return velocity_regression_loss(field, path, x0[perm], x1,
                                         t.expand(x1.shape[0]) if t.ndim == 0 else t, y, noise)
 

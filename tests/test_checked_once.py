@@ -72,9 +72,17 @@ def np_fm_run(batch_size, conditional=False, coupling=np_paths.independent_coupl
     return run
 
 
+class ReversedCoupling(np_paths.BatchCoupling):
+    """A user's coupling: its maths is called per batch, its checks only at its own calls."""
+
+    def permutation(self, x0, x1):
+        return np.arange(x1.shape[0])[::-1].copy()
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "reader"])
 @pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
-@pytest.mark.parametrize("coupling", [np_paths.independent_coupling, np_paths.ot_coupling], ids=["independent", "ot"])
+@pytest.mark.parametrize("coupling", [np_paths.independent_coupling, np_paths.ot_coupling, ReversedCoupling()],
+                         ids=["independent", "ot", "user"])
 def test_train_fm_checks_its_data_once_not_per_batch(monkeypatch, conditional, coupling, fast):
     few = calls(monkeypatch, np_checks, np_fm_run(128, conditional, coupling, fast))  # 2 batches
     many = calls(monkeypatch, np_checks, np_fm_run(16, conditional, coupling, fast))  # 16 batches

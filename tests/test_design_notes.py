@@ -60,8 +60,9 @@ def test_torch_takes_no_rule_from_a_numpy_maths_module(path):
 
 
 MATHS_OF = [("paths", "AffinePath.interpolate"), ("fm", "VelocityMLP.velocity"), ("fm", "velocity_regression_loss"),
-            ("paths", "ot_permutation"), ("paths", "identity_permutation"), ("paths", "permutation_within_classes"),
-            ("paths", "coupling_maths"), ("nf", "FlowLayer.forward_and_log_det"), ("nf", "likelihood_loss"),
+            ("paths", "MinibatchOTCoupling.permutation"), ("paths", "IndependentCoupling.permutation"),
+            ("paths", "permutation_within_classes"), ("paths", "pairing_of"), ("nf", "FlowLayer.forward_and_log_det"),
+            ("nf", "likelihood_loss"),
             ("solvers", "solve"), ("solvers", "solve_with"), ("solvers", "solve_adaptive"),
             ("solvers", "as_state_field"), ("likelihood", "velocity_and_divergence"),
             ("oracle", "MixtureOracle.velocity"), ("oracle", "MixtureOracle.marginal_log_prob"),
