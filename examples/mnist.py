@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     g.add_argument("--compile", action="store_true",
-                   help="CUDA: torch.compile(mode='reduce-overhead') (CUDA graphs); the CPU runs eagerly")
+                   help="CUDA: torch.compile(mode='reduce-overhead') (CUDA graphs) for the training step and "
+                        "the sampler's field; the CPU runs eagerly")
     g.add_argument("--train-limit", type=int, default=None, help="use only this many training images (0: all)")
     g.add_argument("--time-budget", type=float, default=None,
                    help="minutes of training after which training stops, even mid-epoch (0: none) [quick: 6]")
@@ -435,7 +436,8 @@ def main(argv=None) -> int:
         gen = torch.Generator().manual_seed(args.seed + 12345)
         t0 = time.perf_counter()
         grid_labels = torch.arange(10).repeat_interleave(10)
-        grid = ms.sample_images(ema, grid_labels, steps=steps, method=solver, guidance=w, generator=gen)
+        grid = ms.sample_images(ema, grid_labels, steps=steps, method=solver, guidance=w, generator=gen,
+                                compile=args.compile)
         title = (f"{cfg.model}, {result.global_step} steps ({result.epochs_done} epochs), {solver} x{steps}, "
                  f"guidance w={w:g}")
         save_grid(grid, out / "samples_grid.png", title)
@@ -447,7 +449,8 @@ def main(argv=None) -> int:
         save_strip(traj[idx], times, out / "trajectory_strip.png", f"x_t over t ({solver}, w={w:g})")
         n_eval = settings["eval_samples"]
         eval_labels = torch.arange(10).repeat(math.ceil(n_eval / 10))[:n_eval]
-        samples = ms.sample_images(ema, eval_labels, steps=steps, method=solver, guidance=w, generator=gen)
+        samples = ms.sample_images(ema, eval_labels, steps=steps, method=solver, guidance=w, generator=gen,
+                                   compile=args.compile)
         sample_s = time.perf_counter() - t0
         folder = Path(args.classifier_cache) if args.classifier_cache else out
         clf, cached = get_classifier(train_x, train_y, folder, settings["classifier_epochs"], args.seed, log,

@@ -121,3 +121,39 @@ def test_train_reports_the_loops_image_rate():
     x, y = fake_data(16)
     r = mt.train(tiny_cfg(), x, y, progress=False, log=lambda *_: None)
     assert r.images_per_s > 0 and r.global_step == 4
+
+
+def test_sampling_compiles_the_field_with_cuda_graphs_on_cuda_only(monkeypatch):
+    """On the CPU ``compile=True`` samples eagerly (the same images); on CUDA the field is
+    compiled with mode "reduce-overhead", each evaluation marks a graph step and is copied
+    (a solver step keeps its earlier slopes). The CUDA wiring is checked with stand-ins."""
+    import torch
+
+    from flows_torch import mnist_sample as ms
+    from flows_torch.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), mid_attention=False)
+    labels = torch.arange(4)
+    eager = ms.sample_images(model, labels, steps=2, guidance=2.0, generator=torch.Generator().manual_seed(1))
+    asked = ms.sample_images(model, labels, steps=2, guidance=2.0, generator=torch.Generator().manual_seed(1),
+                             compile=True)
+    assert torch.equal(eager, asked)
+
+    compiled, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    out = torch.zeros(3)
+    field = ms.compiled_field(_field_returning(out), torch.device("cuda"))
+    first, second = field(None, None), field(None, None)
+    assert compiled == [{"mode": "reduce-overhead", "dynamic": False}] and len(marks) == 2
+    assert first is not out and second is not out and field.num_classes == 10  # copies, labels still checked
+    cpu_field = _field_returning(out)
+    assert ms.compiled_field(cpu_field, torch.device("cpu")) is cpu_field
+
+
+def _field_returning(out):
+    def v(x, t, y=None):
+        return out
+    v.num_classes = 10
+    return v
