@@ -15,7 +15,7 @@ with its standard error when ``--likelihood`` is given, and the training steps r
 ``OUT/sigma_grids.png`` puts the sample grids side by side. Each run's own files are in
 ``OUT/sigma-<value>/``. Options not listed here are passed to ``examples/mnist.py`` as they
 are (``--threads``, ``--steps``, ...); share ``--classifier-cache`` so that the classifier is
-trained once.
+trained once (train it before a sweep with ``--jobs`` above 1, or each run trains its own).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     p.add_argument("--sigmas", type=sigma_list, default=[0.0, 0.01, 0.05, 0.1], help="comma-separated")
     p.add_argument("--out", type=str, default=str(REPO / "outputs" / "mnist_sigma"))
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (give each --threads 1 on 2 cores)")
     return p
 
 
@@ -83,24 +85,56 @@ def side_by_side(folders: list, sigmas: list, path: Path) -> None:
     plt.close(fig)
 
 
+def run_all(passed: list, sigmas: list, folders: list, jobs: int) -> int:
+    """examples/mnist.py once per sigma, `jobs` at a time, each logging to its folder's
+    ``run.log``; the first failure stops the sweep (the runs in flight are ended) and its
+    status is returned, 0 when every run ends well."""
+    waiting, running = list(zip(sigmas, folders)), []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            sigma, folder = waiting.pop(0)
+            folder.mkdir(parents=True, exist_ok=True)
+            log = open(folder / "run.log", "w")
+            print(f"== sigma {sigma:g}: examples/mnist.py {' '.join(passed)} --sigma {sigma:g} --out {folder}"
+                  f" (log: {folder / 'run.log'})", flush=True)
+            command = [sys.executable, str(MNIST), *passed, "--sigma", repr(sigma), "--out", str(folder)]
+            running.append((sigma, folder, log, time.perf_counter(),
+                            subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
+        time.sleep(0.2)
+        for entry in list(running):
+            sigma, folder, log, started, process = entry
+            if process.poll() is None:
+                continue
+            running.remove(entry)
+            log.close()
+            if process.returncode != 0:
+                for _, _, other_log, _, other in running:
+                    other.terminate()
+                    other.wait()
+                    other_log.close()
+                tail = (folder / "run.log").read_text().strip().splitlines()[-5:]
+                print("\n".join(tail), file=sys.stderr)
+                print(f"mnist_sigma.py: the run with sigma {sigma:g} failed (exit {process.returncode}); "
+                      f"its log: {folder / 'run.log'}", file=sys.stderr)
+                return process.returncode
+            print(f"== sigma {sigma:g} done in {time.perf_counter() - started:.0f} s", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args, passed = parser.parse_known_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
     if any(a == "--sigma" or a.startswith("--sigma=") for a in passed):
         parser.error("--sigma is set per run by this script (use --sigmas)")
     out = Path(args.out)
     folders = [out / f"sigma-{s:g}" for s in args.sigmas]
     prepare_output_folder(parser, out)  # mnist.py checks the options it is passed before any work
-    results = []
-    for sigma, folder in zip(args.sigmas, folders):
-        print(f"== sigma {sigma:g}: examples/mnist.py {' '.join(passed)} --sigma {sigma:g} --out {folder}",
-              flush=True)
-        done = subprocess.run([sys.executable, str(MNIST), *passed, "--sigma", repr(sigma), "--out", str(folder)])
-        if done.returncode != 0:
-            print(f"mnist_sigma.py: the run with sigma {sigma:g} failed (exit {done.returncode}); "
-                  f"its log is above", file=sys.stderr)
-            return done.returncode
-        results.append(json.loads((folder / "metrics.json").read_text()))
+    code = run_all(passed, args.sigmas, folders, args.jobs)
+    if code:
+        return code
+    results = [json.loads((folder / "metrics.json").read_text()) for folder in folders]
     rows = [row(s, m) for s, m in zip(args.sigmas, results)]
     first = results[0]
     header = (f"Sigma sweep: preset {first['preset']}, {first['train_images']} training images, "
