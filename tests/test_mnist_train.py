@@ -409,3 +409,20 @@ def test_get_classifier_caches_by_kind_data_epochs_and_seed(tmp_path):
     _, cached = mod.get_classifier(x, y, tmp_path, 1, 0, logs.append, arch="small")
     assert not cached and (tmp_path / "classifier.pt").is_file()
     assert len(list(tmp_path.glob("classifier-*-strong.pt"))) == 2
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="offline MNIST copy ../shared/mnist absent")
+def test_quick_and_full_judge_by_the_strong_classifier_kept_in_one_shared_cache(tmp_path):
+    """The evaluation classifier of --quick and the full run: the strong one, 12 epochs, cached
+    in outputs/mnist/classifiers (trained once for every run); --smoke: the small one, in OUT;
+    --classifier-cache wins."""
+    mod = _load_example()
+    parser = mod.build_parser()
+    for flags, kind, cache in ((["--quick"], "strong", mod.CLASSIFIER_CACHE), ([], "strong", mod.CLASSIFIER_CACHE),
+                               (["--smoke"], "small", ""),
+                               (["--quick", "--classifier-cache", str(tmp_path)], "strong", str(tmp_path))):
+        args = parser.parse_args([*flags, "--data-dir", str(SHARED)])
+        _, settings, _, _ = mod.resolve(args, parser)
+        assert (settings["classifier"], settings["classifier_cache"]) == (kind, cache)
+        assert settings["classifier_epochs"] == (12 if kind == "strong" else 3)
+    assert mod.CLASSIFIER_CACHE == str(REPO / "outputs" / "mnist" / "classifiers")
