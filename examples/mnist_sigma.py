@@ -43,8 +43,10 @@ def sigma_list(text: str) -> list:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    if not values or any(not math.isfinite(v) or v < 0 for v in values) or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected distinct finite sigmas >= 0, got {text!r}")
+    names = {f"{v:g}" for v in values}  # the runs' folder names
+    if not values or any(not math.isfinite(v) or v < 0 for v in values) or len(names) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct finite sigmas >= 0 (distinct to 6 digits), "
+                                         f"got {text!r}")
     return values
 
 
@@ -116,7 +118,7 @@ def run_all(passed: list, sigmas: list, folders: list, jobs: int) -> int:
                 print("\n".join(tail), file=sys.stderr)
                 print(f"mnist_sigma.py: the run with sigma {sigma:g} failed (exit {process.returncode}); "
                       f"its log: {folder / 'run.log'}", file=sys.stderr)
-                return process.returncode
+                return process.returncode if process.returncode > 0 else 1  # killed by a signal: 1
             print(f"== sigma {sigma:g} done in {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 

@@ -29,10 +29,21 @@ __all__ = ["supports", "fused_regression_loss", "regression_loss_of"]
 
 def supports(model) -> bool:
     """Whether :func:`fused_regression_loss` knows `model`: the library's velocity MLP (a
-    subclass that redefines ``velocity`` or ``inputs`` keeps the reader's path)."""
+    subclass that redefines ``velocity`` or ``inputs``, or whose network was changed to one the
+    fused kernel does not read, keeps the reader's path)."""
     kind = type(model)
     return (isinstance(model, VelocityMLP) and kind.velocity is VelocityMLP.velocity
-            and kind.inputs is VelocityMLP.inputs)
+            and kind.inputs is VelocityMLP.inputs and is_leaky_mlp(model.net))
+
+
+def is_leaky_mlp(net) -> bool:
+    """Whether `net` alternates Linear and LeakyReLU layers of one slope, ending with a Linear
+    layer (what :func:`minigrad.fused.leaky_mlp_layers` reads)."""
+    try:
+        leaky_mlp_layers(net)
+    except ValueError:
+        return False
+    return True
 
 
 def fused_regression_loss(model: VelocityMLP, x0, x1, t, y=None, path=None, noise=None):

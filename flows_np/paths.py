@@ -58,7 +58,8 @@ from .named import PathSample
 
 __all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "draw_path_noise",
            "BatchCoupling", "IndependentCoupling", "MinibatchOTCoupling", "independent_coupling",
-           "ot_coupling", "pairing_of", "couple_within_classes", "permutation_within_classes",
+           "ot_coupling", "pairing_of", "pairs_by_identity", "couple_within_classes",
+           "permutation_within_classes",
            "pairwise_sq_dists",
            "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
@@ -238,6 +239,13 @@ independent_coupling = IndependentCoupling()
 ot_coupling = MinibatchOTCoupling()
 
 
+def pairs_by_identity(coupling) -> bool:
+    """Whether a training step may skip `coupling`: an :class:`IndependentCoupling` whose
+    ``permutation`` is still the identity (a subclass that redefines it is called)."""
+    return (isinstance(coupling, IndependentCoupling)
+            and type(coupling).permutation is IndependentCoupling.permutation)
+
+
 def pairing_of(coupling):
     """The maths a training step calls for `coupling`: a :class:`BatchCoupling`'s
     ``permutation`` (no check per batch), any other callable as it is."""
@@ -262,7 +270,7 @@ def couple_within_classes(coupling, x0, x1, labels) -> np.ndarray:
 def permutation_within_classes(coupling, x0, x1, labels) -> np.ndarray:
     """The maths of :func:`couple_within_classes` on checked arrays: the coupling's maths
     (:func:`pairing_of`) inside each class."""
-    if isinstance(coupling, IndependentCoupling):  # the identity pairs each class with itself
+    if pairs_by_identity(coupling):  # the identity pairs each class with itself
         return coupling.permutation(x0, x1)
     pairing = pairing_of(coupling)
     perm = np.arange(x1.shape[0], dtype=np.int64)

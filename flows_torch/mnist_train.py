@@ -64,7 +64,7 @@ from .checks import check_labels_tensor, check_points, check_positive_int
 from .ema import ExponentialMovingAverage
 from .fm import velocity_regression_loss
 from .image_mlp import ImageMLP
-from .paths import IndependentCoupling, independent_coupling, ot_coupling, permutation_within_classes
+from .paths import independent_coupling, ot_coupling, pairs_by_identity, permutation_within_classes
 from .unet import UNet, check_unet_config
 
 __all__ = [
@@ -347,7 +347,7 @@ def draw_batch(x1: torch.Tensor, y: torch.Tensor, path, coupling: Callable, p_un
     """
     n = x1.shape[0]
     x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-    if not isinstance(coupling, IndependentCoupling):
+    if not pairs_by_identity(coupling):
         x0 = x0[permutation_within_classes(coupling, x0, x1, y)]
     t = torch.rand(n, generator=generator, device=x1.device, dtype=x1.dtype)
     noise = path.draw_noise(x1, generator)  # eps ~ N(0, I) only when path.sigma > 0

@@ -26,7 +26,8 @@ from . import checks
 
 __all__ = ["AffinePath", "LinearPath", "CosinePath", "PathSample", "draw_path_noise",
            "BatchCoupling", "IndependentCoupling", "MinibatchOTCoupling", "independent_coupling",
-           "ot_coupling", "pairing_of", "couple_within_classes", "permutation_within_classes",
+           "ot_coupling", "pairing_of", "pairs_by_identity", "couple_within_classes",
+           "permutation_within_classes",
            "pairwise_sq_dists",
            "uniform_t", "logit_normal_t", "uniform_t_from_uniforms", "logit_normal_t_from_normals"]
 
@@ -191,6 +192,13 @@ independent_coupling = IndependentCoupling()
 ot_coupling = MinibatchOTCoupling()
 
 
+def pairs_by_identity(coupling) -> bool:
+    """Whether a training step may skip `coupling`: an :class:`IndependentCoupling` whose
+    ``permutation`` is still the identity (a subclass that redefines it is called)."""
+    return (isinstance(coupling, IndependentCoupling)
+            and type(coupling).permutation is IndependentCoupling.permutation)
+
+
 def pairing_of(coupling):
     """The maths a training step calls for `coupling` (see :func:`flows_np.paths.pairing_of`)."""
     return coupling.permutation if isinstance(coupling, BatchCoupling) else coupling
@@ -207,7 +215,7 @@ def couple_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
 def permutation_within_classes(coupling, x0, x1, labels) -> torch.Tensor:
     """The maths of :func:`couple_within_classes` on checked tensors: the coupling's maths
     (:func:`pairing_of`) inside each class."""
-    if isinstance(coupling, IndependentCoupling):  # the identity: no per-class pass (nor GPU syncs)
+    if pairs_by_identity(coupling):  # the identity: no per-class pass (nor GPU syncs)
         return coupling.permutation(x0, x1)
     pairing = pairing_of(coupling)
     perm = torch.arange(x1.shape[0], device=x1.device)

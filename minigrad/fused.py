@@ -159,9 +159,10 @@ def leaky_mlp_squared_error(x, layers, slope, target: np.ndarray) -> Tensor:
     squared norm per row, mean over the batch), with the network AND the loss as one node.
 
     forward:  out = net(x) (:func:`mlp_forward`),  r = out - target,  L = sum(r * r) / N
-    backward: dL/dout = 2 r / N, formed as ``c r + c r`` with ``c = g / N``: the two terms the
-              layer-by-layer graph adds (``r * r`` reads r twice), so that every gradient
-              equals that graph's bit for bit; then :func:`mlp_backward`.
+    backward: dL/dout = 2 r / N, formed as the layer-by-layer graph forms it: ``c r`` with
+              ``c = g / N`` (the division's and the sum's gradients), doubled exactly (``r * r``
+              reads r twice), so that every gradient equals that graph's bit for bit; then
+              :func:`mlp_backward`.
 
     x: (N, in) Tensor or array (its gradient is returned when it requires one, e.g. a class
     embedding among the inputs); layers: ``(weight, bias)`` Tensors as from

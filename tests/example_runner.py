@@ -57,21 +57,31 @@ def run_example_with_fault(script: Path, fault_file: str, *args, code: int = 28,
 def shared_run(tmp_path_factory, name: str, script: Path, *args, timeout: float = 900):
     """``run_example(script, *args, "--out", folder)`` once per test session, however many test
     files (and pytest-xdist workers) ask for it: the first caller runs it under a file lock in
-    the session's shared temporary folder, later callers read the recorded result. Returns
-    ``(folder, result)``; `result` has ``returncode``, ``stdout`` and ``stderr``. Callers must
-    not change `folder`: copy it first (``shutil.copytree``)."""
+    the session's shared temporary folder, later callers read the recorded result (a run
+    that timed out is recorded as failed, exit status -1). Returns ``(folder, result)``;
+    `result` has ``returncode``, ``stdout`` and ``stderr``. Callers must not change `folder`:
+    copy it first (``shutil.copytree``). Every caller of one `name` must pass the same
+    arguments (checked)."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): each worker makes its own run
+        fcntl = None
     base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if fcntl is not None and os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # each worker's folder sits in the session's shared one
     folder, record = base / f"shared-{name}" / "out", base / f"shared-{name}.json"
+    command = [str(script), *map(str, args)]
     with open(base / f"shared-{name}.lock", "w") as lock:
-        try:
-            import fcntl
+        if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # no POSIX locks (Windows): workers may each run it
-            pass
         if not record.is_file():
-            result = run_example(script, *args, "--out", folder, timeout=timeout)
-            record.write_text(json.dumps({"returncode": result.returncode, "stdout": result.stdout,
-                                          "stderr": result.stderr}))
-    return folder, subprocess.CompletedProcess([str(script), *map(str, args)], **json.loads(record.read_text()))
+            try:
+                result = run_example(script, *args, "--out", folder, timeout=timeout)
+                done = {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+            except subprocess.TimeoutExpired as expired:
+                done = {"returncode": -1, "stdout": str(expired.stdout or ""),
+                        "stderr": f"shared_run: {name} timed out after {timeout} s"}
+            record.write_text(json.dumps({"command": command, **done}))
+    recorded = json.loads(record.read_text())
+    assert recorded.pop("command") == command, f"shared_run {name!r} asked for with other arguments"
+    return folder, subprocess.CompletedProcess(command, **recorded)

@@ -36,6 +36,7 @@ def test_a_smoke_sweep_runs_each_sigma_and_tables_them(tmp_path):
     (["--sigmas", "0,-1"], "distinct finite sigmas >= 0"),
     (["--sigmas", "0,0"], "distinct finite sigmas >= 0"),
     (["--sigmas", "nan"], "distinct finite sigmas >= 0"),
+    (["--sigmas", "0.1,0.1000001"], "distinct to 6 digits"),
     (["--sigma", "0.1"], "--sigma is set per run"),
     (["--jobs", "0"], "--jobs must be a positive integer"),
 ])

@@ -350,6 +350,43 @@ def test_couple_within_classes_pairs_only_inside_each_class(n, k, seed):
     np.testing.assert_array_equal(torch_perm.numpy(), perm)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_user_subclass_of_the_independent_coupling_is_called_inside_each_class(backend):
+    """Only the library's own identity is skipped: a subclass that redefines permutation is
+    run per class (within each class, never across), in couple_within_classes and MNIST's batch."""
+    from flows_np import paths as np_paths
+    from flows_torch import paths as torch_paths
+
+    mod = np_paths if backend == "numpy" else torch_paths
+    as_array = np.asarray if backend == "numpy" else torch.as_tensor
+
+    class Reversed(mod.IndependentCoupling):
+        def permutation(self, x0, x1):
+            n = x1.shape[0]
+            return as_array(np.arange(n)[::-1].copy())
+
+    x0, x1 = as_array(np.zeros((4, 2))), as_array(np.ones((4, 2)))
+    labels = as_array(np.array([0, 0, 1, 1]))
+    assert mod.pairs_by_identity(mod.independent_coupling) and not mod.pairs_by_identity(Reversed())
+    perm = np.asarray(mod.couple_within_classes(Reversed(), x0, x1, labels))
+    np.testing.assert_array_equal(perm, [1, 0, 3, 2])
+    np.testing.assert_array_equal(np.asarray(mod.couple_within_classes(mod.independent_coupling, x0, x1, labels)),
+                                  np.arange(4))
+
+
+def test_mnist_batches_call_a_user_subclass_of_the_independent_coupling():
+    from flows_torch import mnist_train as mt, paths as torch_paths
+
+    class Reversed(torch_paths.IndependentCoupling):
+        def permutation(self, x0, x1):
+            return torch.arange(x1.shape[0] - 1, -1, -1)
+
+    x1, y = torch.zeros(4, 1, 28, 28), torch.tensor([0, 0, 1, 1])
+    drawn = [mt.draw_batch(x1, y, torch_paths.LinearPath(), coupling, 0.0, torch.Generator().manual_seed(0))[0]
+             for coupling in (torch_paths.independent_coupling, Reversed())]
+    assert torch.equal(drawn[1], drawn[0][[1, 0, 3, 2]])
+
+
 def test_a_class_blind_coupling_is_told_apart():
     """Planted bug: OT over the whole batch pairs rows across classes, which the check sees."""
     rng = np.random.default_rng(0)
