@@ -73,8 +73,7 @@ def table(rows: list) -> str:
 
 def side_by_side(folders: list, sigmas: list, path: Path) -> None:
     """The runs' ``samples_grid.png`` in one row, titled by sigma."""
-    import matplotlib
-    matplotlib.use("Agg")
+    from examples.common import plotting  # sets the headless backend before pyplot loads
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(folders), figsize=(3.2 * len(folders), 3.6), squeeze=False)
     for ax, folder, sigma in zip(axes[0], folders, sigmas):
@@ -82,9 +81,7 @@ def side_by_side(folders: list, sigmas: list, path: Path) -> None:
         ax.set_title(f"sigma = {sigma:g}", fontsize=10)
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
+    plotting.save(fig, path, dpi=150)
 
 
 def run_all(passed: list, sigmas: list, folders: list, jobs: int) -> int:

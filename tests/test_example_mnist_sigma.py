@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.example_runner import ROOT, run_example
+from tests.example_runner import ROOT, assert_rejected_before_work, run_example
 
 SCRIPT = ROOT / "examples" / "mnist_sigma.py"
 SHARED = ROOT.parent / "shared" / "mnist"
@@ -41,10 +41,7 @@ def test_a_smoke_sweep_runs_each_sigma_and_tables_them(tmp_path):
     (["--jobs", "0"], "--jobs must be a positive integer"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path, args, message):
-    out = tmp_path / "out"
-    result = run_example(SCRIPT, "--smoke", "--out", out, *args, timeout=60)
-    assert result.returncode == 2 and message in result.stderr
-    assert not out.exists()
+    assert_rejected_before_work(SCRIPT, tmp_path, ["--smoke", *args], message)
 
 
 def test_a_failing_run_stops_the_sweep_with_its_status(tmp_path):
