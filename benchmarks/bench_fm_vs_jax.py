@@ -5,7 +5,7 @@ jax is a peer for measurement, not a dependency of the project: install it in a 
 environment that can also import this checkout, e.g.
 
     python3 -m venv /tmp/peers && /tmp/peers/bin/pip install "jax[cpu]" numpy
-    PYTHONPATH=. /tmp/peers/bin/python -m benchmarks.bench_fm_vs_jax [--repeats 15] [--old DIR]
+    PYTHONPATH=. /tmp/peers/bin/python -m benchmarks.bench_fm_vs_jax [--repeats 31] [--old DIR]
 
 Rows: ``fm_loss`` (the public, checked loss), the reader's step (``velocity_regression_loss``
 on the model's ``velocity``, op by op: what ``train_fm(..., fast=False)`` runs after checking
@@ -29,7 +29,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
-from benchmarks.harness import step_inputs, time_interleaved, training_step  # noqa: E402
+from benchmarks.harness import paired_ratios, step_inputs, time_interleaved, training_step  # noqa: E402
 from flows_np import fm, fm_fast  # noqa: E402
 from flows_np.paths import LinearPath  # noqa: E402
 
@@ -105,15 +105,18 @@ def contenders(old_dir: str | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--inner", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--inner", type=int, default=100)
     parser.add_argument("--old", default=None, help="directory with minigrad_old / flows_np_old packages")
     args = parser.parse_args()
     result = time_interleaved(contenders(args.old), repeats=args.repeats, inner=args.inner, warmup=50)
-    reference = result.get("jax.jit", {}).get("median")
+    ratios = paired_ratios(result, "jax.jit") if "jax.jit" in result else {}
     for name, r in result.items():
-        ratio = f"  {r['median'] / reference:.2f}x jax.jit" if reference else ""
-        print(f"{name:36s} median {1e3 * r['median']:.3f} ms  min {1e3 * r['min']:.3f} ms{ratio}")
+        line = f"{name:36s} median {1e3 * r['median']:.3f} ms  min {1e3 * r['min']:.3f} ms"
+        if ratios:
+            q = ratios[name]
+            line += f"  {q['median']:.2f}x jax.jit (rounds' quartiles {q['q1']:.2f}-{q['q3']:.2f})"
+        print(line)
 
 
 if __name__ == "__main__":

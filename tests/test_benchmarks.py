@@ -47,3 +47,13 @@ def test_the_benchmark_command_prints_every_row(tmp_path):
                 "rings.py (numpy): train NF | 100.0 s", "rings.py (numpy): total | 120.0 s"):
         assert row in run.stdout, row
     assert run_benchmarks("--rings", tmp_path / "missing.json").returncode == 2
+
+
+def test_paired_ratios_divide_round_by_round():
+    from benchmarks.harness import paired_ratios
+
+    result = {"ours": {"all": [1.0, 4.0, 3.0]}, "ref": {"all": [2.0, 4.0, 1.0]}}
+    ratios = paired_ratios(result, "ref")
+    assert ratios["ref"] == {"median": 1.0, "q1": 1.0, "q3": 1.0}
+    # rounds 0.5, 1.0, 3.0: the median of the ratios, not 3.0 / 2.0 from the medians
+    assert ratios["ours"]["median"] == 1.0 and ratios["ours"]["q1"] < 1.0 < ratios["ours"]["q3"]
