@@ -54,7 +54,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from examples.common.cli_checks import prepare_output_folder  # noqa: E402  (standard library only: no torch yet)
-from flows_np.files import atomic_path  # noqa: E402
 
 # Settings of each preset; any option given on the command line wins.
 # The evaluation classifier: "strong" (flows_torch.mnist_eval.StrongClassifier), 12 epochs with
@@ -253,11 +252,6 @@ def check_resume(parser: argparse.ArgumentParser, out: Path, cfg, data=None) -> 
 
 
 # ----------------------------------------------------------------------------- figures
-def _atomic_savefig(fig, path: Path):
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-
-
 def _tile(images, rows: int, cols: int, pad: int = 2):
     """(rows*cols, 1, 28, 28) in [-1, 1] -> one grey image in [0, 1] with white gaps."""
     import numpy as np
@@ -272,9 +266,7 @@ def _tile(images, rows: int, cols: int, pad: int = 2):
 
 def save_grid(images, path: Path, title: str):
     """10x10 grid, row k = samples generated for class k."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from examples.common.plotting import plt, save
     canvas, step = _tile(images, 10, 10)
     fig, ax = plt.subplots(figsize=(6.4, 6.8))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -282,15 +274,12 @@ def save_grid(images, path: Path, title: str):
     ax.set_xticks([])
     ax.set_ylabel("class")
     ax.set_title(title, fontsize=9)
-    _atomic_savefig(fig, path)
-    plt.close(fig)
+    save(fig, path, tight=True)
 
 
 def save_strip(traj, times, path: Path, title: str):
     """x_t over t: traj (T, 10, 1, 28, 28), one row per class, one column per time."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from examples.common.plotting import plt, save
     n_t, n = traj.shape[:2]
     images = traj.transpose(0, 1).reshape(n * n_t, 1, 28, 28)
     canvas, step = _tile(images, n, n_t)
@@ -301,8 +290,7 @@ def save_strip(traj, times, path: Path, title: str):
     ax.set_xlabel("t (0 = noise, 1 = data)")
     ax.set_ylabel("class")
     ax.set_title(title, fontsize=9)
-    _atomic_savefig(fig, path)
-    plt.close(fig)
+    save(fig, path, tight=True)
 
 
 # ----------------------------------------------------------------------------- evaluation helpers
@@ -383,15 +371,14 @@ def main(argv=None) -> int:
     preset, settings, cfg, out = resolve(args, parser)
 
     import torch
-    from flows_torch import mnist_sample as ms, mnist_train as mt
+    from flows_torch import mnist_train as mt
     from flows_torch.unet import count_parameters
 
     if settings["threads"] > 0:
         torch.set_num_threads(settings["threads"])
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
-    device_req = None if args.device == "auto" else args.device
-    rank, world, device = mt.init_distributed(device_req)
+    rank, world, device = mt.init_distributed(None if args.device == "auto" else args.device)
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)
 
@@ -399,98 +386,133 @@ def main(argv=None) -> int:
         run_benchmark(args, parser, cfg, out, device, world, is_main, log)
         return 0
 
-    from flows_torch.mnist import load_flow_data
-    from flows_torch.mnist_eval import evaluate_samples, save_json
-
-    t_total, cpu0 = time.perf_counter(), time.process_time()
-    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    try:
-        data = load_flow_data(args.data_dir, download=args.download, holdout=settings["holdout"], seed=0)
-    except (FileNotFoundError, ValueError) as e:  # missing, corrupt or undownloadable files
-        parser.error(f"MNIST data: {e}")
-    train_x, train_y = data["train_x"], data["train_y"]
-    held_x, held_y = data["held_x"], data["held_y"]
-    if settings["train_limit"]:
-        train_x, train_y = train_x[: settings["train_limit"]], train_y[: settings["train_limit"]]
-    # the checks that need the data, still before anything is written
-    if len(train_x) < cfg.batch_size * world:
-        parser.error(f"--batch-size {cfg.batch_size}" + (f" x {world} processes" if world > 1 else "")
-                     + f" is more than the {len(train_x)} training images")
-    if args.resume:
-        check_resume(parser, out, cfg, mt.data_record(train_x, train_y))
-    if is_main:
-        prepare_output_folder(parser, out)  # last: it creates the folder (and clears stale temporary files)
+    t_total, cpu0, load0 = time.perf_counter(), time.process_time(), load_average()
+    data = load_data(args, parser, settings, cfg, out, world, is_main)
     log(f"data: {data['description']} (folder {data['folder']})"
-        + (f"; using {len(train_x)} training images" if settings["train_limit"] else ""))
+        + (f"; using {len(data['train_x'])} training images" if settings["train_limit"] else ""))
     log(f"device {device}" + (f", {world} processes" if world > 1 else "")
         + f", {torch.get_num_threads()} CPU threads, model {cfg.model}")
-
-    t0 = time.perf_counter()
-    if args.compile and device.type != "cuda":
-        log("--compile: the CPU runs eagerly (torch.compile with CUDA graphs is for CUDA)")
-    result = mt.train(cfg, train_x, train_y, out_dir=out, resume=args.resume, device=device,
-                      compile_model=args.compile, progress=not args.no_progress, log=log,
-                      time_budget_s=60 * settings["time_budget"] if settings["time_budget"] > 0 else None)
-    train_s = time.perf_counter() - t0
-    n_params = count_parameters(result.model)
-    log(f"trained {result.epochs_done} epochs ({result.global_step} steps) in {train_s:.1f}s "
-        f"({result.images_per_s:.0f} images/s in the training loop); {n_params:,} parameters")
-
+    result, train_s = train_model(args, settings, cfg, data, out, device, log)
     if is_main:
         ema = result.ema.model.eval()
-        w, solver, steps = settings["guidance"], settings["solver"], settings["steps"]
-        gen = torch.Generator().manual_seed(args.seed + 12345)
         t0 = time.perf_counter()
-        grid_labels = torch.arange(10).repeat_interleave(10)
-        grid = ms.sample_images(ema, grid_labels, steps=steps, method=solver, guidance=w, generator=gen,
-                                compile=args.compile)
-        title = (f"{cfg.model}, {result.global_step} steps ({result.epochs_done} epochs), {solver} x{steps}, "
-                 f"guidance w={w:g}")
-        save_grid(grid, out / "samples_grid.png", title)
-        traj = ms.sample_images(ema, torch.arange(10), steps=steps, method=solver, guidance=w, generator=gen,
-                                trajectory=True)
-        n_cols = min(11, steps + 1)
-        idx = torch.linspace(0, steps, n_cols).round().long()
-        times = (idx.float() / steps).tolist()
-        save_strip(traj[idx], times, out / "trajectory_strip.png", f"x_t over t ({solver}, w={w:g})")
-        n_eval = settings["eval_samples"]
-        eval_labels = torch.arange(10).repeat(math.ceil(n_eval / 10))[:n_eval]
-        samples = ms.sample_images(ema, eval_labels, steps=steps, method=solver, guidance=w, generator=gen,
-                                   compile=args.compile)
+        samples, labels = draw_samples(ema, args, settings, cfg, result, out)
         sample_s = time.perf_counter() - t0
-        folder = Path(settings["classifier_cache"]) if settings["classifier_cache"] else out
-        clf, cached = get_classifier(train_x, train_y, folder, settings["classifier_epochs"], args.seed, log,
-                                     settings["classifier"])
-        metrics = evaluate_samples(clf, samples, eval_labels, held_x, held_y)
+        metrics = evaluate(ema, samples, labels, data, args, settings, out, log)
         metrics.update({
-            "preset": preset, "config": cfg.to_dict(), "solver": solver, "steps": steps, "guidance": w,
-            "parameters": n_params, "epochs_done": result.epochs_done, "global_step": result.global_step,
+            "preset": preset, "config": cfg.to_dict(), "solver": settings["solver"], "steps": settings["steps"],
+            "guidance": settings["guidance"], "parameters": count_parameters(result.model),
+            "epochs_done": result.epochs_done, "global_step": result.global_step,
             "epoch_loss": result.history.get("epoch_loss", []), "data": data["description"],
-            "train_images": int(len(train_x)), "device": str(device), "world_size": world,
+            "train_images": int(len(data["train_x"])), "device": str(device), "world_size": world,
             "threads": torch.get_num_threads(), "train_seconds": train_s, "sample_seconds": sample_s,
-            "train_images_per_s": result.images_per_s,
-            "classifier_cached": cached, "classifier": settings["classifier"],
-            "classifier_epochs": settings["classifier_epochs"], "total_seconds": time.perf_counter() - t_total,
+            "train_images_per_s": result.images_per_s, "total_seconds": time.perf_counter() - t_total,
             "resumed": bool(args.resume), "stopped_early_by_time_budget": result.stopped_early,
-            "process_cpu_seconds": time.process_time() - cpu0,
-            "load_average_start_end": [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+            "process_cpu_seconds": time.process_time() - cpu0, "load_average_start_end": [load0, load_average()],
         })
-        if args.likelihood is not None:
-            metrics.update(likelihood_metrics(ema, held_x, settings, args.seed, log))
-        path = save_json(out / "metrics.json", metrics)
-        log(f"conditional accuracy {metrics['conditional_accuracy']:.3f} "
-            f"(classifier on real held-out images: {metrics['classifier_accuracy_on_real']:.3f})")
-        log(f"Frechet distance {metrics['frechet_distance']:.2f} from {metrics['n_samples']} generated images "
-            f"against {metrics['n_reference']} held-out ones ({settings['classifier']} classifier features; "
-            f"real vs real with the same counts: {metrics.get('frechet_real_vs_real', float('nan')):.2f})"
-            + ("" if device.type == "cuda" else "; fewer samples than the 10,000 of a GPU run (CPU)"))
-        log(f"wrote {out / 'samples_grid.png'}, {out / 'trajectory_strip.png'}, {path}")
-        log(f"total {metrics['total_seconds']:.1f}s")
+        report(metrics, settings, device, out, log)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
 
+
+def load_average():
+    """The 1-minute load average (None where the system does not report one)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def load_data(args, parser: argparse.ArgumentParser, settings: dict, cfg, out: Path, world: int,
+              is_main: bool) -> dict:
+    """The MNIST split of the run (``flows_torch.mnist.load_flow_data``; ``--train-limit``
+    applied) after the checks that need the data; creates OUT last (rank 0)."""
+    from flows_torch import mnist_train as mt
+    from flows_torch.mnist import load_flow_data
+    try:
+        data = load_flow_data(args.data_dir, download=args.download, holdout=settings["holdout"], seed=0)
+    except (FileNotFoundError, ValueError) as e:  # missing, corrupt or undownloadable files
+        parser.error(f"MNIST data: {e}")
+    if settings["train_limit"]:
+        data["train_x"], data["train_y"] = (data[k][: settings["train_limit"]] for k in ("train_x", "train_y"))
+    if len(data["train_x"]) < cfg.batch_size * world:
+        parser.error(f"--batch-size {cfg.batch_size}" + (f" x {world} processes" if world > 1 else "")
+                     + f" is more than the {len(data['train_x'])} training images")
+    if args.resume:
+        check_resume(parser, out, cfg, mt.data_record(data["train_x"], data["train_y"]))
+    if is_main:
+        prepare_output_folder(parser, out)  # last: it creates the folder (and clears stale temporary files)
+    return data
+
+
+def train_model(args, settings: dict, cfg, data: dict, out: Path, device, log):
+    """``flows_torch.mnist_train.train`` with the run's options: (result, seconds)."""
+    from flows_torch import mnist_train as mt
+    from flows_torch.unet import count_parameters
+    t0 = time.perf_counter()
+    if args.compile and device.type != "cuda":
+        log("--compile: the CPU runs eagerly (torch.compile with CUDA graphs is for CUDA)")
+    result = mt.train(cfg, data["train_x"], data["train_y"], out_dir=out, resume=args.resume, device=device,
+                      compile_model=args.compile, progress=not args.no_progress, log=log,
+                      time_budget_s=60 * settings["time_budget"] if settings["time_budget"] > 0 else None)
+    train_s = time.perf_counter() - t0
+    log(f"trained {result.epochs_done} epochs ({result.global_step} steps) in {train_s:.1f}s "
+        f"({result.images_per_s:.0f} images/s in the training loop); {count_parameters(result.model):,} parameters")
+    return result, train_s
+
+
+def draw_samples(ema, args, settings: dict, cfg, result, out: Path):
+    """The figures (``samples_grid.png``, ``trajectory_strip.png``) and the evaluation samples,
+    one generator for all three draws: returns (samples, their labels)."""
+    import torch
+    from flows_torch import mnist_sample as ms
+    w, solver, steps = settings["guidance"], settings["solver"], settings["steps"]
+    gen = torch.Generator().manual_seed(args.seed + 12345)
+    grid_labels = torch.arange(10).repeat_interleave(10)
+    grid = ms.sample_images(ema, grid_labels, steps=steps, method=solver, guidance=w, generator=gen,
+                            compile=args.compile)
+    title = (f"{cfg.model}, {result.global_step} steps ({result.epochs_done} epochs), {solver} x{steps}, "
+             f"guidance w={w:g}")
+    save_grid(grid, out / "samples_grid.png", title)
+    traj = ms.sample_images(ema, torch.arange(10), steps=steps, method=solver, guidance=w, generator=gen,
+                            trajectory=True)
+    n_cols = min(11, steps + 1)
+    idx = torch.linspace(0, steps, n_cols).round().long()
+    times = (idx.float() / steps).tolist()
+    save_strip(traj[idx], times, out / "trajectory_strip.png", f"x_t over t ({solver}, w={w:g})")
+    n_eval = settings["eval_samples"]
+    labels = torch.arange(10).repeat(math.ceil(n_eval / 10))[:n_eval]
+    samples = ms.sample_images(ema, labels, steps=steps, method=solver, guidance=w, generator=gen,
+                               compile=args.compile)
+    return samples, labels
+
+
+def evaluate(ema, samples, labels, data: dict, args, settings: dict, out: Path, log) -> dict:
+    """Conditional accuracy, the Frechet distance (``flows_torch.mnist_eval.evaluate_samples``)
+    by the preset's classifier, and with ``--likelihood`` the held-out bits/dim."""
+    from flows_torch.mnist_eval import evaluate_samples
+    folder = Path(settings["classifier_cache"]) if settings["classifier_cache"] else out
+    clf, cached = get_classifier(data["train_x"], data["train_y"], folder, settings["classifier_epochs"], args.seed,
+                                 log, settings["classifier"])
+    metrics = evaluate_samples(clf, samples, labels, data["held_x"], data["held_y"])
+    metrics.update({"classifier_cached": cached, "classifier": settings["classifier"],
+                    "classifier_epochs": settings["classifier_epochs"]})
+    if args.likelihood is not None:
+        metrics.update(likelihood_metrics(ema, data["held_x"], settings, args.seed, log))
+    return metrics
+
+
+def report(metrics: dict, settings: dict, device, out: Path, log) -> None:
+    """Write OUT/metrics.json and say what it holds."""
+    from flows_torch.mnist_eval import save_json
+    path = save_json(out / "metrics.json", metrics)
+    log(f"conditional accuracy {metrics['conditional_accuracy']:.3f} "
+        f"(classifier on real held-out images: {metrics['classifier_accuracy_on_real']:.3f})")
+    log(f"Frechet distance {metrics['frechet_distance']:.2f} from {metrics['n_samples']} generated images "
+        f"against {metrics['n_reference']} held-out ones ({settings['classifier']} classifier features; "
+        f"real vs real with the same counts: {metrics.get('frechet_real_vs_real', float('nan')):.2f})"
+        + ("" if device.type == "cuda" else "; fewer samples than the 10,000 of a GPU run (CPU)"))
+    log(f"wrote {out / 'samples_grid.png'}, {out / 'trajectory_strip.png'}, {path}")
+    log(f"total {metrics['total_seconds']:.1f}s")
 
 if __name__ == "__main__":
     sys.exit(main())

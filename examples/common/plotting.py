@@ -133,8 +133,9 @@ def panel_grid(n: int, ncols: Optional[int] = None, size: float = PANEL_SIZE, as
     return fig, flat[:n]
 
 
-def save(fig, path, dpi: int = DPI) -> str:
+def save(fig, path, dpi: int = DPI, tight: bool = False) -> str:
     """Write ``fig`` as a PNG at ``path`` (creating its folder) and close it; returns the path.
+    ``tight``: crop the page to what is drawn (``bbox_inches="tight"``).
 
     The file is written under a temporary name and renamed
     (:func:`flows_np.files.atomic_path`), so an interrupted run never leaves a truncated
@@ -147,7 +148,7 @@ def save(fig, path, dpi: int = DPI) -> str:
         os.makedirs(folder, exist_ok=True)
     try:
         with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png")
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight" if tight else None)
     finally:
         plt.close(fig)
     return path
