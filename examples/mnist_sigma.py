@@ -2,8 +2,7 @@
 """The slides' exploration of the CFM noise sigma on MNIST, measured: one ``examples/mnist.py``
 run per sigma at the same budget, judged by the same evaluation classifier.
 
-    python examples/mnist_sigma.py --quick --time-budget 3 --classifier strong \\
-        --classifier-epochs 12 --classifier-cache outputs/mnist/classifiers --likelihood 100
+    python examples/mnist_sigma.py --quick --threads 1 --jobs 2 --epochs 9 --time-budget 0 --likelihood 100
     python examples/mnist_sigma.py --smoke --sigmas 0,0.1 --out /tmp/s   # seconds, for CI
 
 Each sigma trains ``v(x, t, y)`` on the path ``x_t = t x1 + (1 - t) x0 + sigma eps``
@@ -137,10 +136,13 @@ def main(argv=None) -> int:
     rows = [row(s, m) for s, m in zip(args.sigmas, results)]
     first = results[0]
     header = (f"Sigma sweep: preset {first['preset']}, {first['train_images']} training images, "
-              f"{first['solver']} x{first['steps']}, guidance {first['guidance']:g}, "
+              f"sampling {first['solver']} x{first['steps']}, guidance {first['guidance']:g}, "
               f"{first['n_samples']} generated images against {first['n_reference']} held-out ones, "
               f"{first['classifier']} classifier ({first['classifier_accuracy_on_real']:.4f} on real "
-              f"held-out images), device {first['device']}.\n\n")
+              f"held-out images), device {first['device']}"
+              + (f"; bits/dim on {first['likelihood_images']} held-out images by {first['likelihood_solver']} "
+                 f"(rtol {first['likelihood_rtol']:g}, atol {first['likelihood_atol']:g})"
+                 if "likelihood_solver" in first else "") + ".\n\n")
     with atomic_path(out / "sigma.md", suffix=".md") as tmp:
         Path(tmp).write_text(header + table(rows))
     with atomic_path(out / "sigma.json", suffix=".json") as tmp:

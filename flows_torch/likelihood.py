@@ -19,7 +19,8 @@ from . import checks, nf
 from .solvers import ODE_METHODS, as_state_field, solve_with
 
 __all__ = ["divergence", "velocity_and_divergence", "log_prob", "nll", "standard_normal_log_prob",
-           "hutchinson_divergence", "velocity_and_hutchinson"]
+           "hutchinson_divergence", "velocity_and_hutchinson", "rademacher_probes",
+           "velocity_and_probe_trace"]
 
 
 def standard_normal_log_prob(z) -> torch.Tensor:
@@ -70,16 +71,32 @@ def hutchinson_divergence(v, x, t, y=None, probes: int = 1, generator=None) -> t
 
 def velocity_and_hutchinson(v, x: torch.Tensor, t: torch.Tensor, y, probes: int, generator):
     """The maths of :func:`hutchinson_divergence` on checked inputs: ``(v, estimate)``,
-    the probes drawn from `generator` one (N, D) tensor at a time."""
+    with `probes` fresh probes from `generator`."""
+    return velocity_and_probe_trace(v, x, t, y, rademacher_probes(x, probes, generator))
+
+
+def rademacher_probes(x: torch.Tensor, probes: int, generator) -> torch.Tensor:
+    """`probes` Rademacher probes of x's shape, ``(probes, N, D)``: entries +-1 with probability
+    1/2, drawn from `generator` one (N, D) tensor at a time, in x's dtype on x's device."""
+    signs = [torch.randint(0, 2, x.shape, generator=generator, device=generator.device)
+             for _ in range(probes)]
+    return (2 * torch.stack(signs) - 1).to(device=x.device, dtype=x.dtype)
+
+
+def velocity_and_probe_trace(v, x: torch.Tensor, t: torch.Tensor, y, eps: torch.Tensor):
+    """``(v(x, t, y), mean_k eps_k^T (dv/dx) eps_k)`` per row for the given probes `eps`
+    ``(P, N, D)``: one vector-Jacobian product ``eps_k^T dv/dx`` per probe. With probes
+    drawn independently of x and t it is Hutchinson's estimate of ``div v``; a solve that
+    keeps the same probes at every evaluation integrates a field smooth in (x, t)."""
     with torch.enable_grad():
         leaf = x.clone().requires_grad_(True)
         out = checks.maths_of(v)(leaf, t, y)
         estimate = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        probes = eps.shape[0]
         for k in range(probes):
-            signs = torch.randint(0, 2, x.shape, generator=generator, device=generator.device)
-            eps = (2 * signs - 1).to(device=x.device, dtype=x.dtype)
-            (vjp,) = torch.autograd.grad(out, leaf, grad_outputs=eps, retain_graph=k < probes - 1)
-            estimate = estimate + (vjp * eps).sum(dim=1)
+            (vjp,) = torch.autograd.grad(out, leaf, grad_outputs=eps[k],
+                                         retain_graph=k < probes - 1)
+            estimate = estimate + (vjp * eps[k]).sum(dim=1)
     return out.detach(), (estimate / probes).detach()
 
 

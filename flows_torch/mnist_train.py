@@ -95,7 +95,7 @@ class MNISTConfig:
     mlp_hidden: int = 1024
     mlp_depth: int = 3
     # flow matching
-    sigma: float = 0.01                    # CFM noise (measured: examples/mnist_sigma.py, README)
+    sigma: float = 0.0                     # CFM noise (measured: examples/mnist_sigma.py, README)
     coupling: str = "independent"          # or "ot"
     p_uncond: float = 0.1                  # label dropout for classifier-free guidance
     # optimisation

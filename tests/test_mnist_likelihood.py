@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flows_torch.likelihood import divergence, hutchinson_divergence
+from flows_torch.likelihood import divergence, hutchinson_divergence, rademacher_probes
 from flows_torch.mnist_likelihood import bits_per_dim, dequantise
 from flows_torch.nf import standard_normal_log_prob
 
@@ -137,3 +137,68 @@ def test_bits_per_dim_of_a_unet_runs_and_refuses_bad_images():
         bits_per_dim(model, torch.zeros(2, 784))
     with pytest.raises(ValueError, match="probes must be a positive integer"):
         bits_per_dim(model, pixel_images(2), probes=0)
+
+
+class LinearImages(torch.nn.Module):
+    """``v(x, t) = A x`` on flattened images: a constant, non-diagonal Jacobian A, so that a
+    probe's quadratic form ``eps^T A eps`` is the same at every t, and ``x_0 = exp(-A) x``."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = torch.nn.Parameter(a, requires_grad=False)
+
+    def forward(self, x, t, y=None):
+        return (x.reshape(x.shape[0], -1) @ self.a.T).reshape(x.shape)
+
+
+def test_the_probes_are_drawn_once_per_solve():
+    """Every evaluation of one solve uses the same probe: then ``l_0 = -eps^T A eps`` exactly
+    for the linear field. (Fresh probes at every evaluation would average several quadratic
+    forms instead: a field that jumps from one evaluation to the next, which no adaptive
+    solver can control.)"""
+    a = 0.3 * torch.randn(784, 784, generator=gen(3)) / 28
+    images = pixel_images(3, seed=4)
+    res = bits_per_dim(LinearImages(a), images, steps=20, method="rk4", generator=gen(5), batch_size=3)
+    g = gen(5)  # replay the generator: the dequantisation's draws, then the one probe
+    x = dequantise(images, g)
+    (eps,) = rademacher_probes(x, 1, g)
+    x0 = x.double() @ torch.linalg.matrix_exp(-a.double()).T
+    logp = standard_normal_log_prob(x0) - ((eps.double() @ a.double().T) * eps.double()).sum(1)
+    want = -logp / (784 * math.log(2)) + 7
+    torch.testing.assert_close(res["per_image"], want, rtol=0, atol=2e-5)
+
+
+class OracleImages(torch.nn.Module):
+    """The exact marginal velocity of a Gaussian mixture on flattened images
+    (:class:`flows_torch.oracle.MixtureOracle`), whose ``log p_1`` is known in closed form."""
+
+    def __init__(self, oracle):
+        super().__init__()
+        self.oracle = oracle
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # bits_per_dim reads the device off it
+
+    def forward(self, x, t, y=None):
+        flat = x.reshape(x.shape[0], -1).double()
+        return self.oracle.velocity(flat, t.double()).float().reshape(x.shape)
+
+
+def test_bits_per_dim_estimates_the_exact_likelihood_of_a_gaussian_mixture():
+    """Against the truth: for the oracle field of a 3-component mixture in 784 dimensions,
+    the default (dopri5, Hutchinson probes) agrees with the mixture's exact ``log p_1`` at
+    the dequantised points within the estimator's own noise (4 standard errors), where 10
+    midpoint steps, the sampler's setting, are off by many standard errors."""
+    from flows_torch.oracle import MixtureOracle
+
+    means = (torch.rand(3, 784, generator=gen(1), dtype=torch.float64) * 2 - 1) * 0.6
+    oracle = MixtureOracle(means, covariances=0.05)
+    draws = oracle.sample(16, 1.0, gen(3))
+    images = (torch.round((draws + 1) * 127.5).clamp(0, 255) / 127.5 - 1).float().reshape(16, 1, 28, 28)
+    exact = -oracle.log_prob(dequantise(images, gen(8)).double(), 1.0) / (784 * math.log(2)) + 7
+    field = OracleImages(oracle)
+    res = bits_per_dim(field, images, probes=4, generator=gen(8), batch_size=16)
+    assert res["method"] == "dopri5" and res["rtol"] == res["atol"] == 1e-4 and res["nfe"] > 0
+    error = res["per_image"] - exact
+    se = float(error.std()) / 4
+    assert abs(float(error.mean())) < 4 * se
+    coarse = bits_per_dim(field, images, steps=10, method="midpoint", probes=4, generator=gen(8), batch_size=16)
+    assert abs(float((coarse["per_image"] - exact).mean())) > 10 * se

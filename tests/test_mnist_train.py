@@ -345,6 +345,7 @@ def test_cli_smoke_writes_grid_strip_metrics_and_repeats_them_exactly(tmp_path):
     first = json.loads((out / "metrics.json").read_text())
     assert reproducible_part(first) == reproducible_part(again)  # same seed, same numbers
     assert first["likelihood_images"] == 16 and first["bits_per_dim"] > 0 and first["bits_per_dim_standard_error"] > 0
+    assert first["likelihood_solver"] == "dopri5" and first["likelihood_nfe"] > 0  # adaptive: see mnist_likelihood
     assert "bits/dim" in r.stdout
     assert first["train_images_per_s"] > 0  # the training loop's own rate
     import matplotlib
