@@ -1,7 +1,8 @@
 """Interleaved timing: the contenders take turns, so a burst of load on this shared
 machine hits all of them alike, and the median over repeats discards the outliers.
 
-Never used in tests: timings are measurements to report, not assertions.
+No test asserts a timing: timings are measurements to report, not assertions (the tests
+only check that the harness runs and divides correctly).
 """
 from __future__ import annotations
 
@@ -34,8 +35,6 @@ def paired_ratios(result: dict, reference: str) -> dict:
     in every round of :func:`time_interleaved`, so load that hits one hits both): {name:
     {"median": r, "q1": r, "q3": r}} over the rounds. Steadier on a shared machine than the
     ratio of the two medians."""
-    import statistics
-
     ref = result[reference]["all"]
     out = {}
     for name, timing in result.items():

@@ -515,5 +515,6 @@ def report(metrics: dict, settings: dict, device, out: Path, log) -> None:
     log(f"wrote {out / 'samples_grid.png'}, {out / 'trajectory_strip.png'}, {path}")
     log(f"total {metrics['total_seconds']:.1f}s")
 
+
 if __name__ == "__main__":
     sys.exit(main())

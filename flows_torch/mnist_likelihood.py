@@ -101,12 +101,14 @@ def bits_per_dim(model: nn.Module, images: torch.Tensor, steps: Optional[int] = 
     was_training = model.training
     model.eval()
     values, nfe = [], 0
-    for start in range(0, len(images), batch_size):
-        x = dequantise(images[start:start + batch_size].to(device), generator)
-        logp, stats = image_log_prob(model, x, solver, probes, generator)
-        values.append(-logp.double().cpu() / (PIXELS * math.log(2)) + BITS_OFFSET)
-        nfe += stats.nfe
-    model.train(was_training)
+    try:
+        for start in range(0, len(images), batch_size):
+            x = dequantise(images[start:start + batch_size].to(device), generator)
+            logp, stats = image_log_prob(model, x, solver, probes, generator)
+            values.append(-logp.double().cpu() / (PIXELS * math.log(2)) + BITS_OFFSET)
+            nfe += stats.nfe
+    finally:  # a solve that fails (dopri5's step cap, a NaN) leaves the model as it was
+        model.train(was_training)
     per_image = torch.cat(values)
     se = float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else float("nan")
     return {"bits_per_dim": float(per_image.mean()), "standard_error": se, "per_image": per_image,

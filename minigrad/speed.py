@@ -56,13 +56,14 @@ def leaky_relu_derivative(a: np.ndarray, slope) -> np.ndarray:
     """``d leaky_relu / da`` as an array: exactly 1 where a > 0 and ``slope`` elsewhere (at
     0 too, as torch), so that the VJP is the product ``g * derivative``.
 
-    For slopes in [0, 1] it is ``max(m, slope)`` with ``m = a > 0`` as 0.0 / 1.0 in a's
-    dtype: max(1, slope) = 1 and max(0, slope) = slope, both exact. (Other slopes:
+    `slope` is a scalar of a's dtype (as :mod:`minigrad.ops` and :mod:`minigrad.fused` pass
+    it). For slopes in [0, 1] the derivative is ``max(m, slope)`` with ``m = a > 0`` as 0.0 /
+    1.0 in a's dtype: max(1, slope) = 1 and max(0, slope) = slope, both exact. (Other slopes:
     ``m + (~m) * slope``, 1 + 0 or 0 + slope, exact too.) Either way ``g * derivative``
     equals ``np.where(a > 0, g, slope * g)`` bit for bit (tests/test_minigrad_ops.py).
-    Measured, forming it and multiplying: 2.7 / 6.6 / 12.1 us at widths 8 / 64 / 128, against
-    3.9 / 9.7 / 15.1 us for the boolean form at every slope (numpy casts a boolean slowly
-    inside arithmetic, fast in ``astype``) and 3.2 / 26 / 62 us for the select, which also
+    Measured, forming it and multiplying: 2.6 / 7.4 / 12.1 us at widths 8 / 64 / 128, against
+    3.6 / 10.0 / 16.6 us for the boolean form at every slope (numpy casts a boolean slowly
+    inside arithmetic, fast in ``astype``) and 3.0 / 24 / 61 us for the select, which also
     leaves no array for :func:`formed_once` to keep or for :mod:`minigrad.fused` to multiply
     in place."""
     positive = a > 0
